@@ -1,0 +1,31 @@
+# Installs the library, headers, an exported CMake package (encore::encore) and encore.pc.
+include(CMakePackageConfigHelpers)
+
+install(TARGETS encore EXPORT encoreTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/encore DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+        FILES_MATCHING PATTERN "*.h")
+install(FILES ${PROJECT_BINARY_DIR}/include/encore/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/encore)
+
+set(ENCORE_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/encore)
+# A static encore carries its private dependencies into the consumer's link line.
+if(BUILD_SHARED_LIBS)
+  set(ENCORE_CONFIG_STATIC OFF)
+else()
+  set(ENCORE_CONFIG_STATIC ON)
+endif()
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/encoreConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/encoreConfig.cmake INSTALL_DESTINATION ${ENCORE_CMAKE_DIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/encoreConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion)
+install(EXPORT encoreTargets NAMESPACE encore:: DESTINATION ${ENCORE_CMAKE_DIR})
+install(FILES ${PROJECT_BINARY_DIR}/encoreConfig.cmake ${PROJECT_BINARY_DIR}/encoreConfigVersion.cmake
+        DESTINATION ${ENCORE_CMAKE_DIR})
+# Build-tree export, so a project can point encore_DIR at a build directory too.
+export(EXPORT encoreTargets NAMESPACE encore:: FILE ${PROJECT_BINARY_DIR}/encoreTargets.cmake)
+
+configure_file(${PROJECT_SOURCE_DIR}/cmake/encore.pc.in ${PROJECT_BINARY_DIR}/encore.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/encore.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,71 @@
+// encore — memory allocation and shared storage.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+#include "encore/core/device.h"
+
+namespace encore {
+
+/// Default alignment of encore's host allocations: one cache line, enough for AVX-512 loads.
+inline constexpr std::size_t kDefaultAlignment = 64;
+
+/// Allocates raw memory on one kind of device. Backends register one per device type.
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  /// Returns `bytes` bytes (at least `alignment`-aligned) on `device`, or throws
+  /// Error(out_of_memory) naming the size. A request of 0 bytes returns a valid unique pointer.
+  virtual void* allocate(std::size_t bytes, std::size_t alignment, Device device) = 0;
+  /// Frees memory returned by allocate. Never throws.
+  virtual void deallocate(void* ptr, std::size_t bytes, Device device) noexcept = 0;
+  /// Copies `bytes` between two buffers, either of which may be on this allocator's device or on
+  /// the host. Blocks until the copy is complete.
+  virtual void copy(void* dst, Device dst_device, const void* src, Device src_device,
+                    std::size_t bytes) = 0;
+};
+
+/// The process-wide aligned host allocator.
+Allocator& cpu_allocator();
+
+/// The allocator registered for `type` (the CPU's is always there). Throws Error(unsupported)
+/// when this build has no backend for the device type.
+Allocator& allocator_for(DeviceType type);
+
+/// Registers the allocator of a backend (done once by the backend; not thread-safe against
+/// concurrent allocation). Passing nullptr unregisters it.
+void register_allocator(DeviceType type, Allocator* allocator);
+
+/// A block of memory shared by tensors: owns it (through an allocator) or borrows it (a memory
+/// map, a user buffer) and keeps the lender alive through `owner`.
+class Storage {
+ public:
+  /// Allocates `bytes` on `device` through its registered allocator.
+  static std::shared_ptr<Storage> allocate(std::size_t bytes, Device device,
+                                           std::size_t alignment = kDefaultAlignment);
+  /// Borrows `bytes` at `data`; `owner` (may be empty) is held until the storage dies.
+  static std::shared_ptr<Storage> borrow(void* data, std::size_t bytes, Device device,
+                                         std::shared_ptr<const void> owner);
+
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+
+  void* data() const noexcept { return data_; }
+  std::size_t bytes() const noexcept { return bytes_; }
+  Device device() const noexcept { return device_; }
+  /// True when this storage allocated its memory (false for borrowed memory such as an mmap).
+  bool owns_memory() const noexcept { return allocator_ != nullptr; }
+
+ private:
+  Storage() = default;
+  void* data_ = nullptr;
+  std::size_t bytes_ = 0;
+  Device device_{};
+  Allocator* allocator_ = nullptr;
+  std::shared_ptr<const void> owner_;
+};
+
+}  // namespace encore

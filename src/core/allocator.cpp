@@ -1,0 +1,81 @@
+#include "encore/core/allocator.h"
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/check.h"
+
+namespace encore {
+namespace {
+
+class CpuAllocator final : public Allocator {
+ public:
+  void* allocate(std::size_t bytes, std::size_t alignment, Device) override {
+    // aligned_alloc needs a size that is a multiple of the alignment; round up with overflow check.
+    std::size_t rounded = 0;
+    ENCORE_CHECK(alignment != 0 && (alignment & (alignment - 1)) == 0, invalid_argument,
+                 "alignment {} is not a power of two", alignment);
+    ENCORE_CHECK(!__builtin_add_overflow(bytes == 0 ? 1 : bytes, alignment - 1, &rounded), out_of_memory,
+                 "cannot allocate {} bytes on the host: size overflows", bytes);
+    rounded &= ~(alignment - 1);
+    void* p = std::aligned_alloc(alignment, rounded);
+    ENCORE_CHECK(p != nullptr, out_of_memory, "cannot allocate {} bytes on the host", bytes);
+    return p;
+  }
+  void deallocate(void* ptr, std::size_t, Device) noexcept override { std::free(ptr); }
+  void copy(void* dst, Device, const void* src, Device, std::size_t bytes) override {
+    if (bytes != 0) std::memcpy(dst, src, bytes);
+  }
+};
+
+std::array<Allocator*, 2> g_allocators{&cpu_allocator(), nullptr};
+
+}  // namespace
+
+Allocator& cpu_allocator() {
+  static CpuAllocator instance;
+  return instance;
+}
+
+Allocator& allocator_for(DeviceType type) {
+  Allocator* a = g_allocators[static_cast<std::size_t>(type)];
+  ENCORE_CHECK(a != nullptr, unsupported,
+               "no backend for device type '{}' is available in this build (compiled backends: cpu{})",
+               type == DeviceType::CUDA ? "cuda" : "cpu", g_allocators[1] ? ", cuda" : "");
+  return *a;
+}
+
+void register_allocator(DeviceType type, Allocator* allocator) {
+  if (type == DeviceType::CPU) return;  // the host allocator is fixed
+  g_allocators[static_cast<std::size_t>(type)] = allocator;
+}
+
+std::shared_ptr<Storage> Storage::allocate(std::size_t bytes, Device device, std::size_t alignment) {
+  Allocator& a = allocator_for(device.type);
+  std::shared_ptr<Storage> s(new Storage());
+  s->data_ = a.allocate(bytes, alignment, device);
+  s->bytes_ = bytes;
+  s->device_ = device;
+  s->allocator_ = &a;
+  return s;
+}
+
+std::shared_ptr<Storage> Storage::borrow(void* data, std::size_t bytes, Device device,
+                                         std::shared_ptr<const void> owner) {
+  ENCORE_CHECK(data != nullptr || bytes == 0, invalid_argument,
+               "cannot wrap a null pointer as {} bytes of storage", bytes);
+  std::shared_ptr<Storage> s(new Storage());
+  s->data_ = data;
+  s->bytes_ = bytes;
+  s->device_ = device;
+  s->owner_ = std::move(owner);
+  return s;
+}
+
+Storage::~Storage() {
+  if (allocator_ != nullptr) allocator_->deallocate(data_, bytes_, device_);
+}
+
+}  // namespace encore

@@ -1,0 +1,36 @@
+# Runs by `cmake -P`: install, configure the consumer against the prefix, build, run.
+file(REMOVE_RECURSE ${WORK_DIR})
+set(prefix ${WORK_DIR}/prefix)
+
+function(run_step what)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${what} failed (${rc}):\n${out}\n${err}")
+  endif()
+  message(STATUS "${what}: ok")
+  set(step_output "${out}" PARENT_SCOPE)
+endfunction()
+
+run_step("install" ${CMAKE_COMMAND} --install ${ENCORE_BUILD_DIR} --prefix ${prefix})
+run_step("configure consumer" ${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build -G ${GENERATOR}
+         -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
+run_step("build consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+run_step("run consumer" ${WORK_DIR}/build/consumer ${WORK_DIR}/weights.safetensors)
+if(NOT step_output MATCHES "read 2 tensors")
+  message(FATAL_ERROR "consumer output unexpected: ${step_output}")
+endif()
+
+# pkg-config sees the same library.
+find_program(PKG_CONFIG pkg-config)
+if(PKG_CONFIG)
+  set(ENV{PKG_CONFIG_PATH} "${prefix}/lib/pkgconfig:${prefix}/lib64/pkgconfig")
+  foreach(libdir lib lib64 lib/x86_64-linux-gnu)
+    if(EXISTS ${prefix}/${libdir}/pkgconfig/encore.pc)
+      set(ENV{PKG_CONFIG_PATH} "${prefix}/${libdir}/pkgconfig")
+    endif()
+  endforeach()
+  run_step("pkg-config" ${PKG_CONFIG} --cflags --libs encore)
+  if(NOT step_output MATCHES "-lencore")
+    message(FATAL_ERROR "pkg-config output unexpected: ${step_output}")
+  endif()
+endif()

@@ -30,7 +30,9 @@ class CpuAllocator final : public Allocator {
   }
 };
 
-std::array<Allocator*, 2> g_allocators{&cpu_allocator(), nullptr};
+// Constant-initialised, so a backend registering from another translation unit's static
+// initialiser can never be overwritten by this one's (initialisation order across files is unspecified).
+constinit std::array<Allocator*, 2> g_allocators{nullptr, nullptr};
 
 }  // namespace
 
@@ -40,6 +42,7 @@ Allocator& cpu_allocator() {
 }
 
 Allocator& allocator_for(DeviceType type) {
+  if (type == DeviceType::CPU) return cpu_allocator();
   Allocator* a = g_allocators[static_cast<std::size_t>(type)];
   ENCORE_CHECK(a != nullptr, unsupported,
                "no backend for device type '{}' is available in this build (compiled backends: cpu{})",

@@ -130,8 +130,17 @@ void Tensor::copy_from(const Tensor& src) {
   ENCORE_CHECK(src.dtype() == dtype(), unsupported,
                "copy_from between {} and {} must keep the dtype (got {} -> {})", src.device().str(),
                device().str(), dtype_name(src.dtype()), dtype_name(dtype()));
+  // Across devices the bytes move in one block; a strided host side is staged through a
+  // contiguous host copy (a strided device side needs a device kernel: the backend's copy op).
+  if (!src.is_contiguous() && src.device().is_cpu()) return copy_from(src.contiguous());
+  if (!is_contiguous() && device().is_cpu()) {
+    Tensor staged = empty(shape(), dtype(), Device::cpu());
+    staged.copy_from(src);
+    return copy_from(staged);
+  }
   ENCORE_CHECK(src.is_contiguous() && is_contiguous(), unsupported,
-               "copy_from between {} and {} needs contiguous tensors", src.device().str(), device().str());
+               "copy_from between {} and {}: the {} side is not contiguous; make it contiguous on its device first",
+               src.device().str(), device().str(), src.is_contiguous() ? device().str() : src.device().str());
   Allocator& a = allocator_for(device().is_cpu() ? src.device().type : device().type);
   a.copy(data(), device(), src.data(), src.device(), nbytes());
 }

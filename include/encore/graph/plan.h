@@ -1,0 +1,71 @@
+// encore — planning and running a graph.
+//
+// Plan(graph, options) optimises a copy of the graph (dead-node removal, fusions), places every
+// intermediate value in one arena using the values' live ranges, and binds it to a backend.
+// peak_bytes() is known before anything runs. run() then executes the nodes in order.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "encore/core/device.h"
+#include "encore/core/tensor.h"
+#include "encore/graph/graph.h"
+
+namespace encore {
+
+struct PlanOptions {
+  Device device = Device::cpu();
+  int num_threads = 0;   ///< CPU threads for this plan's kernels; 0 = encore::num_threads().
+  bool fuse = true;      ///< run the fusion passes (linear+activation, residual add+layer norm).
+};
+
+struct RunOptions {
+  /// Checked between nodes; when it becomes true run() throws Error(cancelled).
+  const std::atomic<bool>* cancel = nullptr;
+  /// Fills the arena with 0xFF bytes (NaN for floats) before running: a debugging aid that makes
+  /// any element a kernel forgets to write show up. Costs one pass over the arena.
+  bool poison_arena = false;
+};
+
+/// Where a value lives in the arena (for tests and memory reports).
+struct Placement {
+  int value = -1;
+  std::size_t offset = 0;  ///< bytes from the arena start
+  std::size_t bytes = 0;
+  int first_node = 0;      ///< node that defines it (index in optimised_graph())
+  int last_node = 0;       ///< last node that reads it (or the end, for outputs)
+};
+
+class Plan {
+ public:
+  /// Optimises `graph` (the caller's graph is not changed), plans memory and allocates the arena
+  /// on options.device. Throws Error(unsupported) when the device has no backend in this build or
+  /// an op/dtype is not supported there.
+  explicit Plan(const Graph& graph, const PlanOptions& options = {});
+  ~Plan();
+  Plan(Plan&&) noexcept;
+  Plan& operator=(Plan&&) noexcept;
+
+  /// Bytes of the arena holding every intermediate value (weights and inputs excluded).
+  std::size_t peak_bytes() const noexcept;
+  /// Arena placements, one per planned value.
+  const std::vector<Placement>& placements() const noexcept;
+  /// The graph after the passes.
+  const Graph& optimised_graph() const noexcept;
+
+  /// Runs the graph. `inputs` maps every graph input name to a tensor of the declared dtype and
+  /// shape on the plan's device (non-contiguous tensors are copied). Returns the outputs by name;
+  /// they are views into the arena, valid until the next run() (clone() to keep them).
+  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, const RunOptions& options = {});
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace encore

@@ -1,0 +1,29 @@
+// The backend side of a Plan: runs nodes on one device.
+#pragma once
+
+#include <memory>
+#include <span>
+
+#include "encore/graph/plan.h"
+
+namespace encore::detail {
+
+class NodeRunner {
+ public:
+  virtual ~NodeRunner() = default;
+  /// `inputs[i]` is undefined for an absent optional operand; outputs are preallocated.
+  virtual void run(const Node& node, std::span<const Tensor> inputs, std::span<const Tensor> outputs) = 0;
+  /// Fills `storage` with 0xFF bytes (RunOptions::poison_arena).
+  virtual void poison(Storage& storage) = 0;
+};
+
+/// The runner for options.device. Throws Error(unsupported) when this build has no backend for
+/// it, and the backend's errors (no such device, arch not compiled in) otherwise.
+std::unique_ptr<NodeRunner> make_runner(const PlanOptions& options);
+
+std::unique_ptr<NodeRunner> make_cpu_runner(const PlanOptions& options);
+#ifdef ENCORE_HAVE_CUDA
+std::unique_ptr<NodeRunner> make_cuda_runner(const PlanOptions& options);
+#endif
+
+}  // namespace encore::detail

@@ -1,0 +1,136 @@
+// Plan: optimise, place in one arena, bind to a backend, run.
+#include "encore/graph/plan.h"
+
+#include "core/check.h"
+#include "encore/core/threads.h"
+#include "graph/node_runner.h"
+#include "graph/memory_planner.h"
+#include "graph/passes.h"
+
+namespace encore {
+
+struct Plan::Impl {
+  Graph graph;
+  detail::MemoryPlan memory;
+  PlanOptions options;
+  std::shared_ptr<Storage> arena;
+  std::unique_ptr<detail::NodeRunner> runner;
+  std::vector<Tensor> values;         // per value: its tensor (inputs and their views rebound per run)
+  std::vector<bool> depends_on_input; // per value: its buffer is a graph input
+};
+
+namespace {
+
+Tensor view_of(const Tensor& base, const Tensor& layout, std::size_t base_offset) {
+  return Tensor::from_storage(base.storage(), base_offset + layout.offset_bytes(), layout.shape(), layout.strides(),
+                              layout.dtype());
+}
+
+}  // namespace
+
+namespace {
+
+// Constants that live elsewhere than the plan's device (weights loaded on the CPU, a CUDA plan)
+// are copied there once, here, never per run. State the graph writes to (caches) cannot be copied:
+// it must already live on the device.
+void place_constants(const Graph& g, const detail::MemoryPlan& memory, Device device, std::vector<Tensor>& values) {
+  std::vector<bool> written(values.size(), false);
+  for (const Node& node : g.nodes())
+    if (node.kind == OpKind::kv_cache_write)
+      for (int i : {2, 3}) written[static_cast<std::size_t>(memory.root[static_cast<std::size_t>(node.inputs[static_cast<std::size_t>(i)])])] = true;
+  for (std::size_t v = 0; v < values.size(); ++v) {
+    if (memory.source[v] != detail::BufferSource::constant || values[v].device() == device) continue;
+    ENCORE_CHECK(!written[static_cast<std::size_t>(memory.root[v])], invalid_argument,
+                 "Plan: a cache written by kv_cache_write is on {}, the plan runs on {}; allocate it there",
+                 values[v].device().str(), device.str());
+    values[v] = values[v].device().is_cpu() ? values[v].contiguous().to(device) : values[v].to(Device::cpu()).to(device);
+  }
+}
+
+}  // namespace
+
+Plan::Plan(const Graph& graph, const PlanOptions& options) : impl_(std::make_unique<Impl>()) {
+  Impl& p = *impl_;
+  p.options = options;
+  if (p.options.num_threads <= 0) p.options.num_threads = num_threads();
+  p.runner = detail::make_runner(p.options);  // validates the device first
+  p.graph = detail::optimise_graph(graph, options.fuse);
+  p.memory = detail::plan_memory(p.graph);
+  p.arena = Storage::allocate(p.memory.peak_bytes, options.device);
+
+  const std::size_t nv = p.graph.values().size();
+  p.values.resize(nv);
+  p.depends_on_input.assign(nv, false);
+  for (std::size_t v = 0; v < nv; ++v) {
+    const Tensor& layout = p.graph.layout(Value{static_cast<int>(v)});
+    switch (p.memory.source[v]) {
+      case detail::BufferSource::constant:
+        p.values[v] = layout;
+        break;
+      case detail::BufferSource::input: p.depends_on_input[v] = true; break;
+      case detail::BufferSource::arena: {
+        const Placement& pl = p.memory.placements[static_cast<std::size_t>(p.memory.placement_of[v])];
+        p.values[v] = Tensor::from_storage(p.arena, pl.offset + layout.offset_bytes(), layout.shape(),
+                                           layout.strides(), layout.dtype());
+        break;
+      }
+    }
+  }
+  place_constants(p.graph, p.memory, p.options.device, p.values);
+}
+
+Plan::~Plan() = default;
+Plan::Plan(Plan&&) noexcept = default;
+Plan& Plan::operator=(Plan&&) noexcept = default;
+
+std::size_t Plan::peak_bytes() const noexcept { return impl_->memory.peak_bytes; }
+const std::vector<Placement>& Plan::placements() const noexcept { return impl_->memory.placements; }
+const Graph& Plan::optimised_graph() const noexcept { return impl_->graph; }
+
+std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
+  Impl& p = *impl_;
+  const Graph& g = p.graph;
+  // Bind inputs (validated against their declarations), then rebind every view of an input.
+  for (int id : g.inputs()) {
+    const ValueInfo& info = g.values()[static_cast<std::size_t>(id)];
+    const auto it = inputs.find(info.name);
+    ENCORE_CHECK(it != inputs.end(), invalid_argument, "Plan::run: graph input '{}' ({} {}) was not given", info.name,
+                 dtype_name(info.dtype), info.shape.str());
+    const Tensor& t = it->second;
+    ENCORE_CHECK(t.defined() && t.dtype() == info.dtype && t.shape() == info.shape, invalid_argument,
+                 "Plan::run: input '{}' must be {} {}, got {}", info.name, dtype_name(info.dtype), info.shape.str(),
+                 t.str());
+    ENCORE_CHECK(t.device() == p.options.device, invalid_argument, "Plan::run: input '{}' is on {}, the plan runs on {}",
+                 info.name, t.device().str(), p.options.device.str());
+    p.values[static_cast<std::size_t>(id)] = t.contiguous();
+  }
+  for (const auto& [name, t] : inputs) {
+    bool known = false;
+    for (int id : g.inputs()) known = known || g.values()[static_cast<std::size_t>(id)].name == name;
+    ENCORE_CHECK(known, invalid_argument, "Plan::run: '{}' is not an input of this graph", name);
+  }
+  for (std::size_t v = 0; v < g.values().size(); ++v) {
+    if (!p.depends_on_input[v] || g.values()[v].is_input) continue;
+    const Tensor& base = p.values[static_cast<std::size_t>(p.memory.root[v])];
+    p.values[v] = view_of(base, g.layout(Value{static_cast<int>(v)}), base.offset_bytes());
+  }
+
+  if (options.poison_arena) p.runner->poison(*p.arena);
+  std::vector<Tensor> ins, outs;
+  for (const Node& node : g.nodes()) {
+    if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
+      detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before op '{}'", op_name(node.kind));
+    if (node.kind == OpKind::view) continue;
+    ins.clear();
+    outs.clear();
+    for (int in : node.inputs) ins.push_back(in >= 0 ? p.values[static_cast<std::size_t>(in)] : Tensor());
+    for (int out : node.outputs) outs.push_back(p.values[static_cast<std::size_t>(out)]);
+    p.runner->run(node, ins, outs);
+  }
+
+  std::map<std::string, Tensor> result;
+  for (const auto& [name, id] : g.outputs()) result.emplace(name, p.values[static_cast<std::size_t>(id)]);
+  return result;
+}
+
+}  // namespace encore

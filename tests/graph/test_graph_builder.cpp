@@ -1,0 +1,122 @@
+// Shape/dtype inference and the errors model authors see.
+#include <gtest/gtest.h>
+
+#include "encore/graph/graph.h"
+
+using namespace encore;
+
+namespace {
+template <typename Fn>
+void expect_error(Fn&& fn, const std::string& substring) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error containing '" << substring << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << e.what();
+  }
+}
+Tensor weight(const Shape& s, DType t = DType::F32) { return Tensor::zeros(s, t); }
+}  // namespace
+
+TEST(GraphBuilder, LinearInfersShapeForBothLayouts) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 5, 8});
+  auto y = g.linear(x, g.constant(weight({16, 8})), g.constant(weight({16})));
+  EXPECT_EQ(g.shape(y), (Shape{2, 5, 16}));
+  auto z = g.linear(y, g.constant(weight({16, 3})), {}, {.layout = WeightLayout::in_out});
+  EXPECT_EQ(g.shape(z), (Shape{2, 5, 3}));
+  expect_error([&] { g.linear(x, g.constant(weight({16, 7}))); }, "x [2, 5, 8] has 8 input features");
+  expect_error([&] { g.linear(x, g.constant(weight({16, 8})), g.constant(weight({15}))); }, "bias must have shape [16]");
+  auto ids = g.input("ids", DType::I64, {2, 5});
+  expect_error([&] { g.linear(ids, g.constant(weight({3, 5}))); }, "float tensor");
+}
+
+TEST(GraphBuilder, MatMulBroadcastsAndTransposes) {
+  Graph g;
+  auto a = g.input("a", DType::F32, {4, 1, 3, 5});
+  auto b = g.input("b", DType::F32, {6, 7, 5});
+  auto c = g.matmul(a, b, {.trans_b = true});
+  EXPECT_EQ(g.shape(c), (Shape{4, 6, 3, 7}));
+  expect_error([&] { g.matmul(a, b); }, "inner dimensions differ");
+  auto bad = g.input("bad", DType::F32, {2, 3, 5, 7});
+  expect_error([&] { g.matmul(a, bad); }, "do not broadcast");
+}
+
+TEST(GraphBuilder, AttentionHeadRulesAndMasks) {
+  Graph g;
+  auto q = g.input("q", DType::F32, {2, 3, 8 * 16});
+  auto kv = g.input("kv", DType::F32, {2, 9, 2 * 16});
+  auto y = g.attention(q, kv, kv, {}, {.num_heads = 8, .num_kv_heads = 2});
+  EXPECT_EQ(g.shape(y), (Shape{2, 3, 128}));
+  // Reverse sparse-query attention: output has the kv head count.
+  auto q2 = g.input("q2", DType::F32, {2, 3, 2 * 16});
+  auto kv8 = g.input("kv8", DType::F32, {2, 9, 8 * 16});
+  EXPECT_EQ(g.shape(g.attention(q2, kv8, kv8, {}, {.num_heads = 2, .num_kv_heads = 8})), (Shape{2, 3, 128}));
+  expect_error([&] { g.attention(q, kv, kv, {}, {.num_heads = 8, .num_kv_heads = 3}); }, "one must divide");
+  auto mask = g.input("mask", DType::Bool, {2, 8});
+  expect_error([&] { g.attention(q, kv, kv, mask, {.num_heads = 8, .num_kv_heads = 2, .mask = MaskKind::key_padding}); },
+               "key padding mask must be [B, Tk] = [2, 9]");
+  expect_error([&] { g.attention(q, kv, kv, {}, {.num_heads = 8, .num_kv_heads = 2, .mask = MaskKind::additive}); },
+               "no mask was given");
+}
+
+TEST(GraphBuilder, ViewsTrackLayoutsAndCopyWhenNeeded) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 3, 4});
+  auto t = g.transpose(x, 1, 2);
+  EXPECT_EQ(g.shape(t), (Shape{2, 4, 3}));
+  EXPECT_FALSE(g.is_contiguous(t));
+  const std::size_t nodes_before = g.nodes().size();
+  auto r = g.reshape(t, {8, 3});  // needs a copy first
+  EXPECT_EQ(g.nodes().size(), nodes_before + 2);
+  EXPECT_EQ(g.nodes()[nodes_before].kind, OpKind::copy);
+  EXPECT_TRUE(g.is_contiguous(r));
+  auto s = g.slice(x, 2, 1, 3);
+  EXPECT_EQ(g.shape(s), (Shape{2, 3, 2}));
+  EXPECT_EQ(g.strides(s), (Shape{12, 4, 1}));
+  expect_error([&] { g.reshape(x, {5, 5}); }, "cannot reshape");
+  expect_error([&] { g.permute(x, {0, 0, 1}); }, "permute");
+}
+
+TEST(GraphBuilder, ConvAndResizeShapes) {
+  Graph g;
+  auto img = g.input("img", DType::F32, {1, 3, 32, 48});
+  auto patches = g.conv2d(img, g.constant(weight({8, 3, 8, 8})), {}, {.stride = {8, 8}});
+  EXPECT_EQ(g.shape(patches), (Shape{1, 8, 4, 6}));
+  auto fb = g.input("fbank", DType::F32, {1, 1, 101, 80});
+  auto sub = g.conv2d(fb, g.constant(weight({4, 1, 3, 3})), {}, {.stride = {2, 2}, .padding = {1, 1}});
+  EXPECT_EQ(g.shape(sub), (Shape{1, 4, 51, 40}));
+  auto seq = g.input("seq", DType::F32, {2, 6, 10});
+  EXPECT_EQ(g.shape(g.conv1d(seq, g.constant(weight({6, 1, 3})), {}, {.padding = 1, .groups = 6})), (Shape{2, 6, 10}));
+  expect_error([&] { g.conv1d(seq, g.constant(weight({6, 2, 3})), {}, {.groups = 6}); }, "groups=6");
+  EXPECT_EQ(g.shape(g.resize(img, {.mode = ResizeMode::bicubic, .out_h = 7, .out_w = 9})), (Shape{1, 3, 7, 9}));
+}
+
+TEST(GraphBuilder, ReductionsAndIndexOps) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 3, 4});
+  EXPECT_EQ(g.shape(g.reduce_mean(x, {.axes = {0, -1}})), (Shape{3}));
+  EXPECT_EQ(g.shape(g.reduce_sum(x, {.axes = {1}, .keepdims = true})), (Shape{2, 1, 4}));
+  EXPECT_EQ(g.dtype(g.argmax(x, {.axis = -1})), DType::I64);
+  auto [vals, idx] = g.topk(x, {.k = 2, .axis = 1});
+  EXPECT_EQ(g.shape(vals), (Shape{2, 2, 4}));
+  EXPECT_EQ(g.dtype(idx), DType::I64);
+  expect_error([&] { g.topk(x, {.k = 5, .axis = 1}); }, "k=5");
+  auto ids = g.input("ids", DType::I32, {7});
+  EXPECT_EQ(g.shape(g.embedding(g.constant(weight({10, 6})), ids)), (Shape{7, 6}));
+  EXPECT_EQ(g.shape(g.gather(x, ids, 1)), (Shape{2, 7, 4}));
+  const Value parts[] = {x, x};
+  EXPECT_EQ(g.shape(g.concat(parts, -1)), (Shape{2, 3, 8}));
+  expect_error([&] { g.gather(x, x, 0); }, "indices must be i32 or i64");
+  expect_error([&] { g.add(x, ids); }, "dtypes f32 and i32");
+}
+
+TEST(GraphBuilder, InputsAndOutputsAreNamedOnce) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2});
+  expect_error([&] { g.input("x", DType::F32, {2}); }, "declared twice");
+  g.output("y", x);
+  expect_error([&] { g.output("y", x); }, "declared twice");
+  expect_error([&] { g.add(x, Value{99}); }, "not a value of this graph");
+}

@@ -1,0 +1,118 @@
+// Running planned graphs: fusions change nothing numerically, inputs are validated, cancellation
+// stops between nodes, outputs are views of the arena.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "encore/graph/plan.h"
+#include "reference/ref_tensor.h"
+
+using namespace encore;
+
+namespace {
+
+struct Block {
+  Tensor ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+
+Block random_block(std::mt19937& rng, int d, int ff) {
+  auto r = [&](const Shape& s, double scale = 0.2) { return ref::random_tensor(s, DType::F32, rng, -scale, scale); };
+  return Block{r({d}, 1.0), r({d}), r({3 * d, d}), r({3 * d}), r({d, d}), r({d}), r({d}, 1.0), r({d}), r({ff, d}),
+               r({ff}), r({d, ff}), r({d})};
+}
+
+// One pre-LN ViT block, written the way model code writes it.
+Value vit_block(Graph& g, Value x, const Block& w, int heads) {
+  const std::int64_t d = g.shape(x).dim(-1);
+  auto h = g.layer_norm(x, g.constant(w.ln1_w), g.constant(w.ln1_b), {.eps = 1e-12f});
+  auto qkv = g.linear(h, g.constant(w.qkv_w), g.constant(w.qkv_b));
+  auto q = g.slice(qkv, -1, 0, d), k = g.slice(qkv, -1, d, 2 * d), v = g.slice(qkv, -1, 2 * d, 3 * d);
+  auto a = g.add(x, g.linear(g.attention(q, k, v, {}, {.num_heads = heads}), g.constant(w.proj_w), g.constant(w.proj_b)));
+  auto m = g.layer_norm(a, g.constant(w.ln2_w), g.constant(w.ln2_b), {.eps = 1e-12f});
+  auto f = g.gelu(g.linear(m, g.constant(w.fc1_w), g.constant(w.fc1_b)));
+  return g.add(a, g.linear(f, g.constant(w.fc2_w), g.constant(w.fc2_b)));
+}
+
+}  // namespace
+
+TEST(GraphExec, FusedEqualsUnfusedOnTransformerBlocks) {
+  std::mt19937 rng(7);
+  const Block b1 = random_block(rng, 32, 67), b2 = random_block(rng, 32, 67);
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 9, 32});
+  g.output("y", vit_block(g, vit_block(g, x, b1, 4), b2, 4));
+  Plan fused(g, {.fuse = true}), plain(g, {.fuse = false});
+  int fused_kinds = 0;
+  for (const Node& n : fused.optimised_graph().nodes())
+    fused_kinds += n.kind == OpKind::add_layer_norm ||
+                   (n.kind == OpKind::linear && std::get<LinearAttrs>(n.attrs).activation == Activation::gelu);
+  EXPECT_GE(fused_kinds, 4);  // two GELU linears and two add+LN per pair of blocks
+  EXPECT_LT(fused.optimised_graph().nodes().size(), plain.optimised_graph().nodes().size());
+  const Tensor input = ref::random_tensor({2, 9, 32}, DType::F32, rng);
+  const auto a = ref::from_tensor(fused.run({{"x", input}}).at("y"));
+  const auto b = ref::from_tensor(plain.run({{"x", input}}).at("y"));
+  EXPECT_LT(ref::relative_error(a, b), 1e-6);
+  EXPECT_LE(fused.peak_bytes(), plain.peak_bytes());
+}
+
+TEST(GraphExec, DeadNodesAreRemoved) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {4});
+  (void)g.gelu(g.scale(x, 3.0f));  // never reaches an output
+  g.output("y", g.scale(x, 2.0f));
+  Plan plan(g);
+  EXPECT_EQ(plan.optimised_graph().nodes().size(), 1u);
+  const Tensor in = Tensor::from_vector(std::vector<float>{1, 2, 3, 4}, {4});
+  EXPECT_EQ(plan.run({{"x", in}}).at("y").to_float_vector(), (std::vector<float>{2, 4, 6, 8}));
+}
+
+TEST(GraphExec, InputsAreValidated) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 3});
+  g.output("y", g.scale(x, 2.0f));
+  Plan plan(g);
+  auto expect_msg = [&](const std::map<std::string, Tensor>& in, const std::string& sub) {
+    try {
+      plan.run(in);
+      ADD_FAILURE() << "expected an error containing " << sub;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(sub), std::string::npos) << e.what();
+    }
+  };
+  expect_msg({}, "graph input 'x' (f32 [2, 3]) was not given");
+  expect_msg({{"x", Tensor::zeros({3, 2}, DType::F32)}}, "must be f32 [2, 3]");
+  expect_msg({{"x", Tensor::zeros({2, 3}, DType::BF16)}}, "must be f32 [2, 3]");
+  expect_msg({{"x", Tensor::zeros({2, 3}, DType::F32)}, {"z", Tensor::zeros({1}, DType::F32)}}, "'z' is not an input");
+  // A non-contiguous input is accepted (copied).
+  const Tensor t = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {3, 2}).transpose(0, 1);
+  EXPECT_EQ(plan.run({{"x", t}}).at("y").to_float_vector(), (std::vector<float>{2, 6, 10, 4, 8, 12}));
+}
+
+TEST(GraphExec, CancellationStopsBetweenNodes) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2});
+  g.output("y", g.scale(g.scale(x, 2.0f), 2.0f));
+  Plan plan(g);
+  std::atomic<bool> cancel{true};
+  try {
+    plan.run({{"x", Tensor::zeros({2}, DType::F32)}}, {.cancel = &cancel});
+    FAIL() << "expected cancellation";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::cancelled);
+  }
+  cancel = false;
+  EXPECT_NO_THROW(plan.run({{"x", Tensor::zeros({2}, DType::F32)}}, {.cancel = &cancel}));
+}
+
+TEST(GraphExec, ViewsOfInputsAndConstantsRunWithoutCopies) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 4});
+  const Tensor w = Tensor::from_vector(std::vector<float>{10, 20, 30, 40, 50, 60, 70, 80}, {2, 4});
+  auto wt = g.constant(w);
+  g.output("y", g.add(g.slice(x, 1, 1, 3), g.slice(g.transpose(g.reshape(wt, {4, 2}), 0, 1), 1, 0, 2)));
+  Plan plan(g);
+  const Tensor in = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}, {2, 4});
+  // w viewed as [4,2] then transposed: [[10,30,50,70],[20,40,60,80]]; first two columns.
+  EXPECT_EQ(plan.run({{"x", in}}).at("y").to_float_vector(), (std::vector<float>{12, 33, 26, 47}));
+}

@@ -1,0 +1,153 @@
+// encore's CPU linear against the best raw oneDNN matmul of the same shape.
+//
+//   BM_Linear/M/K/N         encore::cpu::linear, f32, weights prepacked (by the first call), no bias
+//   BM_OneDnnMatmul/M/K/N   raw oneDNN: dense src, weights in `any` format reordered once outside
+//                           the loop, one primitive, execute + wait per iteration
+//   BM_LinearBf16 / BM_OneDnnMatmulBf16: the same with bf16 x/w/y (encore's default bf16 policy
+//                           vs oneDNN's native bf16 kernel)
+//   BM_LinearStrided/M/K/N/pass: x a column slice (row stride K + 64); pass = 1 hands the stride to
+//                           oneDNN, 0 copies the rows first (Tuning::linear_strided_rows)
+//   BM_LinearBiasGelu       with the fused bias + GELU epilogue
+//   BM_LinearNewM           first call for a new M: primitive creation + one run (packing excluded)
+// Threads: $ENCORE_BENCH_THREADS or 2. GFLOPS counts 2*M*K*N per iteration.
+// scripts/bench_linear_ratio.py runs this binary and prints encore / oneDNN per shape.
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <cstdlib>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <random>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cpu/onednn_context.h"
+
+using namespace encore;
+
+namespace {
+
+int bench_threads() {
+  const char* env = std::getenv("ENCORE_BENCH_THREADS");
+  return env && std::atoi(env) > 0 ? std::atoi(env) : 2;
+}
+
+Tensor random(const Shape& shape, DType dtype, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Tensor t = Tensor::empty(shape, DType::F32);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_ptr<float>()[i] = dist(rng);
+  return dtype == DType::F32 ? t : t.to(dtype);
+}
+
+void set_flops(benchmark::State& state, std::int64_t M, std::int64_t K, std::int64_t N) {
+  state.counters["GFLOPS"] =
+      benchmark::Counter(2.0 * static_cast<double>(M * K * N) * 1e-9 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
+}
+
+void run_linear(benchmark::State& state, DType dtype, Activation act, bool bias) {
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const Tensor x = random({M, K}, dtype, 1), w = random({N, K}, dtype, 2);
+  const Tensor b = bias ? random({N}, DType::F32, 3) : Tensor();
+  const Tensor y = Tensor::empty({M, N}, dtype);
+  const cpu::CpuContext ctx{bench_threads()};
+  const LinearAttrs attrs{.layout = WeightLayout::out_in, .activation = act};
+  cpu::linear(x, w, b, attrs, y, ctx);  // creates the primitive and packs the weights
+  for (auto _ : state) cpu::linear(x, w, b, attrs, y, ctx);
+  set_flops(state, M, K, N);
+}
+
+void BM_Linear(benchmark::State& state) { run_linear(state, DType::F32, Activation::none, false); }
+void BM_LinearBf16(benchmark::State& state) { run_linear(state, DType::BF16, Activation::none, false); }
+void BM_LinearBiasGelu(benchmark::State& state) { run_linear(state, DType::F32, Activation::gelu, true); }
+
+// The one-off cost of a new M: primitive creation with kernel generation (weights already
+// packed) plus one run.
+void BM_LinearNewM(benchmark::State& state) {
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const Tensor x = random({M, K}, DType::F32, 1), w = random({N, K}, DType::F32, 2);
+  const Tensor y = Tensor::empty({M, N}, DType::F32);
+  const cpu::CpuContext ctx{bench_threads()};
+  cpu::linear(x, w, Tensor(), LinearAttrs{}, y, ctx);
+  for (auto _ : state) {
+    cpu::onednn::PrimitiveCache::instance().clear();
+    const int capacity = dnnl::get_primitive_cache_capacity();
+    dnnl::set_primitive_cache_capacity(0);  // flushes oneDNN's own cache of generated kernels too
+    dnnl::set_primitive_cache_capacity(capacity);
+    cpu::linear(x, w, Tensor(), LinearAttrs{}, y, ctx);
+  }
+}
+
+void BM_LinearStrided(benchmark::State& state) {
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  cpu::onednn::tuning().linear_strided_rows = state.range(3) != 0;
+  const Tensor x = random({M, K + 64}, DType::F32, 1).slice(1, 32, 32 + K);
+  const Tensor w = random({N, K}, DType::F32, 2);
+  const Tensor y = Tensor::empty({M, N}, DType::F32);
+  const cpu::CpuContext ctx{bench_threads()};
+  cpu::linear(x, w, Tensor(), LinearAttrs{}, y, ctx);
+  for (auto _ : state) cpu::linear(x, w, Tensor(), LinearAttrs{}, y, ctx);
+  cpu::onednn::tuning().linear_strided_rows = true;
+  set_flops(state, M, K, N);
+}
+
+// The best raw oneDNN can do for y = x W^T: weights reordered once into the layout the primitive
+// asks for, nothing but execute() in the loop.
+void run_raw(benchmark::State& state, dnnl::memory::data_type dt) {
+  using tag = dnnl::memory::format_tag;
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(bench_threads());
+  {
+    dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+    dnnl::stream s(eng);
+    const DType et = dt == dnnl::memory::data_type::f32 ? DType::F32 : DType::BF16;
+    const Tensor x = random({M, K}, et, 1), w = random({N, K}, et, 2);
+    const Tensor y = Tensor::empty({M, N}, et);
+    const dnnl::memory::desc src({M, K}, dt, tag::ab), dst({M, N}, dt, tag::ab);
+    const dnnl::memory::desc w_user({K, N}, dt, tag::ba), w_any({K, N}, dt, tag::any);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, w_any, dst), eng);
+    dnnl::memory w_packed(pd.weights_desc(), eng);
+    dnnl::memory w_mem(w_user, eng, w.data());
+    dnnl::reorder(w_mem, w_packed).execute(s, w_mem, w_packed);
+    s.wait();
+    dnnl::matmul prim(pd);
+    dnnl::memory x_mem(src, eng, x.data()), y_mem(dst, eng, y.data());
+    const std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_packed}, {DNNL_ARG_DST, y_mem}};
+    prim.execute(s, args);
+    s.wait();
+    for (auto _ : state) {
+      prim.execute(s, args);
+      s.wait();
+    }
+    state.SetLabel(pd.impl_info_str());
+  }
+  omp_set_num_threads(saved);
+  set_flops(state, M, K, N);
+}
+
+void BM_OneDnnMatmul(benchmark::State& state) { run_raw(state, dnnl::memory::data_type::f32); }
+void BM_OneDnnMatmulBf16(benchmark::State& state) { run_raw(state, dnnl::memory::data_type::bf16); }
+
+void shapes(benchmark::internal::Benchmark* b) {
+  for (std::int64_t M : {1, 16, 197, 1024})
+    for (auto [K, N] : {std::pair<std::int64_t, std::int64_t>{768, 768}, {768, 2304}, {768, 3072}, {3072, 768}})
+      b->Args({M, K, N});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+void strided_shapes(benchmark::internal::Benchmark* b) {
+  for (std::int64_t M : {1, 16, 197, 1024})
+    for (std::int64_t pass : {1, 0}) b->Args({M, 768, 768, pass})->Args({M, 768, 3072, pass});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+BENCHMARK(BM_Linear)->Apply(shapes);
+BENCHMARK(BM_OneDnnMatmul)->Apply(shapes);
+BENCHMARK(BM_LinearBf16)->Apply(shapes);
+BENCHMARK(BM_OneDnnMatmulBf16)->Apply(shapes);
+BENCHMARK(BM_LinearStrided)->Apply(strided_shapes);
+BENCHMARK(BM_LinearNewM)->Args({16, 768, 768})->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_LinearBiasGelu)->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -1,0 +1,277 @@
+// Shared plumbing of the oneDNN-backed CPU kernels (linear, matmul, conv, int8): the engine, a
+// stream per thread, the thread-count scope, a process-wide LRU cache of primitives (created once
+// per key, even under concurrent first calls), per-thread scratch buffers and cached reorders.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <initializer_list>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "backends/cpu/kernels.h"
+
+namespace encore::cpu::onednn {
+
+/// The CPU engine (created on first use).
+dnnl::engine& engine();
+/// The calling thread's stream. CPU streams are cheap; one per thread avoids sharing one.
+dnnl::stream& stream();
+
+/// oneDNN's data type for an encore dtype; throws Error(unsupported) for F16/I64/Bool.
+dnnl::memory::data_type to_dnnl(DType t);
+
+/// Threads a call uses: ctx.num_threads, or OpenMP's default when it is <= 0.
+int resolve_threads(const CpuContext& ctx) noexcept;
+
+/// Sets OpenMP's max-threads ICV of the calling thread for the scope and restores it after.
+/// oneDNN (OpenMP runtime) reads omp_get_max_threads() both when a primitive is created (to plan
+/// its partitioning) and when it runs, so creation and execution both happen inside one scope.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int n);
+  ~ThreadScope();
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ private:
+  int saved_;
+};
+
+/// Builds a cache key as raw bytes (fast to build and hash; never printed).
+class KeyBuilder {
+ public:
+  explicit KeyBuilder(std::string_view kind) {
+    key_.reserve(512);  // one allocation for any key
+    key_.append(kind).push_back('\0');
+  }
+  KeyBuilder& add(std::int64_t v) { return add_bytes(&v, sizeof v); }
+  KeyBuilder& add(const dnnl::memory::desc& md);
+  KeyBuilder& add_bytes(const void* p, std::size_t n) {
+    key_.append(static_cast<const char*>(p), n);
+    return *this;
+  }
+  const std::string& str() const noexcept { return key_; }
+
+ private:
+  std::string key_;
+};
+
+/// An LRU map from key to an immutable value that is built at most once per key: concurrent
+/// first lookups of one key wait for a single construction (std::call_once); a construction that
+/// throws leaves the key to be retried. Evicted values stay alive while a caller holds them.
+template <class V>
+class OnceLruCache {
+ public:
+  explicit OnceLruCache(std::size_t capacity) : capacity_(capacity) {}
+
+  template <class F>
+  std::shared_ptr<const V> get(const std::string& key, F&& make) {
+    std::shared_ptr<Slot> slot;
+    {
+      std::lock_guard lock(mu_);
+      auto it = map_.find(key);
+      if (it != map_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second.second);
+        slot = it->second.first;
+      } else {
+        slot = std::make_shared<Slot>();
+        lru_.push_front(key);
+        map_.emplace(key, std::make_pair(slot, lru_.begin()));
+        trim_locked();
+      }
+    }
+    std::call_once(slot->once, [&] {
+      slot->value = make();
+      std::lock_guard lock(mu_);
+      ++creations_;
+    });
+    return slot->value;
+  }
+
+  /// Drops one key (the next get builds it again).
+  void erase(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(key);
+    if (it == map_.end()) return;
+    lru_.erase(it->second.second);
+    map_.erase(it);
+  }
+  /// Drops every entry whose built value satisfies `pred`.
+  template <class P>
+  void erase_if(P&& pred) {
+    std::lock_guard lock(mu_);
+    for (auto it = map_.begin(); it != map_.end();) {
+      const auto& v = it->second.first->value;  // null while under construction: kept
+      if (v && pred(*v)) {
+        lru_.erase(it->second.second);
+        it = map_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    map_.clear();
+    lru_.clear();
+  }
+  void set_capacity(std::size_t n) {
+    std::lock_guard lock(mu_);
+    capacity_ = n < 1 ? 1 : n;
+    trim_locked();
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return map_.size();
+  }
+  /// Values built since the cache was made (tests check steady state builds nothing).
+  std::size_t creations() const {
+    std::lock_guard lock(mu_);
+    return creations_;
+  }
+
+ private:
+  struct Slot {
+    std::once_flag once;
+    std::shared_ptr<const V> value;
+  };
+  void trim_locked() {
+    while (map_.size() > capacity_) {
+      map_.erase(lru_.back());
+      lru_.pop_back();
+    }
+  }
+
+  mutable std::mutex mu_;
+  std::size_t capacity_;
+  std::size_t creations_ = 0;
+  std::list<std::string> lru_;  // front = most recently used
+  std::unordered_map<std::string, std::pair<std::shared_ptr<Slot>, std::list<std::string>::iterator>> map_;
+};
+
+/// The process-wide cache of oneDNN primitives (and the facts decided with them). Keys start with
+/// a kind tag naming the value type, so one cache holds every type.
+class PrimitiveCache {
+ public:
+  static PrimitiveCache& instance();
+
+  /// The value for `key`, built by make() (returning T) on first use.
+  template <class T, class F>
+  std::shared_ptr<const T> get(const std::string& key, F&& make) {
+    auto v = cache_.get(key, [&] { return std::shared_ptr<const void>(std::make_shared<const T>(make())); });
+    return std::static_pointer_cast<const T>(v);
+  }
+  void set_capacity(std::size_t n) { cache_.set_capacity(n); }
+  std::size_t size() const { return cache_.size(); }
+  std::size_t creations() const { return cache_.creations(); }
+  void clear() { cache_.clear(); }
+
+ private:
+  PrimitiveCache();
+  OnceLruCache<void> cache_;
+};
+
+/// A primitive with the descriptors it was made from.
+struct CachedPrimitive {
+  dnnl::primitive primitive;
+  dnnl::memory::desc src, weights, dst;
+  std::string impl;  ///< oneDNN's implementation name (e.g. "brg:avx512_core").
+};
+
+/// A per-thread reusable buffer of at least `bytes` bytes (64-byte aligned) for the lifetime of
+/// the object. Buffers are pooled per thread, so steady-state calls neither allocate nor page
+/// fault; nested Scratch objects get distinct buffers.
+class Scratch {
+ public:
+  explicit Scratch(std::size_t bytes);
+  ~Scratch();
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  void* data() const noexcept { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  int slot_ = -1;
+};
+
+/// The arguments of one execution, kept on the stack (no per-call hash map).
+class Args {
+ public:
+  Args(std::initializer_list<std::pair<int, dnnl::memory>> args) {
+    for (const auto& [k, m] : args) add(k, m);
+  }
+  void add(int key, const dnnl::memory& m);
+  int size() const noexcept { return n_; }
+  const std::pair<int, dnnl::memory>& operator[](int i) const noexcept { return args_[static_cast<std::size_t>(i)]; }
+
+ private:
+  std::array<std::pair<int, dnnl::memory>, 8> args_;
+  int n_ = 0;
+};
+
+/// Runs `p` on the calling thread's stream and waits for it.
+void execute(const dnnl::primitive& p, const Args& args);
+
+/// A memory object over caller memory (oneDNN wants non-const pointers even for inputs).
+inline dnnl::memory wrap(const dnnl::memory::desc& md, const void* p) {
+  return dnnl::memory(md, engine(), const_cast<void*>(p));
+}
+
+/// A memory object of `md` over `p`, reused by the calling thread for argument `slot` of `plan`
+/// (creating dnnl::memory objects was a third of the instructions of a tiny linear call;
+/// re-pointing one costs nothing). `plan` is a cached value and identifies the descriptor.
+dnnl::memory wrap_cached(const std::shared_ptr<const void>& plan, int slot, const dnnl::memory::desc& md,
+                         const void* p);
+
+/// The descriptor of a tensor exactly as stored (its dims and element strides).
+dnnl::memory::desc strided_md(const Tensor& t);
+/// A dense row-major descriptor.
+dnnl::memory::desc dense_md(const dnnl::memory::dims& dims, dnnl::memory::data_type dt);
+
+/// Copies `from` (read at `src`) into `to` (written at `dst`) with a cached reorder primitive,
+/// converting dtype and layout, on `threads` threads.
+void reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory::desc& to, void* dst, int threads);
+/// Copies any strided tensor into dense row-major memory of dtype `to` at `dst`.
+void to_dense(const Tensor& t, DType to, void* dst, int threads);
+
+/// How bf16 GEMMs are computed. oneDNN's native bf16 kernels only beat f32 with AMX; on
+/// AVX512-BF16 alone they run at about half the f32 rate (measured here), so by default bf16
+/// weights are packed once as f32 and activations converted on the fly. Results are the same up
+/// to f32 rounding: products are exact either way and accumulation is f32.
+enum class Bf16Mode { automatic, native, via_f32 };
+void set_bf16_mode(Bf16Mode mode) noexcept;
+Bf16Mode bf16_mode() noexcept;
+/// Whether bf16 x bf16 GEMMs run natively now (automatic: only when the CPU has AMX).
+bool native_bf16() noexcept;
+
+/// Appends the oneDNN eltwise post-op for `act` (nothing for none).
+void append_activation(dnnl::post_ops& ops, Activation act);
+/// The activation on one value, for degenerate shapes that never reach oneDNN (K = 0).
+float apply_activation(float v, Activation act) noexcept;
+
+/// Strategy switches, process-wide and unsynchronised: set them before kernels run. Benchmarks
+/// and tests flip them to compare or cover paths (docs/benchmarks.md has the measurements).
+struct Tuning {
+  /// linear: hand x's rows to oneDNN with their row stride when they are not dense (true: no
+  /// copy; oneDNN 2.6 then uses gemm:jit instead of brgemm), or copy them to a dense scratch
+  /// first (false). Measured within noise of each other; no copy is the default.
+  bool linear_strided_rows = true;
+  /// conv2d: run patch embeddings (kernel == stride, no padding, groups 1) as im2col + a linear
+  /// on prepacked weights instead of oneDNN's convolution.
+  bool conv_patch_as_linear = true;
+  /// conv2d/conv1d activation layout: plain NCHW handed to oneDNN as is, or the layout oneDNN
+  /// prefers (src/dst format `any`) with relayouts in and out; automatic picks per shape.
+  enum class ConvLayout { automatic, plain, preferred };
+  ConvLayout conv_layout = ConvLayout::automatic;
+};
+Tuning& tuning() noexcept;
+
+}  // namespace encore::cpu::onednn

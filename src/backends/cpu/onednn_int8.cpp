@@ -1,0 +1,166 @@
+#include "backends/cpu/onednn_int8.h"
+
+#include <cmath>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "backends/cpu/onednn_context.h"
+#include "backends/cpu/packed_weights.h"
+#include "core/check.h"
+
+namespace encore::cpu {
+namespace {
+
+using namespace onednn;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+struct Int8Plan {
+  dnnl::matmul primitive;
+  dnnl::memory::desc src, weights, bias, dst;
+};
+
+std::uint64_t fnv1a(const void* p, std::size_t n) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
+  return h;
+}
+
+void check_args(const Tensor& x, float x_scale, std::int32_t x_zp, const Tensor& w, std::span<const float> w_scales,
+                const Tensor& bias, const Tensor& y, float y_scale, std::int32_t y_zp) {
+  ENCORE_CHECK(x.defined() && w.defined() && y.defined(), invalid_argument,
+               "linear_int8: x, weight and y must be defined");
+  ENCORE_CHECK(
+      x.device().is_cpu() && w.device().is_cpu() && y.device().is_cpu() && (!bias.defined() || bias.device().is_cpu()),
+      invalid_argument, "linear_int8 (CPU): every tensor must be on the CPU");
+  ENCORE_CHECK(x.dtype() == DType::U8 && w.dtype() == DType::I8, unsupported,
+               "linear_int8: x must be u8 and weight i8 (got {} and {})", dtype_name(x.dtype()), dtype_name(w.dtype()));
+  ENCORE_CHECK(x.rank() >= 1 && w.rank() == 2, invalid_argument, "linear_int8: x {} and weight {} ([N, K]) ranks",
+               x.shape().str(), w.shape().str());
+  const std::int64_t K = x.dim(-1), N = w.dim(0);
+  ENCORE_CHECK(w.dim(1) == K, invalid_argument, "linear_int8: x {} has K = {} but weight {} ([N, K]) has K = {}",
+               x.shape().str(), K, w.shape().str(), w.dim(1));
+  ENCORE_CHECK(w_scales.size() == 1 || static_cast<std::int64_t>(w_scales.size()) == N, invalid_argument,
+               "linear_int8: {} weight scales given for weight {}: expected 1 or {}", w_scales.size(), w.shape().str(),
+               N);
+  auto good = [](float s) { return std::isfinite(s) && s > 0.0f; };
+  bool scales_ok = good(x_scale) && good(y_scale);
+  for (float s : w_scales) scales_ok = scales_ok && good(s);
+  ENCORE_CHECK(scales_ok, invalid_argument, "linear_int8: scales must be finite and > 0 (x {}, y {})", x_scale,
+               y_scale);
+  ENCORE_CHECK(x_zp >= 0 && x_zp <= 255, invalid_argument, "linear_int8: x zero point {} is outside [0, 255]", x_zp);
+  if (bias.defined())
+    ENCORE_CHECK(bias.dtype() == DType::F32 && bias.rank() == 1 && bias.dim(0) == N, invalid_argument,
+                 "linear_int8: bias {} ({}) must be f32 [{}]", bias.shape().str(), dtype_name(bias.dtype()), N);
+  Shape expect = x.shape();
+  expect[expect.rank() - 1] = N;
+  ENCORE_CHECK(y.shape() == expect && y.is_contiguous(), invalid_argument,
+               "linear_int8: y {} should be a contiguous {} for x {} and weight {}", y.shape().str(), expect.str(),
+               x.shape().str(), w.shape().str());
+  ENCORE_CHECK(y.dtype() == DType::F32 || y.dtype() == DType::U8 || y.dtype() == DType::I8, unsupported,
+               "linear_int8: y must be f32, u8 or i8 (got {})", dtype_name(y.dtype()));
+  if (y.dtype() == DType::U8)
+    ENCORE_CHECK(y_zp >= 0 && y_zp <= 255, invalid_argument, "linear_int8: u8 y zero point {} is outside [0, 255]",
+                 y_zp);
+  if (y.dtype() == DType::I8)
+    ENCORE_CHECK(y_zp >= -128 && y_zp <= 127, invalid_argument,
+                 "linear_int8: i8 y zero point {} is outside [-128, 127]", y_zp);
+}
+
+void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const Tensor& w,
+                      std::span<const float> w_scales, const Tensor& bias, const Tensor& y, float y_scale,
+                      std::int32_t y_zp, const CpuContext& ctx) {
+  check_args(x, x_scale, x_zp, w, w_scales, bias, y, y_scale, y_zp);
+  const std::int64_t K = x.dim(-1), N = w.dim(0), M = K == 0 ? 0 : x.numel() / K;
+  ENCORE_CHECK(K > 0 || y.numel() == 0, unsupported, "linear_int8: K = 0 (x {}) is not supported", x.shape().str());
+  if (M == 0 || N == 0) return;
+  const int threads = resolve_threads(ctx);
+  ThreadScope scope(threads);
+  const bool requant = y.dtype() != DType::F32;
+
+  // Per-channel output scales; oneDNN 2.6 adds the bias before scaling, so it is pre-divided.
+  std::vector<float> scales(w_scales.size());
+  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = x_scale * w_scales[i] / (requant ? y_scale : 1.0f);
+  std::optional<Scratch> b_scaled;
+  if (bias.defined()) {
+    b_scaled.emplace(static_cast<std::size_t>(N) * sizeof(float));
+    auto* b = static_cast<float*>(b_scaled->data());
+    for (std::int64_t n = 0; n < N; ++n)
+      b[n] = static_cast<float>(bias.get(n)) /
+             (x_scale * w_scales[w_scales.size() == 1 ? 0 : static_cast<std::size_t>(n)]);
+  }
+
+  // Rows of x: dense rows are read in place, anything else is copied.
+  std::optional<Scratch> x_copy;
+  const void* src = x.data();
+  if (!x.is_contiguous()) {
+    x_copy.emplace(static_cast<std::size_t>(M * K));
+    to_dense(x, DType::U8, x_copy->data(), threads);
+    src = x_copy->data();
+  }
+
+  const std::size_t scale_bytes = scales.size() * sizeof(float);
+  const std::string key = KeyBuilder("linear_int8")
+                              .add(M)
+                              .add(K)
+                              .add(N)
+                              .add(static_cast<std::int64_t>(y.dtype()))
+                              .add(bias.defined())
+                              .add(threads)
+                              .add(static_cast<std::int64_t>(scales.size()))
+                              .add(static_cast<std::int64_t>(fnv1a(scales.data(), scale_bytes)))
+                              .add(static_cast<std::int64_t>(std::hash<std::string_view>{}(
+                                  std::string_view(reinterpret_cast<const char*>(scales.data()), scale_bytes))))
+                              .str();
+  auto plan = PrimitiveCache::instance().get<Int8Plan>(key, [&] {
+    Int8Plan p;
+    p.src = dnnl::memory::desc({M, K}, dt::u8, tag::ab);
+    p.dst = dnnl::memory::desc({M, N}, to_dnnl(y.dtype()), tag::ab);
+    const dnnl::memory::desc w_any({K, N}, dt::s8, tag::any);
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(scales.size() == 1 ? 0 : 1 << 1, scales);
+    // Runtime zero points keep one primitive (and one packed weight) for all of them; runtime
+    // scales would drop oneDNN 2.6 from brgemm to gemm:jit.
+    attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+    if (requant) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
+    std::optional<dnnl::matmul::desc> d;
+    if (bias.defined()) {
+      p.bias = dnnl::memory::desc({1, N}, dt::f32, tag::ab);
+      d.emplace(p.src, w_any, p.bias, p.dst);
+    } else {
+      d.emplace(p.src, w_any, p.dst);
+    }
+    dnnl::matmul::primitive_desc pd(*d, attr, engine());
+    p.weights = pd.weights_desc();
+    p.primitive = dnnl::matmul(pd);
+    return p;
+  });
+
+  const dnnl::memory::desc w_user({K, N}, dt::s8, {w.strides()[1], w.strides()[0]});
+  const dnnl::memory packed = PackedWeights::instance().get(w, w_user, plan->weights, threads);
+  const dnnl::memory::desc zp_md({1}, dt::s32, tag::x);
+  std::int32_t src_zp = x_zp, dst_zp = y_zp;
+  Args args{{DNNL_ARG_SRC, wrap_cached(plan, 0, plan->src, src)},
+            {DNNL_ARG_WEIGHTS, packed},
+            {DNNL_ARG_DST, wrap_cached(plan, 1, plan->dst, y.data())},
+            {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, wrap_cached(plan, 2, zp_md, &src_zp)}};
+  if (requant) args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, wrap_cached(plan, 3, zp_md, &dst_zp));
+  if (bias.defined()) args.add(DNNL_ARG_BIAS, wrap_cached(plan, 4, plan->bias, b_scaled->data()));
+  execute(plan->primitive, args);
+}
+
+}  // namespace
+
+void linear_int8(const Tensor& x_u8, float x_scale, std::int32_t x_zero_point, const Tensor& w_s8,
+                 std::span<const float> w_scales, const Tensor& bias_f32, const Tensor& y, float y_scale,
+                 std::int32_t y_zero_point, const CpuContext& ctx) {
+  try {
+    linear_int8_impl(x_u8, x_scale, x_zero_point, w_s8, w_scales, bias_f32, y, y_scale, y_zero_point, ctx);
+  } catch (const dnnl::error& e) {
+    detail::fail(ErrorCode::backend, "linear_int8: oneDNN failed for x {}, weight {}: {}", x_u8.shape().str(),
+                 w_s8.shape().str(), e.what());
+  }
+}
+
+}  // namespace encore::cpu

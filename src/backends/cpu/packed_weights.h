@@ -1,0 +1,46 @@
+// Prepacked GEMM/convolution weights: each constant weight is reordered once into the blocked
+// layout the oneDNN primitive prefers (the primitive is created with format_tag::any for its
+// weights) and reused by every later call, whatever M is.
+#pragma once
+
+#include <cstddef>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "encore/core/tensor.h"
+
+namespace encore::cpu {
+
+/// The process-wide cache of packed weights. An entry is keyed by the weight's identity (storage
+/// pointer, byte offset, shape, strides, dtype, and the source descriptor, which encodes the
+/// layout) and by the packed layout. Weights are treated as immutable constants: a caller that
+/// rewrites a weight in place must call evict(). An entry whose storage has died is never reused
+/// (it holds only a weak reference), so a new tensor at a recycled address is packed afresh.
+class PackedWeights {
+ public:
+  static PackedWeights& instance();
+
+  /// `w`, read through `user_md` (its layout as stored, in the primitive's dimension order),
+  /// reordered into `packed_md` (converting the data type if they differ). Packs on the first
+  /// call for this identity and layout (on `threads` threads); later calls return the same
+  /// memory without touching the weight.
+  dnnl::memory get(const Tensor& w, const dnnl::memory::desc& user_md, const dnnl::memory::desc& packed_md,
+                   int threads);
+
+  /// Forgets every packed copy of the weights in `w`'s storage.
+  void evict(const Tensor& w);
+  /// Forgets everything.
+  void clear();
+  /// Entries held now.
+  std::size_t size() const;
+  /// Packings performed since the process started (a steady-state call adds none).
+  std::size_t packs() const;
+  /// Maximum entries (LRU beyond it; default 65536 or $ENCORE_PACKED_WEIGHTS_CAPACITY).
+  void set_capacity(std::size_t entries);
+
+ private:
+  PackedWeights();
+  struct Impl;
+  Impl* impl_;
+};
+
+}  // namespace encore::cpu

@@ -1,0 +1,217 @@
+// encore's CUDA linear against a raw cublasLtMatmul (same shape, layout, stream and heuristic
+// best algorithm) at ViT-B / GPT-2 shapes, f16 and f32 (TF32 off, encore's default). Times are GPU
+// time from CUDA events (manual time), so encore's host-side overhead shows where it delays the
+// launch. A table of the ratios (encore / raw: 1.00 = no overhead) is printed at the end.
+// Without a GPU every benchmark is skipped; in a build without CUDA this file is a stub.
+#include <benchmark/benchmark.h>
+
+#if !defined(ENCORE_HAVE_CUDA)
+
+static void BM_CudaGemmUnavailable(benchmark::State& state) {
+  state.SkipWithError("encore was built without the CUDA backend");
+  for (auto _ : state) {
+  }
+}
+BENCHMARK(BM_CudaGemmUnavailable);
+
+#else
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/runtime.h"
+#include "encore/core/tensor.h"
+
+using namespace encore;
+
+namespace {
+
+bool gpu_present() {
+  static const bool present = cuda::CudaRuntime::device_count() > 0;
+  return present;
+}
+
+// Mean GPU seconds per call, per benchmark name ("f16 M=197 K=768 N=2304"), for the final table.
+struct Timing {
+  double encore = 0, raw = 0;
+};
+std::map<std::string, Timing>& timings() {
+  static std::map<std::string, Timing> t;
+  return t;
+}
+
+std::string key(DType dt, std::int64_t M, std::int64_t K, std::int64_t N) {
+  return std::string(dtype_name(dt)) + " M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" +
+         std::to_string(N);
+}
+
+Tensor random_device(const Shape& shape, DType dt, std::mt19937& rng) {
+  Tensor f = Tensor::empty(shape, DType::F32);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  float* p = f.data_ptr<float>();
+  for (std::int64_t i = 0; i < f.numel(); ++i) p[i] = dist(rng);
+  return (dt == DType::F32 ? f : f.to(dt)).to(Device::cuda(0));
+}
+
+bool check(cudaError_t e, benchmark::State& state, const char* what) {
+  if (e == cudaSuccess) return true;
+  state.SkipWithError((std::string(what) + ": " + cudaGetErrorString(e)).c_str());
+  return false;
+}
+
+// Runs `launch` once per iteration between two events on `stream`; records GPU time.
+template <typename Launch>
+double timed_loop(benchmark::State& state, cudaStream_t stream, Launch&& launch) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  if (!check(cudaEventCreate(&start), state, "cudaEventCreate") || !check(cudaEventCreate(&stop), state, "cudaEventCreate"))
+    return 0;
+  launch();  // warm-up (plans, algorithm selection, lazy module loading)
+  double total = 0;
+  for (auto _ : state) {
+    cudaEventRecord(start, stream);
+    launch();
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    state.SetIterationTime(ms / 1e3);
+    total += ms / 1e3;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return state.iterations() > 0 ? total / static_cast<double>(state.iterations()) : 0;
+}
+
+void set_counters(benchmark::State& state, double seconds, std::int64_t M, std::int64_t K, std::int64_t N) {
+  if (seconds > 0) state.counters["TFLOPS"] = 2.0 * static_cast<double>(M * K * N) / seconds / 1e12;
+}
+
+// encore: cuda::linear (out_in weights [N, K], no bias) on the runtime's stream.
+void BM_EncoreLinear(benchmark::State& state, DType dt) {
+  if (!gpu_present()) {
+    state.SkipWithError("no CUDA GPU present");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  std::mt19937 rng(1);
+  cuda::CudaRuntime& rt = cuda::CudaRuntime::get(Device::cuda(0));
+  const Tensor x = random_device({M, K}, dt, rng), w = random_device({N, K}, dt, rng);
+  const Tensor y = Tensor::empty({M, N}, dt, Device::cuda(0));
+  const cuda::CudaContext ctx = rt.context(false);
+  const double s = timed_loop(state, rt.stream(), [&] { cuda::linear(x, w, Tensor(), LinearAttrs{}, y, ctx); });
+  timings()[key(dt, M, K, N)].encore = s;
+  set_counters(state, s, M, K, N);
+}
+
+// The baseline: the same GEMM through cublasLt directly (own handle and workspace, same stream).
+void BM_RawCublasLt(benchmark::State& state, DType dt) {
+  if (!gpu_present()) {
+    state.SkipWithError("no CUDA GPU present");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  std::mt19937 rng(1);
+  cuda::CudaRuntime& rt = cuda::CudaRuntime::get(Device::cuda(0));
+  const Tensor x = random_device({M, K}, dt, rng), w = random_device({N, K}, dt, rng);
+  const Tensor y = Tensor::empty({M, N}, dt, Device::cuda(0));
+  const cudaDataType_t t = dt == DType::F16 ? CUDA_R_16F : CUDA_R_32F;
+  constexpr std::size_t kWorkspace = std::size_t{32} << 20;
+
+  cublasLtHandle_t lt = nullptr;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  void* workspace = nullptr;
+  cublasLtMatmulHeuristicResult_t best{};
+  int found = 0;
+  // y^T [N, M] = W (K x N col-major, transposed) x^T (K x M col-major).
+  const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+  const std::uint64_t ws_bytes = kWorkspace;
+  const bool ok =
+      cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatrixLayoutCreate(&la, t, K, N, K) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatrixLayoutCreate(&lb, t, K, M, K) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatrixLayoutCreate(&ld, t, N, M, N) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                           sizeof(ws_bytes)) == CUBLAS_STATUS_SUCCESS &&
+      cudaMalloc(&workspace, kWorkspace) == cudaSuccess &&
+      cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &best, &found) == CUBLAS_STATUS_SUCCESS &&
+      found > 0;
+  if (!ok) {
+    state.SkipWithError("cuBLASLt setup failed or found no algorithm");
+    for (auto _ : state) {
+    }
+  } else {
+    const float alpha = 1.0f, beta = 0.0f;
+    const double s = timed_loop(state, rt.stream(), [&] {
+      cublasLtMatmul(lt, desc, &alpha, w.data(), la, x.data(), lb, &beta, y.data(), ld, y.data(), ld, &best.algo,
+                     workspace, best.workspaceSize, rt.stream());
+    });
+    timings()[key(dt, M, K, N)].raw = s;
+    set_counters(state, s, M, K, N);
+  }
+  cudaStreamSynchronize(rt.stream());
+  if (workspace != nullptr) cudaFree(workspace);
+  if (pref != nullptr) cublasLtMatmulPreferenceDestroy(pref);
+  if (ld != nullptr) cublasLtMatrixLayoutDestroy(ld);
+  if (lb != nullptr) cublasLtMatrixLayoutDestroy(lb);
+  if (la != nullptr) cublasLtMatrixLayoutDestroy(la);
+  if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  if (lt != nullptr) cublasLtDestroy(lt);
+}
+
+// ViT-B and GPT-2 small: M tokens (1 = decode step, 197 = ViT-B/16 at 224) x (K, N) of the
+// attention and MLP projections.
+void shapes(benchmark::internal::Benchmark* b) {
+  for (const std::int64_t m : {1, 16, 197, 1024})
+    for (const auto& [k, n] : std::vector<std::pair<std::int64_t, std::int64_t>>{{768, 768}, {768, 2304}, {768, 3072}, {3072, 768}})
+      b->Args({m, k, n});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK_CAPTURE(BM_EncoreLinear, f16, DType::F16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_RawCublasLt, f16, DType::F16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_EncoreLinear, f32, DType::F32)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_RawCublasLt, f32, DType::F32)->Apply(shapes);
+
+void print_ratios() {
+  if (timings().empty()) return;
+  std::printf("\n%-32s %12s %12s %8s\n", "linear (GPU time per call)", "encore us", "cublasLt us", "ratio");
+  double worst = 0;
+  for (const auto& [name, t] : timings()) {
+    if (t.encore <= 0 || t.raw <= 0) continue;
+    const double ratio = t.encore / t.raw;
+    worst = std::max(worst, ratio);
+    std::printf("%-32s %12.2f %12.2f %8.3f\n", name.c_str(), t.encore * 1e6, t.raw * 1e6, ratio);
+  }
+  std::printf("worst encore/cublasLt ratio: %.3f\n", worst);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  print_ratios();
+  return 0;
+}
+
+#endif

@@ -1,0 +1,369 @@
+// Decode attention over a paged KV cache on CUDA (DecodeAttentionAttrs): validation, strategy and
+// kernel choice, the persistent per-stream state, launches.
+//
+// Kernels (decode_attention_core.cuh, _lean.cuh, _split.cuh): one kernel template per segment loop,
+// with the strategy a run-time mode, so instantiations stay few (CI compiles on 2 cores):
+// - tensor cores, TcCore<{f16, bf16}, {64, 128}>: 8 warps, ~210 KB of shared memory, so 1 CTA per
+//   SM (H200: G = 132 lean workers); each warp streams 16-key steps through a 3-stage (D = 128) or
+//   5-stage (D = 64) cp.async pipeline, QK^T and PV on mma.sync m16n8k16, 16 packed query rows.
+// - CUDA cores, GenericCore<{f32, f16, bf16}>: any D <= 256, any strides; 8 rows per block, one
+//   key per lane, K/V staged as f32 in shared memory; 1-4 warps by D, several CTAs per SM.
+// - split_combine_kernel: the second launch of split.
+// Tiles: T = 64 tokens for D > 64, 128 for D <= 64 (32 KB of bf16 K+V), rounded up to a multiple
+// of the block size. Tiles are only the unit of the partition (warps stream 16-key steps whatever
+// T is), so they are kept small: stream-K's imbalance is at most one tile per CTA (~1 us of HBM
+// time per SM at 32 KB), where FlashAttention's 128/256-key tiles would cost ~2 us.
+//
+// Workspace (partial slots m, l, O per block of rows) and the lean flags live in a buffer kept per
+// (device, stream): the flags must survive across calls and graph replays (epochs, no resets), and
+// a captured graph keeps the addresses it saw, so a grown workspace never frees its predecessor.
+// Sizes: a slot is (2 RB + rows D) floats. Lean: 2 G slots (G = 132, D = 128: 0.2 MB for MHA, 2.2 MB
+// with 16 rows; under 1 % of any cache of 256 MB or more). Split: B * Hv * s slots (FlashDecoding's
+// out_accum): a fraction ~ (s / tiles) * rows / T of the KV bytes, i.e. under 2 % for the
+// heuristic's s; a forced s near the tile count on short contexts costs up to rows / T.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cuda/decode_attention_internal.h"
+#include "kernels/cuda/decode_attention_lean.cuh"
+#include "kernels/cuda/decode_attention_split.cuh"
+
+namespace encore::cuda {
+namespace dec {
+namespace {
+
+template <class Core>
+__global__ void __launch_bounds__(256, 1) decode_kernel(const Params p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  if (p.mode == kModeLean)
+    lean_body<Core>(p, smem);
+  else
+    split_body<Core>(p, smem);
+}
+
+__global__ void read_stream_kernel(const uint4* __restrict__ data, std::size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {  // four independent 16-byte loads in flight
+    const uint4 a = __ldcs(data + i), b = __ldcs(data + i + stride), c = __ldcs(data + i + 2 * stride),
+                d = __ldcs(data + i + 3 * stride);
+    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
+  }
+  for (; i < n; i += stride) {
+    const uint4 a = __ldcs(data + i);
+    acc ^= a.x ^ a.y ^ a.z ^ a.w;
+  }
+  if (acc == 0x9e3779b9u) sink[0] = acc;  // practically never: keeps the loads alive
+}
+
+constexpr std::size_t align16(std::size_t n) { return (n + 15) / 16 * 16; }
+
+/// One segment-loop kernel with its static shape.
+struct Kernel {
+  const void* fn = nullptr;
+  bool tc = false;
+  int rb = 8, nw = 1, warp_bytes = 0, q_bytes = 0;
+};
+
+template <typename T, int D>
+Kernel tc_kernel() {
+  using C = TcCore<T, D>;
+  return {reinterpret_cast<const void*>(&decode_kernel<C>), true, C::RB, C::NW, C::kWarpBytes, C::kQBytes};
+}
+
+template <typename T>
+Kernel generic_kernel(int D) {
+  using C = GenericCore<T>;
+  const int per_warp = C::warp_bytes(D);
+  const int nw = std::clamp(96 * 1024 / per_warp, 1, 4);  // <= ~96 KB: a few CTAs per SM
+  return {reinterpret_cast<const void*>(&decode_kernel<C>), false, C::RB, nw, per_warp, C::q_bytes(D)};
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// ---- per-(device, stream) state ---------------------------------------------------------------
+
+struct StreamState {
+  unsigned* sync = nullptr;  // [16] counters, then 2 * kMaxWorkers flags; zeroed once
+  float* ws = nullptr;
+  std::size_t ws_bytes = 0;
+  std::vector<float*> retired;  // older workspaces, still referenced by captured graphs
+};
+
+std::mutex g_state_mutex;
+std::map<std::pair<int, cudaStream_t>, StreamState> g_states;
+
+/// Switches this thread to relaxed capture mode for the scope (allocating while a stream of this
+/// thread is being captured is otherwise refused).
+struct RelaxedCapture {
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode); }
+  ~RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode); }
+};
+
+StreamState& stream_state(int ordinal, cudaStream_t stream, std::size_t ws_bytes) {
+  std::lock_guard<std::mutex> lock(g_state_mutex);
+  StreamState& s = g_states[{ordinal, stream}];
+  if (s.sync == nullptr || s.ws_bytes < ws_bytes) {
+    RelaxedCapture relaxed;
+    if (s.sync == nullptr) {
+      const std::size_t bytes = sizeof(unsigned) * (16 + 2 * kMaxWorkers);
+      kc::check_cuda(cudaMalloc(&s.sync, bytes), "decode_attention: cudaMalloc(flags)");
+      // Zeroed on a private stream and waited for: legal while `stream` is being captured.
+      cudaStream_t init = nullptr;
+      kc::check_cuda(cudaStreamCreateWithFlags(&init, cudaStreamNonBlocking), "decode_attention: cudaStreamCreate");
+      kc::check_cuda(cudaMemsetAsync(s.sync, 0, bytes, init), "decode_attention: cudaMemsetAsync(flags)");
+      kc::check_cuda(cudaStreamSynchronize(init), "decode_attention: cudaStreamSynchronize");
+      cudaStreamDestroy(init);
+    }
+    if (s.ws_bytes < ws_bytes) {
+      const std::size_t bytes = std::max({ws_bytes, 2 * s.ws_bytes, std::size_t{4} << 20});
+      float* fresh = nullptr;
+      kc::check_cuda(cudaMalloc(&fresh, bytes), "decode_attention: cudaMalloc(workspace)");
+      if (s.ws != nullptr) s.retired.push_back(s.ws);
+      s.ws = fresh, s.ws_bytes = bytes;
+    }
+  }
+  return s;
+}
+
+/// Co-resident CTAs per SM of `fn` with `smem` bytes, after raising the kernel's dynamic shared
+/// memory limit to at least `smem` (limits only grow: a smaller later request must not break a
+/// larger configuration cached earlier). Cached: decode runs once per layer and step.
+int occupancy(int ordinal, const void* fn, int threads, std::size_t smem) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, std::size_t>, int> cache;
+  static std::map<std::pair<int, const void*>, std::size_t> limit;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(ordinal, fn, threads, smem);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  RelaxedCapture relaxed;  // the first call may come while the stream is being captured
+  std::size_t& lim = limit[{ordinal, fn}];
+  if (smem > 48 * 1024 && smem > lim) {
+    kc::check_cuda(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+                   "decode_attention: cudaFuncSetAttribute");
+    lim = smem;
+  }
+  int n = 0;
+  kc::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, threads, smem),
+                 "decode_attention: cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  cache[key] = n;
+  return n;
+}
+
+void check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& table, const Tensor& lengths,
+                  const DecodeAttentionAttrs& attrs, const Tensor& y, int Hq, int Hkv) {
+  const char* op = "decode_attention";
+  kc::check_float(op, "q", q);
+  kc::check_float(op, "k_cache", kc);
+  kc::check_float(op, "v_cache", vc);
+  kc::check_float(op, "output", y);
+  kc::check_dev(op, "block_table", table);
+  kc::check_dev(op, "lengths", lengths);
+  for (const Tensor* t : {&kc, &vc, &table, &lengths, &y})
+    ENCORE_CU_CHECK(t->device() == q.device(), invalid_argument, op, ": all operands must be on ", q.device().str(),
+                    ", got one on ", t->device().str());
+  ENCORE_CU_CHECK(q.rank() == 3, invalid_argument, op, ": q is ", q.shape().str(), ", expected [B, Tq, Hq*D]");
+  ENCORE_CU_CHECK(kc.rank() == 4 && vc.shape() == kc.shape(), invalid_argument, op, ": k_cache ", kc.shape().str(),
+                  " and v_cache ", vc.shape().str(), " must both be [num_blocks, Hkv, block_size, D]");
+  ENCORE_CU_CHECK(kc.dtype() == vc.dtype(), unsupported, op, ": k_cache (", dtype_name(kc.dtype()), ") and v_cache (",
+                  dtype_name(vc.dtype()), ") must share a dtype");
+  ENCORE_CU_CHECK(Hq >= 1 && Hkv >= 1 && Hq % Hkv == 0, invalid_argument, op, ": num_heads ", Hq,
+                  " must be a positive multiple of num_kv_heads ", Hkv);
+  const i64 D = kc.dim(3), B = q.dim(0);
+  ENCORE_CU_CHECK(kc.dim(1) == Hkv && kc.dim(2) >= 1 && D >= 1, invalid_argument, op, ": k_cache is ", kc.shape().str(),
+                  ", expected [num_blocks, ", Hkv, " (Hkv), block_size >= 1, D >= 1]");
+  ENCORE_CU_CHECK(D <= 256, unsupported, op, ": head dim ", D, " > 256 is not supported on CUDA");
+  ENCORE_CU_CHECK(q.dim(2) == Hq * D, invalid_argument, op, ": q is ", q.shape().str(), ", expected [B, Tq, ", Hq * D,
+                  "] (", Hq, " heads x D ", D, ")");
+  ENCORE_CU_CHECK(table.dtype() == DType::I32 && table.rank() == 2 && table.dim(0) == B, invalid_argument, op,
+                  ": block_table is ", dtype_name(table.dtype()), " ", table.shape().str(), ", expected i32 [", B,
+                  ", max_blocks]");
+  ENCORE_CU_CHECK(lengths.dtype() == DType::I32 && lengths.rank() == 1 && lengths.dim(0) == B, invalid_argument, op,
+                  ": lengths is ", dtype_name(lengths.dtype()), " ", lengths.shape().str(), ", expected i32 [", B, "]");
+  const Shape ys{B, q.dim(1), Hq * D};
+  ENCORE_CU_CHECK(y.shape() == ys && y.is_contiguous(), invalid_argument, op, ": output is ", y.shape().str(),
+                  ", expected a contiguous ", ys.str());
+  ENCORE_CU_CHECK(attrs.num_splits >= 0, invalid_argument, op, ": num_splits ", attrs.num_splits, " must be >= 0");
+  ENCORE_CU_CHECK(static_cast<int>(attrs.strategy) <= static_cast<int>(DecodeStrategy::lean), invalid_argument, op,
+                  ": unknown strategy ", static_cast<int>(attrs.strategy));
+  ENCORE_CU_CHECK(std::isfinite(attrs.scale), invalid_argument, op, ": scale ", attrs.scale, " is not finite");
+}
+
+}  // namespace
+
+DecodeStrategy choose_strategy(std::int64_t batch, std::int64_t virtual_heads, int resident_ctas) {
+  // Plain has no merge at all; it matches lean once the heads fill whole waves (>= 2 waves at
+  // >= 90 % efficiency; uniform lengths assumed: the host never sees the lengths). To refine
+  // from the H200 matrix (docs/benchmarks/decode_attention.md).
+  if (batch > kMaxLeanBatch) return DecodeStrategy::plain;
+  const double items = static_cast<double>(batch) * static_cast<double>(virtual_heads);
+  const double waves = items / std::max(1, resident_ctas);
+  if (waves >= 2.0 && waves / std::ceil(waves) >= 0.9) return DecodeStrategy::plain;
+  return DecodeStrategy::lean;
+}
+
+LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                 const Tensor& block_table, const Tensor& lengths, const DecodeAttentionAttrs& attrs,
+                                 const Tensor& y, const CudaContext& ctx, const Options& opts) {
+  const char* op = "decode_attention";
+  const int Hq = attrs.num_heads, Hkv = attrs.num_kv_heads == 0 ? attrs.num_heads : attrs.num_kv_heads;
+  check_inputs(q, k_cache, v_cache, block_table, lengths, attrs, y, Hq, Hkv);
+  kc::Launch l(ctx, op);
+  const i64 B = q.dim(0), Tq = q.dim(1), D = k_cache.dim(3), bs = k_cache.dim(2);
+  LaunchInfo info;
+  if (B == 0 || Tq == 0) return info;
+  ENCORE_CU_CHECK(B <= (1 << 20) && Tq * (Hq / Hkv) <= (1 << 20), unsupported, op, ": batch ", B, " or ", Tq,
+                  " query tokens x group ", Hq / Hkv, " is too large");
+
+  // Kernel: tensor cores when the cache allows 16-byte copies of whole rows.
+  const DType kv = k_cache.dtype();
+  const auto& ks = k_cache.strides();
+  const auto& vs = v_cache.strides();
+  const bool tc_ok = (kv == DType::F16 || kv == DType::BF16) && (D == 64 || D == 128) && ks[3] == 1 && vs[3] == 1 &&
+                     ks[0] % 8 == 0 && ks[1] % 8 == 0 && ks[2] % 8 == 0 && vs[0] % 8 == 0 && vs[1] % 8 == 0 &&
+                     vs[2] % 8 == 0 && aligned16(k_cache.data()) && aligned16(v_cache.data());
+  ENCORE_CU_CHECK(opts.path != Path::tensor_core || tc_ok, unsupported, op,
+                  ": the tensor-core kernel needs an f16/bf16 cache with D 64 or 128 and 16-byte aligned rows");
+  const bool use_tc = tc_ok && opts.path != Path::generic;
+  Kernel kern;
+  if (use_tc) {
+    if (kv == DType::F16)
+      kern = D == 64 ? tc_kernel<__half, 64>() : tc_kernel<__half, 128>();
+    else
+      kern = D == 64 ? tc_kernel<__nv_bfloat16, 64>() : tc_kernel<__nv_bfloat16, 128>();
+  } else {
+    kern = kv == DType::F32   ? generic_kernel<float>(static_cast<int>(D))
+           : kv == DType::F16 ? generic_kernel<__half>(static_cast<int>(D))
+                              : generic_kernel<__nv_bfloat16>(static_cast<int>(D));
+  }
+
+  Params p;
+  p.q = q.data(), p.q_sb = q.strides()[0], p.q_st = q.strides()[1], p.q_se = q.strides()[2],
+  p.q_dt = kc::code(q.dtype());
+  p.k = k_cache.data(), p.v = v_cache.data();
+  p.k_sn = ks[0], p.k_sh = ks[1], p.k_st = ks[2], p.k_se = ks[3];
+  p.v_sn = vs[0], p.v_sh = vs[1], p.v_st = vs[2], p.v_se = vs[3];
+  p.num_blocks = k_cache.dim(0);
+  p.table = static_cast<const std::int32_t*>(block_table.data());
+  p.tb_s0 = block_table.strides()[0], p.tb_s1 = block_table.strides()[1];
+  p.lens = static_cast<const std::int32_t*>(lengths.data()), p.len_s = lengths.strides()[0];
+  p.y = y.data(), p.y_dt = kc::code(y.dtype());
+  p.B = static_cast<int>(B), p.Tq = static_cast<int>(Tq), p.Hq = Hq, p.Hkv = Hkv, p.group = Hq / Hkv;
+  p.D = static_cast<int>(D), p.rows = p.group * p.Tq, p.bs = static_cast<int>(bs);
+  p.MT = row_blocks(p.rows, kern.rb), p.Hv = Hkv * p.MT;
+  p.tile = lean::tile_tokens(bs, opts.tile_tokens > 0 ? opts.tile_tokens : (D <= 64 ? 128 : 64));
+  p.capacity = block_table.dim(1) * bs;
+  const float scale = attrs.scale != 0.0f ? attrs.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  p.scale_log2 = scale * 1.4426950408889634f;
+  p.nw = kern.nw, p.warp_bytes = kern.warp_bytes;
+  p.slot_floats = (2 * kern.rb + std::min(kern.rb, p.rows) * D + 3) / 4 * 4;  // m, l [RB], O [rows][D]
+  const int threads = kern.nw * 32, sms = l.rt.multiprocessors();
+
+  // Shared memory: [epoch | lean prefix sums] [Q] [row stats] [warp areas / merge scratch].
+  auto layout = [&](bool lean, std::size_t region) {
+    p.off_q = static_cast<int>(16 + (lean ? align16(sizeof(i64) * (B + 1)) : 0));
+    p.off_stat = p.off_q + static_cast<int>(align16(kern.q_bytes));
+    p.off_warps = p.off_stat + static_cast<int>(align16(sizeof(float) * (2 + kMaxWarps) * kern.rb));
+    return p.off_warps + region;
+  };
+  const std::size_t warps_region = static_cast<std::size_t>(kern.nw) * kern.warp_bytes;
+  const std::size_t split_smem = layout(false, warps_region);
+  const int split_occ = occupancy(l.rt.ordinal(), kern.fn, threads, split_smem);
+  ENCORE_CU_CHECK(split_occ >= 1, backend, op, ": kernel does not fit on the device (", split_smem, " bytes)");
+
+  DecodeStrategy strategy = attrs.strategy;
+  if (strategy == DecodeStrategy::automatic) strategy = choose_strategy(B, p.Hv, split_occ * sms);
+  if (strategy == DecodeStrategy::lean && B > kMaxLeanBatch) strategy = DecodeStrategy::plain;  // documented limit
+  info.tensor_cores = use_tc, info.tile = p.tile, info.row_blocks = p.MT;
+
+  if (strategy == DecodeStrategy::lean) {
+    // G: every CTA co-resident (the host CTAs spin on their peers); the merge scratch (2 G RB
+    // floats) shares the warp areas.
+    std::size_t smem = layout(true, warps_region);
+    int occ = occupancy(l.rt.ordinal(), kern.fn, threads, smem);
+    ENCORE_CU_CHECK(occ >= 1, backend, op, ": lean kernel does not fit on the device (", smem, " bytes)");
+    int G = std::min(occ * sms, kMaxWorkers);
+    if (opts.workers > 0) G = std::min(G, opts.workers);
+    const std::size_t scratch = sizeof(float) * 2 * static_cast<std::size_t>(G) * kern.rb;
+    if (scratch > warps_region) {
+      smem = layout(true, align16(scratch));
+      occ = occupancy(l.rt.ordinal(), kern.fn, threads, smem);
+      ENCORE_CU_CHECK(occ >= 1, backend, op, ": lean kernel does not fit on the device (", smem, " bytes)");
+      G = std::min(G, occ * sms);
+    }
+    const std::size_t ws = sizeof(float) * 2 * static_cast<std::size_t>(G) * p.slot_floats;
+    StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws);
+    p.mode = kModeLean, p.G = G, p.ws = st.ws, p.counters = st.sync, p.flags = st.sync + 16;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(static_cast<unsigned>(G));
+    cfg.blockDim = dim3(static_cast<unsigned>(threads));
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = l.stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;  // the runtime refuses a grid that cannot be co-resident
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr, cfg.numAttrs = 1;
+    void* args[] = {&p};
+    kc::check_cuda(cudaLaunchKernelExC(&cfg, kern.fn, args), "decode_attention: lean kernel launch");
+    info.strategy = strategy, info.ctas = G, info.ctas_per_sm = occ, info.smem_bytes = smem, info.workspace_bytes = ws;
+    return info;
+  }
+
+  // split / plain: s chunks per head; the 85 % wave-efficiency heuristic over the co-resident CTAs
+  // when not given, on the capacity of the block table (the lengths are only on the device).
+  int s = 1;
+  if (strategy == DecodeStrategy::split)
+    s = attrs.num_splits > 0 ? attrs.num_splits
+                             : lean::num_splits_heuristic(B * p.Hv, static_cast<i64>(split_occ) * sms,
+                                                          lean::tiles_for_length(p.capacity, p.tile), 128);
+  s = static_cast<int>(
+      std::max<i64>(1, std::min<i64>(s, std::max<i64>(1, lean::tiles_for_length(p.capacity, p.tile)))));
+  const i64 ctas = B * p.Hv * s;
+  ENCORE_CU_CHECK(ctas < (i64{1} << 31), unsupported, op, ": ", ctas, " CTAs are too many");
+  const std::size_t ws = s > 1 ? sizeof(float) * static_cast<std::size_t>(ctas) * p.slot_floats : 0;
+  StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws);
+  p.mode = kModeSplit, p.splits = s, p.ws = st.ws;
+  void* args[] = {&p};
+  kc::check_cuda(
+      cudaLaunchKernel(kern.fn, dim3(static_cast<unsigned>(ctas)), dim3(threads), args, split_smem, l.stream),
+      "decode_attention: split kernel launch");
+  if (s > 1) {
+    const std::size_t csmem = sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb;
+    const void* comb = kern.rb == 16 ? reinterpret_cast<const void*>(&split_combine_kernel<16>)
+                                     : reinterpret_cast<const void*>(&split_combine_kernel<8>);
+    ENCORE_CU_CHECK(occupancy(l.rt.ordinal(), comb, kCombineThreads, csmem) >= 1, unsupported, op, ": ", s,
+                    " splits are too many for the combine kernel");
+    const dim3 grid(static_cast<unsigned>(B * p.Hv),
+                    static_cast<unsigned>((kern.rb * D + kCombineElements - 1) / kCombineElements));
+    kc::check_cuda(cudaLaunchKernel(comb, grid, dim3(kCombineThreads), args, csmem, l.stream),
+                   "decode_attention: split combine launch");
+  }
+  info.strategy = s > 1 ? DecodeStrategy::split : DecodeStrategy::plain;
+  info.ctas = static_cast<int>(ctas), info.ctas_per_sm = split_occ, info.splits = s, info.smem_bytes = split_smem;
+  info.workspace_bytes = ws;
+  return info;
+}
+
+void read_stream(const void* data, std::size_t bytes, void* sink, const CudaContext& ctx) {
+  kc::Launch l(ctx, "read_stream");
+  const std::size_t n = bytes / 16;
+  const unsigned blocks = static_cast<unsigned>(l.rt.multiprocessors()) * 4;
+  read_stream_kernel<<<blocks, 512, 0, l.stream>>>(static_cast<const uint4*>(data), n, static_cast<unsigned*>(sink));
+  kc::check_launch("read_stream");
+}
+
+}  // namespace dec
+
+void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& block_table,
+                      const Tensor& lengths, const DecodeAttentionAttrs& attrs, const Tensor& y,
+                      const CudaContext& ctx) {
+  dec::decode_attention_impl(q, k_cache, v_cache, block_table, lengths, attrs, y, ctx, dec::Options{});
+}
+
+}  // namespace encore::cuda

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# One command on the GPU machine: builds encore with CUDA (Release, Ninja) into build-gpu, runs the
+# CUDA tests and the whole suite, compute-sanitizer memcheck and racecheck on the CUDA test binaries,
+# the GPU benchmarks (bench_cuda_*), and prints a summary table last. Logs go to $OUT/gpu-check when
+# OUT is set, else to build-gpu/gpu-check-logs.
+#
+# Dependencies: the system's, or the tree made by scripts/gpu-deps.sh: ENCORE_DEPS_PREFIX=<dir>
+# (an unpacked .gpu-deps or a .gpu-deps.tar.xz); without it, a .gpu-deps.tar.xz or .gpu-deps/ in the
+# repository root is used when present. Needs cmake, a C++20 compiler and the CUDA toolkit
+# (nvcc on PATH or in /usr/local/cuda/bin).
+#
+# Environment: ENCORE_BUILD_JOBS (16), ENCORE_GPU_BUILD_DIR (build-gpu), ENCORE_GPU_CHECK_STEPS
+# (default "build test sanitize bench"; "configure" alone only configures), ENCORE_SANITIZER_FILTER (gtest filter for the sanitizer
+# runs), ENCORE_SANITIZER_TIMEOUT (seconds per binary and tool, 900), ENCORE_BENCH_MIN_TIME (0.05).
+# Exit status: 0 when the build, every test and every sanitizer run are clean.
+set -uo pipefail  # not -e: every step runs and is reported
+cd "$(dirname "$0")/.." || exit 2
+root=$(pwd)
+build=${ENCORE_GPU_BUILD_DIR:-build-gpu}
+jobs=${ENCORE_BUILD_JOBS:-16}
+steps=${ENCORE_GPU_CHECK_STEPS:-build test sanitize bench}
+san_timeout=${ENCORE_SANITIZER_TIMEOUT:-900}
+# The out-of-memory test provokes a failing cudaMalloc on purpose, which the sanitizer would report.
+san_filter=${ENCORE_SANITIZER_FILTER:--*OutOfMemory*}
+bench_min_time=${ENCORE_BENCH_MIN_TIME:-0.05}
+if [ -n "${OUT:-}" ]; then logs=$OUT/gpu-check; else logs=$root/$build/gpu-check-logs; fi
+mkdir -p "$logs"
+
+summary=()  # "step|result|detail" rows for the final table
+add() { summary+=("$1|$2|$3"); }
+has_step() { case " $steps " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+log() { echo "gpu-check: $*" | tee -a "$logs/gpu-check.log"; }
+failed=0
+
+# ---- dependencies -----------------------------------------------------------------------------------
+deps=${ENCORE_DEPS_PREFIX:-}
+if [ -z "$deps" ]; then
+  if [ -f "$root/.gpu-deps.tar.xz" ]; then deps=$root/.gpu-deps.tar.xz
+  elif [ -d "$root/.gpu-deps" ]; then deps=$root/.gpu-deps
+  fi
+fi
+if [ -n "$deps" ] && [ -f "$deps" ]; then  # a tarball: unpack once into /tmp
+  unpack=/tmp/encore-gpu-deps
+  stamp=$(cksum <"$deps" | cut -d' ' -f1)
+  if [ "$(cat "$unpack/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$unpack" && mkdir -p "$unpack"
+    tar -C "$unpack" -xJf "$deps" || { log "cannot unpack $deps"; exit 2; }
+    echo "$stamp" >"$unpack/.stamp"
+  fi
+  deps=$unpack/.gpu-deps
+fi
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DENCORE_WITH_CUDA=ON)
+if [ -n "$deps" ]; then
+  [ -d "$deps/usr" ] || { log "ENCORE_DEPS_PREFIX=$deps has no usr/ (not a gpu-deps tree)"; exit 2; }
+  deps=$(cd "$deps" && pwd)
+  lib=$deps/usr/lib/x86_64-linux-gnu
+  # Explicit package dirs: a non-Debian host does not search lib/<multiarch>/cmake by itself.
+  cmake_args+=("-DCMAKE_PREFIX_PATH=$deps/usr;$lib" "-DCMAKE_LIBRARY_PATH=$lib" "-DCMAKE_INCLUDE_PATH=$deps/usr/include"
+    "-DOpenCL_LIBRARY=$lib/libOpenCL.so" "-DOpenCL_INCLUDE_DIR=$deps/usr/include")
+  for pkg in dnnl fmt GTest benchmark nlohmann_json Eigen3; do
+    cfg=$(find "$deps/usr" \( -name "${pkg}Config.cmake" -o -name "${pkg}-config.cmake" \) 2>/dev/null | head -n 1)
+    [ -n "$cfg" ] && cmake_args+=("-D${pkg}_DIR=$(dirname "$cfg")")
+  done
+  export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export PATH="$deps/usr/bin:$PATH"
+  log "dependencies from $deps (needs $(cat "$deps/GLIBC_REQUIRED" 2>/dev/null || echo '?'); this host has $(ldd --version 2>/dev/null | head -n 1 | grep -o '[0-9.]*$'))"
+fi
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
+generator=Ninja
+command -v ninja >/dev/null || generator="Unix Makefiles"
+for tool in cmake nvcc; do command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }; done
+
+{
+  echo "== host"; uname -a; ldd --version 2>/dev/null | head -n 1
+  echo "== nvidia-smi"; nvidia-smi 2>&1 || true
+  echo "== nvcc"; nvcc --version
+  echo "== cmake"; cmake --version | head -n 1
+} >"$logs/environment.log" 2>&1
+gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+log "GPU: ${gpu:-none found by nvidia-smi}; logs in $logs"
+
+# ---- (a) configure and build ----------------------------------------------------------------------
+built=1
+if has_step configure && ! has_step build; then
+  log "configure only ($generator) into $build"
+  if cmake -S . -B "$build" -G "$generator" "${cmake_args[@]}" >"$logs/configure.log" 2>&1; then add configure ok "$build"
+  else failed=1; add configure FAILED "see configure.log"; fi
+fi
+if has_step build; then
+  log "configure + build ($generator, -j$jobs) into $build"
+  if cmake -S . -B "$build" -G "$generator" "${cmake_args[@]}" >"$logs/configure.log" 2>&1 &&
+     cmake --build "$build" -j "$jobs" >"$logs/build.log" 2>&1; then
+    add build ok "$(grep -c 'Building' "$logs/build.log") compile steps"
+  else
+    built=0 failed=1
+    add build FAILED "see build.log / configure.log: $(grep -m1 -E 'error|Error' "$logs/build.log" "$logs/configure.log" 2>/dev/null | cut -c1-120)"
+  fi
+fi
+
+# ---- (b) tests ------------------------------------------------------------------------------------
+# "X% tests passed, F tests failed out of T" plus the skipped count, from a ctest log.
+ctest_counts() {
+  local total failed skipped
+  total=$(grep -oE 'tests failed out of [0-9]+' "$1" | grep -oE '[0-9]+$' | tail -n 1)
+  failed=$(grep -oE '[0-9]+ tests failed out of' "$1" | grep -oE '^[0-9]+' | tail -n 1)
+  skipped=$(grep -cE '\*\*\*Skipped|Skipped +[0-9.]+ sec' "$1")
+  echo "${total:-0} ${failed:-0} ${skipped:-0}"
+}
+if has_step test && [ "$built" -eq 1 ]; then
+  for label in cuda all; do
+    log "ctest ($label)"
+    if [ "$label" = cuda ]; then args=(-L cuda -j 4); else args=(-j 8); fi
+    ctest --test-dir "$build" --output-on-failure "${args[@]}" >"$logs/ctest-$label.log" 2>&1
+    rc=$?
+    read -r total nfail skipped < <(ctest_counts "$logs/ctest-$label.log")
+    detail="$((total - nfail - skipped)) passed, $nfail failed, $skipped skipped of $total"
+    if [ "$rc" -eq 0 ] && [ "$total" -gt 0 ]; then add "tests ($label)" ok "$detail"
+    else failed=1; add "tests ($label)" FAILED "$detail (ctest-$label.log)"; fi
+  done
+fi
+
+# ---- (c) compute-sanitizer ----------------------------------------------------------------------
+if has_step sanitize && [ "$built" -eq 1 ]; then
+  sanitizer=$(command -v compute-sanitizer || true)
+  [ -n "$sanitizer" ] || { [ -x /usr/local/cuda/bin/compute-sanitizer ] && sanitizer=/usr/local/cuda/bin/compute-sanitizer; }
+  if [ -z "$sanitizer" ]; then
+    add sanitizer skipped "compute-sanitizer not found"
+  else
+    for bin in "$build"/tests/backends/cuda/cuda_test_*; do
+      [ -x "$bin" ] || continue
+      name=$(basename "$bin")
+      for tool in memcheck racecheck; do
+        out="$logs/sanitizer-$tool-$name.log"
+        log "compute-sanitizer --tool $tool $name"
+        # memcheck: caching off, so that every buffer has its own allocation and overruns are caught.
+        nocache=0
+        [ "$tool" = memcheck ] && nocache=1
+        ENCORE_CUDA_NO_CACHING=$nocache timeout "$san_timeout" "$sanitizer" --tool "$tool" --error-exitcode 99 \
+          "$bin" --gtest_brief=1 "--gtest_filter=$san_filter" >"$out" 2>&1
+        rc=$?
+        errors=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$out" | grep -oE '[0-9]+$' | tail -n 1)
+        case "$rc" in
+          0) add "$tool $name" clean "0 errors" ;;
+          99) failed=1; add "$tool $name" DIRTY "${errors:-?} errors ($(basename "$out"))" ;;
+          124) failed=1; add "$tool $name" TIMEOUT "over ${san_timeout}s ($(basename "$out"))" ;;
+          *) failed=1; add "$tool $name" FAILED "exit $rc, ${errors:-?} sanitizer errors ($(basename "$out"))" ;;
+        esac
+      done
+    done
+  fi
+fi
+
+# ---- (d) GPU benchmarks ------------------------------------------------------------------------
+if has_step bench && [ "$built" -eq 1 ]; then
+  for bin in "$build"/benchmarks/bench_cuda_*; do
+    [ -x "$bin" ] || continue
+    name=$(basename "$bin")
+    log "benchmark $name"
+    if "$bin" "--benchmark_min_time=$bench_min_time" "--benchmark_out=$logs/$name.json" \
+         --benchmark_out_format=json >"$logs/$name.log" 2>&1; then
+      key=$(grep -m1 'worst encore/cublasLt ratio' "$logs/$name.log")
+      vit=$(grep -m1 '^f16 M=197 K=768 N=2304 ' "$logs/$name.log" | awk '{printf "ViT qkv f16: %s us (cublasLt %s)", $5, $6}')
+      add "bench $name" ok "${key:-see $name.log}${vit:+; $vit}"
+    else
+      add "bench $name" FAILED "see $name.log"
+    fi
+  done
+fi
+
+# ---- (e) summary ----------------------------------------------------------------------------------
+{
+  echo
+  echo "==================== gpu-check summary (${gpu:-no GPU}) ===================="
+  printf '%-44s %-8s %s\n' "step" "result" "detail"
+  for row in "${summary[@]}"; do
+    IFS='|' read -r step result detail <<<"$row"
+    printf '%-44s %-8s %s\n' "$step" "$result" "$detail"
+  done
+  echo "logs: $logs"
+  if [ "$failed" -eq 0 ]; then echo "gpu-check: PASS"; else echo "gpu-check: FAIL"; fi
+} | tee "$logs/summary.txt"
+exit "$failed"

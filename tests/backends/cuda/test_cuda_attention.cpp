@@ -1,0 +1,251 @@
+// CUDA attention, relative-position attention and rotary embedding against the CPU kernels on the
+// same inputs (the CPU runs in f32 on the already rounded f16/bf16 values). Both attention kernels
+// (tensor cores and CUDA cores) are exercised: head dims 24..160, causal with Tq != Tk, key padding
+// and additive masks with both fills (fully masked rows included), GQA/MQA/reverse SQA, fused-QKV
+// slices, decode-sized and empty problems; outputs poisoned before each launch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cuda/cuda_test_util.h"
+#include "kernels/cuda/attention_internal.h"
+
+using namespace encore;
+using namespace encore::cuda::test;
+using encore::cuda::attn::Path;
+
+namespace {
+
+const cpu::CpuContext kCpu{4};
+
+struct Case {
+  std::int64_t B = 2, Tq = 33, Tk = 33;
+  int Hq = 3, Hkv = 3, D = 64;
+  DType dt = DType::F16;
+  bool causal = false;
+  MaskKind mask = MaskKind::none;
+  MaskFill fill = MaskFill::lowest;
+  Shape add_shape;  // additive mask shape (empty: [B, 1, Tq, Tk])
+  bool fused = false;
+  Path path = Path::automatic;
+
+  std::string str() const {
+    return "B " + std::to_string(B) + " Tq " + std::to_string(Tq) + " Tk " + std::to_string(Tk) + " Hq " +
+           std::to_string(Hq) + " Hkv " + std::to_string(Hkv) + " D " + std::to_string(D) + " " + dtype_name(dt) +
+           (causal ? " causal" : "") + " mask " + std::to_string(static_cast<int>(mask)) +
+           (fill == MaskFill::neg_infinity ? " -inf" : "") + (fused ? " fused" : "") + " path " +
+           std::to_string(static_cast<int>(path));
+  }
+};
+
+void check(const Case& c, std::mt19937& rng) {
+  const std::int64_t qw = c.Hq * c.D, kw = c.Hkv * c.D;
+  Tensor q, k, v;
+  if (c.fused) {  // slices of one [B, T, (Hq + 2 Hkv) D] projection (self-attention)
+    const Tensor qkv = ref::random_tensor({c.B, c.Tq, qw + 2 * kw}, c.dt, rng);
+    q = qkv.slice(2, 0, qw), k = qkv.slice(2, qw, qw + kw), v = qkv.slice(2, qw + kw, qw + 2 * kw);
+  } else {
+    q = ref::random_strided({c.B, c.Tq, qw}, c.dt, rng);
+    k = ref::random_strided({c.B, c.Tk, kw}, c.dt, rng);
+    v = ref::random_tensor({c.B, c.Tk, kw}, c.dt, rng);
+  }
+  Tensor mask;
+  if (c.mask == MaskKind::key_padding) {
+    mask = Tensor::empty({c.B, c.Tk}, DType::Bool);
+    std::bernoulli_distribution keep(0.7);
+    for (std::int64_t b = 0; b < c.B; ++b)
+      for (std::int64_t j = 0; j < c.Tk; ++j) mask.at<bool>({b, j}) = b != 1 && keep(rng);  // batch 1: all masked
+  } else if (c.mask == MaskKind::additive) {
+    const Shape s = c.add_shape.empty() ? Shape{c.B, 1, c.Tq, c.Tk} : c.add_shape;
+    mask = ref::random_tensor(s, DType::F32, rng, -4.0, 0.0);
+    std::bernoulli_distribution hide(0.2);
+    float* m = mask.data_ptr<float>();
+    for (std::int64_t i = 0; i < mask.numel(); ++i)
+      if (hide(rng)) m[i] = std::numeric_limits<float>::lowest();
+  }
+  const AttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv, .causal = c.causal, .mask = c.mask,
+                             .fill = c.fill};
+  const int Ho = std::max(c.Hq, c.Hkv);
+  Tensor want = Tensor::empty({c.B, c.Tq, Ho * c.D}, DType::F32);
+  cpu::attention(as_f32(q), as_f32(k), as_f32(v), mask, attrs, want, kCpu);
+  Tensor y = poisoned({c.B, c.Tq, Ho * c.D}, c.dt);
+  cuda::attn::attention_impl(upload_view(q), upload_view(k), upload_view(v), mask.defined() ? upload(mask) : Tensor(),
+                             attrs, y, context(), c.path);
+  EXPECT_TRUE(close_to(y, want, c.dt == DType::F32 ? 2e-5 : 1e-2)) << c.str();
+}
+
+TEST(CudaAttention, HeadDimsAndDtypes) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(41);
+  for (int D : {24, 32, 40, 64, 80, 96, 128, 160})
+    for (DType dt : {DType::F32, DType::F16, DType::BF16})
+      for (Path path : {Path::automatic, Path::generic}) {
+        if (dt == DType::F32 && path == Path::automatic && D != 64) continue;  // the same kernel twice
+        check({.Tq = 77, .Tk = 77, .D = D, .dt = dt, .path = path}, rng);
+      }
+}
+
+TEST(CudaAttention, TensorCorePathIsTakenWhenEligible) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(42);
+  for (int D : {32, 40, 64, 72, 80, 96, 128})
+    for (DType dt : {DType::F16, DType::BF16})  // fused QKV slices: 16-byte aligned rows, as the kernel needs
+      check({.Tq = 130, .Tk = 130, .D = D, .dt = dt, .fused = true, .path = Path::tensor_core}, rng);
+  // f32 and D = 160 are refused by the tensor-core kernel.
+  const Tensor q = upload(Tensor::zeros({1, 4, 64}, DType::F32));
+  Tensor y = poisoned({1, 4, 64}, DType::F32);
+  EXPECT_THROW(cuda::attn::attention_impl(q, q, q, {}, {.num_heads = 1}, y, context(), Path::tensor_core), Error);
+}
+
+TEST(CudaAttention, CausalAndCrossAttention) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(43);
+  // Tq == Tk; decode-like Tq < Tk (offset Tk - Tq); Tq > Tk (leading rows fully masked).
+  const std::pair<std::int64_t, std::int64_t> sizes[] = {{130, 130}, {1, 200}, {5, 77}, {70, 50}, {200, 65}};
+  for (const auto& [tq, tk] : sizes)
+    for (DType dt : {DType::F32, DType::BF16, DType::F16})
+      for (MaskFill fill : {MaskFill::lowest, MaskFill::neg_infinity})
+        for (Path path : {Path::automatic, Path::generic})
+          check({.Tq = tq, .Tk = tk, .D = 64, .dt = dt, .causal = true, .fill = fill, .path = path}, rng);
+  // Cross-attention without a causal mask, Tk not a multiple of the tiles.
+  for (DType dt : {DType::F32, DType::F16}) check({.Tq = 45, .Tk = 301, .D = 64, .dt = dt}, rng);
+}
+
+TEST(CudaAttention, KeyPaddingMasks) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(44);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16})
+    for (MaskFill fill : {MaskFill::lowest, MaskFill::neg_infinity})
+      for (bool causal : {false, true})
+        for (Path path : {Path::automatic, Path::generic})
+          check({.B = 3, .Tq = 67, .Tk = 67, .D = 64, .dt = dt, .causal = causal, .mask = MaskKind::key_padding,
+                 .fill = fill, .path = path},
+                rng);
+}
+
+TEST(CudaAttention, AdditiveMasks) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(45);
+  const std::int64_t B = 2, T = 40;
+  for (const Shape& s : {Shape{B, 1, T, T}, Shape{T, T}, Shape{B, 4, T, T}, Shape{1, 1, 1, T}, Shape{B, 1, 1, T}})
+    for (DType dt : {DType::F32, DType::BF16})
+      for (bool causal : {false, true})
+        for (Path path : {Path::automatic, Path::generic})
+          check({.B = B, .Tq = T, .Tk = T, .Hq = 4, .Hkv = 4, .D = 32, .dt = dt, .causal = causal,
+                 .mask = MaskKind::additive, .add_shape = s, .path = path},
+                rng);
+}
+
+TEST(CudaAttention, GroupedAndReverseSparseQueryHeads) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(46);
+  const std::pair<int, int> heads[] = {{8, 2}, {6, 1}, {2, 4}, {1, 3}};
+  for (const auto& [hq, hkv] : heads)
+    for (DType dt : {DType::F32, DType::F16, DType::BF16})
+      for (Path path : {Path::automatic, Path::generic}) {
+        check({.Tq = 50, .Tk = 70, .Hq = hq, .Hkv = hkv, .D = 64, .dt = dt, .path = path}, rng);
+        // Reverse SQA with a per-output-head additive mask [B, Ho, Tq, Tk].
+        if (hq < hkv)
+          check({.Tq = 20, .Tk = 20, .Hq = hq, .Hkv = hkv, .D = 32, .dt = dt, .mask = MaskKind::additive,
+                 .add_shape = Shape{2, hkv, 20, 20}, .path = path},
+                rng);
+      }
+}
+
+TEST(CudaAttention, FusedQkvSlices) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(47);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (int D : {64, 128, 80})
+      for (bool causal : {false, true})
+        check({.B = 2, .Tq = 197, .Tk = 197, .Hq = 4, .Hkv = 4, .D = D, .dt = dt, .causal = causal, .fused = true},
+              rng);
+}
+
+TEST(CudaAttention, EmptyAndTinyProblems) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(48);
+  for (DType dt : {DType::F32, DType::BF16}) check({.B = 1, .Tq = 1, .Tk = 1, .D = 64, .dt = dt}, rng);
+  // No keys: zeros.
+  const Tensor q = upload(ref::random_tensor({2, 3, 64}, DType::F16, rng));
+  const Tensor kv = upload(Tensor::zeros({2, 0, 64}, DType::F16));
+  Tensor y = poisoned({2, 3, 64}, DType::F16);
+  cuda::attention(q, kv, kv, {}, {.num_heads = 1}, y, context());
+  EXPECT_TRUE(close_to(y, Tensor::zeros({2, 3, 64}, DType::F32), 0.0));
+}
+
+// ---- relative-position attention ------------------------------------------------------------------------
+
+void check_rel_pos(std::int64_t T, std::int64_t K, int D, bool masked, DType dt, std::mt19937& rng) {
+  const int H = 4;
+  const std::int64_t B = 2, HD = H * D;
+  const Tensor qkv = ref::random_tensor({B, T, 3 * HD}, dt, rng);
+  const Tensor q = qkv.slice(2, 0, HD), k = qkv.slice(2, HD, 2 * HD), v = qkv.slice(2, 2 * HD, 3 * HD);
+  const Tensor pos = ref::random_tensor({2 * K + 1, HD}, dt, rng);
+  const Tensor bu = ref::random_tensor({H, D}, dt, rng, -0.5, 0.5), bv = ref::random_tensor({H, D}, dt, rng, -0.5, 0.5);
+  Tensor mask;
+  if (masked) {
+    mask = Tensor::empty({B, 1, T}, DType::U8);
+    for (std::int64_t j = 0; j < T; ++j) {
+      mask.at<std::uint8_t>({0, 0, j}) = j < T - T / 3 ? 1 : 0;  // padded tail
+      mask.at<std::uint8_t>({1, 0, j}) = T == 1 ? 0 : (j % 5 != 2);
+    }
+  }
+  const RelPosAttentionAttrs attrs{.num_heads = H, .max_relative = static_cast<int>(K),
+                                   .mask = masked ? MaskKind::key_padding : MaskKind::none};
+  Tensor want = Tensor::empty({B, T, HD}, DType::F32);
+  cpu::rel_pos_attention(as_f32(q), as_f32(k), as_f32(v), as_f32(pos), as_f32(bu), as_f32(bv), mask, attrs, want,
+                         kCpu);
+  Tensor y = poisoned({B, T, HD}, dt);
+  cuda::rel_pos_attention(upload_view(q), upload_view(k), upload_view(v), upload(pos), upload(bu), upload(bv),
+                          masked ? upload(mask) : Tensor(), attrs, y, context());
+  EXPECT_TRUE(close_to(y, want, dt == DType::F32 ? 2e-5 : 1e-2))
+      << "T " << T << " K " << K << " D " << D << " masked " << masked << " " << dtype_name(dt);
+}
+
+TEST(CudaRelPosAttention, MatchesCpu) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(51);
+  for (std::int64_t T : {1, 37, 100})
+    for (std::int64_t K : {0, 3, 200})
+      for (bool masked : {false, true})
+        for (DType dt : {DType::F32, DType::F16, DType::BF16}) check_rel_pos(T, K, 64, masked, dt, rng);
+  for (int D : {16, 80}) check_rel_pos(45, 8, D, true, DType::F32, rng);
+}
+
+// ---- rotary embedding ----------------------------------------------------------------------------------
+
+TEST(CudaRope, MatchesCpu) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(61);
+  const int H = 3;
+  const std::int64_t B = 2, T = 37, D = 32, HD = H * D;
+  for (RopeLayout layout : {RopeLayout::half_split, RopeLayout::interleaved})
+    for (int R : {0, 32, 16, 8})
+      for (std::int64_t offset : {0, 5, 1000})
+        for (bool strided : {false, true})
+          for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+            // Strided: the q slice of a fused [B, T, 3 HD] projection.
+            const Tensor x = strided ? ref::random_tensor({B, T, 3 * HD}, dt, rng).slice(2, HD, 2 * HD)
+                                     : ref::random_tensor({B, T, HD}, dt, rng);
+            const RopeAttrs a{.num_heads = H, .rotary_dim = R, .base = 10000.0f, .layout = layout,
+                              .position_offset = offset};
+            Tensor want = Tensor::empty({B, T, HD}, DType::F32);
+            cpu::rope(as_f32(x), a, want, kCpu);
+            const std::string what = "layout " + std::to_string(static_cast<int>(layout)) + " R " +
+                                     std::to_string(R) + " offset " + std::to_string(offset) +
+                                     (strided ? " strided " : " ") + dtype_name(dt);
+            Tensor y = poisoned({B, T, HD}, dt);
+            const Tensor xd = upload_view(x);
+            cuda::rope(xd, a, y, context());
+            EXPECT_TRUE(close_to(y, want, dt == DType::F32 ? 1e-5 : 1e-2)) << what;
+            cuda::rope(xd, a, xd, context());  // in place on the (strided) input
+            EXPECT_TRUE(close_to(xd, want, dt == DType::F32 ? 1e-5 : 1e-2)) << what << " in place";
+          }
+}
+
+}  // namespace

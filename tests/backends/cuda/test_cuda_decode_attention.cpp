@@ -1,0 +1,514 @@
+// CUDA decode attention over a paged KV cache (cuda::decode_attention): every strategy and both
+// segment kernels against the CPU kernel (same paged inputs) and a float64 dense reference; ragged
+// batches, GQA, Tq > 1, long contexts, bitwise determinism, CUDA-graph capture and replay over
+// growing lengths. A host-only test (no GPU) checks the device schedule (lean_schedule_device.cuh)
+// against kernels/common/lean_schedule.h.
+//
+// The paged cache scatters each sequence over a shuffled block pool and fills every slot that holds
+// no valid token with NaN, so a kernel that reads past a length poisons its output. Values are
+// rounded to bf16 precision, so one float64 reference serves f32, f16 and bf16 caches.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cuda/cuda_kernels.h"
+#include "cuda_test_util.h"
+#include "kernels/common/lean_schedule.h"
+#include "kernels/cuda/decode_attention_internal.h"
+#include "kernels/cuda/lean_schedule_device.cuh"
+
+using namespace encore;
+using namespace encore::cuda::test;
+using i64 = std::int64_t;
+
+namespace {
+
+namespace dec = encore::cuda::dec;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// ---- host-only: the device schedule -------------------------------------------------------------
+
+struct Piece {
+  i64 k0, k1;
+  int worker;
+  dec::LeanWork w;
+};
+
+// Every worker's segments, checked against lean_schedule.h's partition and the merge protocol.
+void check_lean_schedule(const std::vector<i64>& lens, int Hkv, int MT, i64 T, int G) {
+  const int B = static_cast<int>(lens.size()), Hv = Hkv * MT;
+  std::vector<i64> start(B + 1, 0);
+  for (int b = 0; b < B; ++b) start[b + 1] = start[b] + dec::sequence_tiles(lens[b], T, Hv);
+  const lean::LeanSplit split = lean::make_lean_split(start[B], G);
+  std::map<std::pair<int, int>, std::vector<Piece>> heads;  // (b, v) -> pieces in worker order
+  std::set<int> slots;
+  for (int w = 0; w < G; ++w) {
+    i64 pos = lean::lean_begin(split, w);
+    const i64 end = lean::lean_end(split, w);
+    ASSERT_LE(end - pos, split.per);
+    lean::LeanSegment sg;
+    int seg_index = 0, nseg = 0;
+    for (i64 p2 = pos; lean::lean_next_segment(start.data(), B, Hv, split, p2, end, sg);) ++nseg;
+    while (lean::lean_next_segment(start.data(), B, Hv, split, pos, end, sg)) {
+      const dec::LeanWork wk = dec::lean_work(sg, w, MT, T, lens[sg.b]);
+      ASSERT_EQ(wk.h * MT + wk.mt, sg.h);
+      ASSERT_LT(wk.k0, wk.k1);
+      if (!wk.store) {
+        ASSERT_TRUE(slots.insert(wk.slot).second) << "slot " << wk.slot << " used twice";
+        ASSERT_LT(wk.slot, 2 * G);
+      }
+      if (wk.merge) ASSERT_EQ(seg_index, nseg - 1) << "a worker may wait only at its range end";
+      if (!wk.store && !wk.merge) ASSERT_EQ(seg_index, 0) << "the last worker's piece is its first segment";
+      heads[{wk.b, sg.h}].push_back({wk.k0, wk.k1, w, wk});
+      ++seg_index;
+    }
+  }
+  for (int b = 0; b < B; ++b)
+    for (int v = 0; v < Hv; ++v) {
+      const auto it = heads.find({b, v});
+      if (lens[b] == 0) {
+        ASSERT_TRUE(it == heads.end());
+        continue;
+      }
+      ASSERT_TRUE(it != heads.end());
+      const std::vector<Piece>& ps = it->second;
+      i64 next = 0;
+      const int n = static_cast<int>(ps.size());
+      const i64 E = 37 * 16;  // any element count: the slices must partition it
+      i64 covered = 0;
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(ps[i].k0, next) << "keys not covered exactly once";
+        next = ps[i].k1;
+        const dec::LeanWork& wk = ps[i].w;
+        ASSERT_EQ(ps[i].worker, ps[0].worker + i) << "pieces come from consecutive workers";
+        ASSERT_EQ(wk.first, ps[0].worker);
+        ASSERT_EQ(wk.last, ps[0].worker + n - 1);
+        ASSERT_EQ(wk.store, n == 1);
+        if (n == 1) continue;
+        ASSERT_EQ(wk.slot, dec::contributor_slot(wk.first, i));
+        ASSERT_EQ(wk.merge, i < n - 1);
+        if (wk.merge) {
+          ASSERT_EQ(wk.mergers, n - 1);
+          ASSERT_EQ(wk.merge_index, i);
+          covered += dec::slice_begin(E, wk.mergers, i + 1) - dec::slice_begin(E, wk.mergers, i);
+        }
+      }
+      ASSERT_EQ(next, lens[b]);
+      if (n > 1) ASSERT_EQ(covered, E);
+    }
+}
+
+// The padded split grid against lean_schedule.h's compact item list.
+void check_split_schedule(const std::vector<i64>& lens, int Hkv, int MT, i64 T, int s) {
+  const int B = static_cast<int>(lens.size()), Hv = Hkv * MT;
+  std::vector<i64> tiles(B), item_start(B + 1, 0);
+  for (int b = 0; b < B; ++b) {
+    tiles[b] = lean::tiles_for_length(lens[b], T);
+    item_start[b + 1] = item_start[b] + Hv * lean::split_pieces(tiles[b], s);
+  }
+  std::map<std::tuple<int, int, i64>, std::pair<i64, i64>> want;
+  for (i64 g = 0; g < item_start[B]; ++g) {
+    const lean::SplitItem it = lean::split_item_at(item_start.data(), tiles.data(), B, s, g);
+    want[{it.b, it.h, it.piece}] = {it.tile_begin * T, std::min(it.tile_end * T, lens[it.b])};
+  }
+  std::size_t seen = 0;
+  for (i64 cta = 0; cta < static_cast<i64>(B) * Hv * s; ++cta) {
+    const int b = static_cast<int>(cta / (static_cast<i64>(s) * Hv));
+    const dec::SplitWork w = dec::split_work(cta, Hv, MT, s, T, lens[b]);
+    ASSERT_EQ(w.b, b);
+    if (w.piece >= w.pieces) continue;
+    const auto it = want.find({w.b, w.h * MT + w.mt, w.piece});
+    ASSERT_TRUE(it != want.end());
+    ASSERT_EQ(it->second.first, w.k0);
+    ASSERT_EQ(it->second.second, w.k1);
+    ++seen;
+  }
+  ASSERT_EQ(seen, want.size());
+}
+
+TEST(CudaDecodeSchedule, DeviceArithmeticMatchesLeanSchedule) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int B = std::uniform_int_distribution<int>(1, 24)(rng);
+    const int Hkv = std::uniform_int_distribution<int>(1, 8)(rng), MT = std::uniform_int_distribution<int>(1, 3)(rng);
+    const i64 T = i64{16} << std::uniform_int_distribution<int>(0, 4)(rng);
+    const int G = std::uniform_int_distribution<int>(1, 300)(rng);
+    const i64 maxlen = trial % 3 == 0 ? 40 : (trial % 3 == 1 ? 3000 : 200000);
+    std::vector<i64> lens(B);
+    for (i64& l : lens) l = std::uniform_int_distribution<i64>(0, maxlen)(rng) * (rng() % 7 != 0);
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    check_lean_schedule(lens, Hkv, MT, T, G);
+    for (int s : {1, 3, 16, 129}) check_split_schedule(lens, Hkv, MT, T, s);
+  }
+}
+
+TEST(CudaDecodeSchedule, StrategyRule) {
+  EXPECT_EQ(dec::choose_strategy(1, 8, 132), DecodeStrategy::lean);
+  EXPECT_EQ(dec::choose_strategy(8, 32, 132), DecodeStrategy::lean);    // 1.9 waves
+  EXPECT_EQ(dec::choose_strategy(33, 8, 132), DecodeStrategy::plain);   // 2 waves exactly
+  EXPECT_EQ(dec::choose_strategy(64, 32, 132), DecodeStrategy::plain);  // 15.5 waves
+  EXPECT_EQ(dec::choose_strategy(2000, 1, 132), DecodeStrategy::plain);
+  EXPECT_EQ(dec::clamp_length(-5, 100), 0);
+  EXPECT_EQ(dec::clamp_length(500, 100), 100);
+  EXPECT_EQ(dec::row_blocks(24, 16), 2);
+}
+
+// ---- GPU: accuracy ----------------------------------------------------------------------------
+
+struct Case {
+  std::vector<i64> lens;
+  int Hq = 1, Hkv = 1, D = 64, bs = 16, Tq = 1;
+  std::string name() const {
+    std::string s = "L";
+    for (i64 l : lens) s += std::to_string(l) + ",";
+    return s + " H" + std::to_string(Hq) + "/" + std::to_string(Hkv) + " D" + std::to_string(D) + " bs" +
+           std::to_string(bs) + " Tq" + std::to_string(Tq);
+  }
+};
+
+float bf16_round(float x) { return bfloat16_to_float(float_to_bfloat16(x)); }
+
+// Host inputs (f32, bf16-representable) and the dense K/V behind the paged cache. `copies` pools of
+// blocks hold the same data; table(c) addresses pool c.
+struct Paged {
+  Tensor q, kc, vc, lengths;
+  std::vector<Tensor> tables;
+  std::vector<std::vector<float>> k, v;  // [b][(pos * Hkv + h) * D + d]
+};
+
+Paged make_paged(const Case& c, std::mt19937& rng, int copies = 1) {
+  const int B = static_cast<int>(c.lens.size());
+  std::uniform_real_distribution<float> kd(-1.0f, 1.0f), vd(-0.5f, 1.5f), qd(-2.0f, 2.0f);
+  Paged p;
+  i64 max_blocks = 1, used = 0;
+  for (i64 l : c.lens) max_blocks = std::max(max_blocks, (l + c.bs - 1) / c.bs), used += (l + c.bs - 1) / c.bs;
+  max_blocks += 1;  // a column of -1 past every sequence
+  const i64 nblocks = copies * used + 2;
+  std::vector<int> pool(static_cast<std::size_t>(nblocks));
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  p.kc = Tensor::empty({nblocks, c.Hkv, c.bs, c.D}, DType::F32);
+  p.vc = Tensor::empty({nblocks, c.Hkv, c.bs, c.D}, DType::F32);
+  std::fill_n(p.kc.data_ptr<float>(), p.kc.numel(), kNaN);
+  std::fill_n(p.vc.data_ptr<float>(), p.vc.numel(), kNaN);
+  p.lengths = Tensor::empty({B}, DType::I32);
+  p.k.resize(B), p.v.resize(B);
+  for (int b = 0; b < B; ++b) {
+    p.lengths.data_ptr<std::int32_t>()[b] = static_cast<std::int32_t>(c.lens[b]);
+    p.k[b].resize(static_cast<std::size_t>(c.lens[b] * c.Hkv * c.D));
+    p.v[b].resize(p.k[b].size());
+    for (std::size_t i = 0; i < p.k[b].size(); ++i) p.k[b][i] = bf16_round(kd(rng)), p.v[b][i] = bf16_round(vd(rng));
+  }
+  std::size_t next = 0;
+  for (int copy = 0; copy < copies; ++copy) {
+    Tensor t = Tensor::empty({B, max_blocks}, DType::I32);
+    std::int32_t* tp = t.data_ptr<std::int32_t>();
+    std::fill_n(tp, t.numel(), -1);
+    for (int b = 0; b < B; ++b) {
+      for (i64 i = 0; i < (c.lens[b] + c.bs - 1) / c.bs; ++i) tp[b * max_blocks + i] = pool[next++];
+      for (i64 pos = 0; pos < c.lens[b]; ++pos)
+        for (int h = 0; h < c.Hkv; ++h) {
+          const i64 ci = ((tp[b * max_blocks + pos / c.bs] * i64{c.Hkv} + h) * c.bs + pos % c.bs) * c.D;
+          const std::size_t di = static_cast<std::size_t>((pos * c.Hkv + h) * c.D);
+          std::copy_n(p.k[b].data() + di, c.D, p.kc.data_ptr<float>() + ci);
+          std::copy_n(p.v[b].data() + di, c.D, p.vc.data_ptr<float>() + ci);
+        }
+    }
+    p.tables.push_back(t);
+  }
+  p.q = Tensor::empty({B, c.Tq, static_cast<i64>(c.Hq) * c.D}, DType::F32);
+  for (i64 i = 0; i < p.q.numel(); ++i) p.q.data_ptr<float>()[i] = bf16_round(qd(rng));
+  return p;
+}
+
+// Float64 dense decode attention with the first lens[b] keys of each sequence.
+ref::RefTensor reference(const Case& c, const Paged& p, const std::vector<i64>& lens) {
+  const int B = static_cast<int>(lens.size()), g = c.Hq / c.Hkv, D = c.D;
+  ref::RefTensor out(Shape{B, c.Tq, static_cast<i64>(c.Hq) * D});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> s, o(static_cast<std::size_t>(D));
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < c.Tq; ++t)
+      for (int hq = 0; hq < c.Hq; ++hq) {
+        const i64 pos = lens[b] - c.Tq + t;
+        const int h = hq / g;
+        const float* q = p.q.data_ptr<float>() + (static_cast<i64>(b) * c.Tq + t) * c.Hq * D + static_cast<i64>(hq) * D;
+        s.assign(static_cast<std::size_t>(pos + 1), 0.0);
+        double mx = -1e300, l = 0;
+        for (i64 j = 0; j <= pos; ++j) {
+          const float* k = p.k[b].data() + (j * c.Hkv + h) * D;
+          double acc = 0;
+          for (int d = 0; d < D; ++d) acc += static_cast<double>(q[d]) * k[d];
+          s[j] = acc * scale, mx = std::max(mx, s[j]);
+        }
+        std::fill(o.begin(), o.end(), 0.0);
+        for (i64 j = 0; j <= pos; ++j) {
+          const double e = std::exp(s[j] - mx);
+          const float* v = p.v[b].data() + (j * c.Hkv + h) * D;
+          l += e;
+          for (int d = 0; d < D; ++d) o[d] += e * v[d];
+        }
+        for (int d = 0; d < D; ++d)
+          out.data[static_cast<std::size_t>(((static_cast<i64>(b) * c.Tq + t) * c.Hq + hq) * D + d)] = o[d] / l;
+      }
+  return out;
+}
+
+// Device copies of one dtype.
+struct Dev {
+  Tensor q, kc, vc, lengths;
+  std::vector<Tensor> tables;
+};
+Dev upload_all(const Paged& p, DType dt) {
+  Dev d{upload(p.q.to(dt)), upload(p.kc.to(dt)), upload(p.vc.to(dt)), upload(p.lengths), {}};
+  for (const Tensor& t : p.tables) d.tables.push_back(upload(t));
+  return d;
+}
+
+struct RunCfg {
+  DecodeStrategy strategy = DecodeStrategy::automatic;
+  int splits = 0;
+  dec::Path path = dec::Path::automatic;
+  i64 tile = 0;
+  int workers = 0;
+};
+const char* strategy_name(DecodeStrategy s) {
+  static const char* n[] = {"automatic", "plain", "split", "lean"};
+  return n[static_cast<int>(s)];
+}
+
+Tensor run_gpu(const Case& c, const Dev& d, DType dt, const RunCfg& r, dec::LaunchInfo* info = nullptr, int table = 0) {
+  Tensor y = poisoned(d.q.shape(), dt);
+  const DecodeAttentionAttrs attrs{
+      .num_heads = c.Hq, .num_kv_heads = c.Hkv, .strategy = r.strategy, .num_splits = r.splits};
+  const dec::LaunchInfo li = dec::decode_attention_impl(d.q, d.kc, d.vc, d.tables[table], d.lengths, attrs, y,
+                                                        context(), dec::Options{r.path, r.tile, r.workers});
+  if (info != nullptr) *info = li;
+  return y;
+}
+
+Tensor run_cpu(const Case& c, const Paged& p, DType dt) {
+  Tensor y = Tensor::empty(p.q.shape(), DType::F32);
+  const DecodeAttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv};
+  cpu::decode_attention(p.q.to(dt), p.kc.to(dt), p.vc.to(dt), p.tables[0], p.lengths, attrs, y, cpu::CpuContext{4});
+  return y;
+}
+
+double rel_error(const Tensor& got_device, const ref::RefTensor& want) {
+  return ref::relative_error(ref::from_tensor(download(got_device)), want);
+}
+
+// Runs every strategy (and both kernels where the tensor-core one applies) on one case.
+void check_case(const Case& c, std::uint32_t seed, bool small_tiles) {
+  std::mt19937 rng(seed);
+  const Paged p = make_paged(c, rng);
+  const ref::RefTensor want = reference(c, p, c.lens);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    const Dev d = upload_all(p, dt);
+    const Tensor cpu_y = run_cpu(c, p, dt);
+    const double tol = tolerance(dt);
+    const bool tc = dt != DType::F32 && (c.D == 64 || c.D == 128);
+    for (dec::Path path : {dec::Path::generic, dec::Path::tensor_core}) {
+      if (path == dec::Path::tensor_core && !tc) continue;
+      const RunCfg runs[] = {{DecodeStrategy::lean},
+                             {DecodeStrategy::plain},
+                             {DecodeStrategy::split, 0},
+                             {DecodeStrategy::split, 3},
+                             {DecodeStrategy::automatic},
+                             // Short tiles and few workers: heads cut over many workers, ranges over many heads.
+                             {DecodeStrategy::lean, 0, path, small_tiles ? 16 : 0, 7},
+                             {DecodeStrategy::lean, 0, path, small_tiles ? 32 : 0, 40},
+                             {DecodeStrategy::split, 5, path, small_tiles ? 16 : 0}};
+      for (RunCfg r : runs) {
+        r.path = path;
+        dec::LaunchInfo info;
+        const Tensor y = run_gpu(c, d, dt, r, &info);
+        SCOPED_TRACE(c.name() + " " + dtype_name(dt) + " " + strategy_name(r.strategy) + " splits " +
+                     std::to_string(r.splits) + (path == dec::Path::generic ? " generic" : " tensor-core") + " tile " +
+                     std::to_string(info.tile) + " ctas " + std::to_string(info.ctas));
+        EXPECT_EQ(info.tensor_cores, path == dec::Path::tensor_core);
+        EXPECT_LE(rel_error(y, want), tol) << "vs float64";
+        EXPECT_TRUE(close_to(y, cpu_y, tol)) << "vs the CPU kernel";
+      }
+    }
+  }
+}
+
+std::vector<Case> small_cases() {
+  std::vector<Case> cases;
+  std::mt19937 rng(5);
+  const std::pair<int, int> heads[] = {{1, 1}, {4, 4}, {8, 8}, {4, 1}, {8, 4}, {8, 1}};
+  int i = 0;
+  for (auto [hq, hkv] : heads)
+    for (int D : {8, 16, 64, 128})
+      for (int Tq : {1, 3}) {
+        Case c;
+        c.Hq = hq, c.Hkv = hkv, c.D = D, c.Tq = Tq, c.bs = (i % 3 == 0) ? 64 : 16;
+        const int B = 1 + i % 4;
+        std::uniform_int_distribution<i64> ld(Tq, i % 2 ? 300 : 700);
+        for (int b = 0; b < B; ++b) c.lens.push_back(ld(rng));
+        if (i % 5 == 0) c.lens[0] = Tq;  // the shortest legal sequence
+        cases.push_back(c);
+        ++i;
+      }
+  cases.push_back(Case{{5, 1500, 33}, 16, 1, 128, 16, 3});  // 48 rows: three row blocks per kv head
+  cases.push_back(Case{{700, 90}, 6, 2, 96, 32, 1});        // generic head dim
+  return cases;
+}
+
+class CudaDecodeAccuracy : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CudaDecodeAccuracy, AllStrategiesMatchCpuAndFloat64) {
+  ENCORE_REQUIRE_GPU();
+  check_case(GetParam(), 17, true);
+}
+
+INSTANTIATE_TEST_SUITE_P(Small, CudaDecodeAccuracy, ::testing::ValuesIn(small_cases()));
+
+TEST(CudaDecodeAttention, LongContexts) {
+  ENCORE_REQUIRE_GPU();
+  // 300k keys of one kv head (the stream-K showcase: 8/1 heads at batch 1) and a ragged GQA batch.
+  const Case cases[] = {Case{{300000}, 8, 1, 128, 64, 1}, Case{{100000, 77, 4099}, 8, 4, 64, 16, 3}};
+  for (const Case& c : cases) {
+    std::mt19937 rng(23);
+    const Paged p = make_paged(c, rng);
+    const ref::RefTensor want = reference(c, p, c.lens);
+    for (DType dt : {DType::BF16, DType::F32}) {
+      const Dev d = upload_all(p, dt);
+      const Tensor cpu_y = run_cpu(c, p, dt);
+      for (const RunCfg& r :
+           {RunCfg{DecodeStrategy::lean}, RunCfg{DecodeStrategy::split}, RunCfg{DecodeStrategy::plain}}) {
+        SCOPED_TRACE(c.name() + " " + dtype_name(dt) + " " + strategy_name(r.strategy));
+        const Tensor y = run_gpu(c, d, dt, r);
+        EXPECT_LE(rel_error(y, want), tolerance(dt)) << "vs float64";
+        EXPECT_TRUE(close_to(y, cpu_y, tolerance(dt))) << "vs the CPU kernel";
+      }
+    }
+  }
+}
+
+TEST(CudaDecodeAttention, BitwiseDeterministic) {
+  ENCORE_REQUIRE_GPU();
+  const Case c{{9000, 17, 4000, 1200}, 8, 2, 128, 16, 1};
+  std::mt19937 rng(29);
+  const Paged p = make_paged(c, rng);
+  const Dev d = upload_all(p, DType::BF16);
+  for (const RunCfg& r : {RunCfg{DecodeStrategy::lean}, RunCfg{DecodeStrategy::lean, 0, dec::Path::automatic, 16, 100},
+                          RunCfg{DecodeStrategy::split, 7}, RunCfg{DecodeStrategy::lean, 0, dec::Path::generic, 16}}) {
+    const Tensor first = download(run_gpu(c, d, DType::BF16, r));
+    for (int i = 0; i < 10; ++i) {
+      const Tensor again = download(run_gpu(c, d, DType::BF16, r));
+      ASSERT_EQ(std::memcmp(first.data(), again.data(), first.nbytes()), 0)
+          << strategy_name(r.strategy) << " run " << i << " differs";
+    }
+  }
+}
+
+TEST(CudaDecodeAttention, StridedQueryAndHalfOutputs) {
+  ENCORE_REQUIRE_GPU();
+  const Case c{{333, 1000}, 8, 2, 64, 16, 2};
+  std::mt19937 rng(31);
+  const Paged p = make_paged(c, rng);
+  const ref::RefTensor want = reference(c, p, c.lens);
+  // q as a strided view: [B, Tq, Hq*D] slice of a wider buffer.
+  const Tensor wide_host = Tensor::zeros({2, 2, 8 * 64 + 24}, DType::BF16);
+  wide_host.slice(2, 8, 8 + 8 * 64).copy_from(p.q.to(DType::BF16));
+  const Tensor wide = upload(wide_host);
+  Dev d = upload_all(p, DType::BF16);
+  d.q = wide.slice(2, 8, 8 + 8 * 64);
+  for (DecodeStrategy s : {DecodeStrategy::lean, DecodeStrategy::split}) {
+    const Tensor y = run_gpu(c, d, DType::BF16, RunCfg{s});
+    EXPECT_LE(rel_error(y, want), 1e-2) << strategy_name(s);
+  }
+}
+
+// ---- GPU: CUDA-graph capture and replay ----------------------------------------------------------
+
+TEST(CudaDecodeAttention, GraphReplayOverGrowingLengths) {
+  ENCORE_REQUIRE_GPU();
+  // Final lengths; earlier steps use prefixes. Two block pools with the same data: the table is
+  // swapped every step, so a replay that kept stale tables or lengths would read NaN or stale keys.
+  const Case c{{3000, 700, 1200}, 8, 2, 128, 16, 1};
+  std::mt19937 rng(37);
+  const Paged p = make_paged(c, rng, 2);
+  const std::vector<std::vector<i64>> steps = {
+      {1, 1, 1}, {17, 2, 300}, {400, 129, 301}, {1500, 600, 1200}, {3000, 700, 1200}};
+  cuda::CudaRuntime& rt = runtime();
+  const cudaStream_t stream = rt.stream();
+  for (DType dt : {DType::BF16, DType::F32})
+    for (const RunCfg& r : {RunCfg{DecodeStrategy::lean}, RunCfg{DecodeStrategy::split, 4},
+                            RunCfg{DecodeStrategy::plain}, RunCfg{DecodeStrategy::automatic}}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " " + strategy_name(r.strategy));
+      Dev d = upload_all(p, dt);
+      Tensor table = upload(p.tables[0]);  // the graph's table: rewritten in place each step
+      Tensor y = poisoned(d.q.shape(), dt);
+      const DecodeAttentionAttrs attrs{
+          .num_heads = c.Hq, .num_kv_heads = c.Hkv, .strategy = r.strategy, .num_splits = r.splits};
+      std::vector<std::int32_t> host_len(steps[0].begin(), steps[0].end());
+      ASSERT_EQ(cudaMemcpy(d.lengths.data(), host_len.data(), 4 * host_len.size(), cudaMemcpyHostToDevice),
+                cudaSuccess);
+      run_gpu(c, Dev{d.q, d.kc, d.vc, d.lengths, {table}}, dt, r);  // warm-up outside the capture
+      rt.synchronize();
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+      cuda::decode_attention(d.q, d.kc, d.vc, table, d.lengths, attrs, y, context());
+      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+      for (std::size_t st = 0; st < steps.size(); ++st) {
+        for (std::size_t b = 0; b < host_len.size(); ++b) host_len[b] = static_cast<std::int32_t>(steps[st][b]);
+        const Tensor& src = d.tables[st % 2];
+        ASSERT_EQ(
+            cudaMemcpyAsync(d.lengths.data(), host_len.data(), 4 * host_len.size(), cudaMemcpyHostToDevice, stream),
+            cudaSuccess);
+        ASSERT_EQ(cudaMemcpyAsync(table.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream),
+                  cudaSuccess);
+        rt.memset(y.data(), 0xFF, y.nbytes());
+        for (int rep = 0; rep < 2; ++rep) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        const Tensor replayed = download(y);
+        const Tensor fresh = download(run_gpu(c, d, dt, r, nullptr, static_cast<int>(st % 2)));
+        ASSERT_EQ(std::memcmp(replayed.data(), fresh.data(), fresh.nbytes()), 0) << "step " << st;
+        EXPECT_LE(ref::relative_error(ref::from_tensor(replayed), reference(c, p, steps[st])), tolerance(dt))
+            << "step " << st;
+      }
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    }
+}
+
+// ---- validation ----------------------------------------------------------------------------------
+
+TEST(CudaDecodeAttention, RejectsBadShapes) {
+  ENCORE_REQUIRE_GPU();
+  const Case c{{10}, 4, 2, 64, 16, 1};
+  std::mt19937 rng(41);
+  const Paged p = make_paged(c, rng);
+  const Dev d = upload_all(p, DType::F16);
+  const Tensor y = poisoned(d.q.shape(), DType::F16);
+  const DecodeAttentionAttrs ok{.num_heads = 4, .num_kv_heads = 2};
+  EXPECT_THROW(cuda::decode_attention(d.q, d.kc, d.vc, d.tables[0], d.lengths, {.num_heads = 4, .num_kv_heads = 3}, y,
+                                      context()),
+               Error);
+  EXPECT_THROW(cuda::decode_attention(d.q, d.kc, d.vc, upload(p.tables[0].to(DType::I64)), d.lengths, ok, y, context()),
+               Error);
+  EXPECT_THROW(
+      cuda::decode_attention(d.q, d.kc, d.vc, d.tables[0], d.lengths, ok, poisoned({1, 1, 8}, DType::F16), context()),
+      Error);
+  EXPECT_THROW(cuda::decode_attention(p.q, d.kc, d.vc, d.tables[0], d.lengths, ok, y, context()), Error);  // host q
+  EXPECT_THROW(dec::decode_attention_impl(d.q, upload(p.kc), upload(p.vc), d.tables[0], d.lengths, ok, y, context(),
+                                          dec::Options{dec::Path::tensor_core}),
+               Error);
+}
+
+}  // namespace

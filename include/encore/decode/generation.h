@@ -1,0 +1,70 @@
+// encore — token generation over any decoder: greedy, beam search (Hugging Face transformers 5.x
+// semantics) and sampling, with a streaming callback and cancellation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "encore/core/tensor.h"
+
+namespace encore {
+
+/// What a model exposes to the generation loop. One "row" is one hypothesis (a batch item, or a
+/// beam of it); rows are numbered batch-major (item i's beams are rows i*beams .. i*beams+beams-1).
+class DecoderSession {
+ public:
+  virtual ~DecoderSession() = default;
+  /// Rows the session was started with.
+  virtual int rows() const = 0;
+  /// Vocabulary size (logits width).
+  virtual int vocab_size() const = 0;
+  /// Feeds one new token per row (the first call feeds the start token) and returns the logits
+  /// for the next position: a CPU f32 tensor [rows, vocab].
+  virtual Tensor step(std::span<const std::int32_t> tokens) = 0;
+  /// Row r continues the history of row parent[r] (beam search). Called between steps.
+  virtual void reorder(std::span<const int> parent) = 0;
+};
+
+/// Reported after every generated token (greedy/sampling: per item; beam search: the current best
+/// hypothesis of each item).
+struct TokenEvent {
+  int item = 0;                         ///< batch item
+  std::int32_t token = 0;               ///< newest token
+  std::span<const std::int32_t> ids;    ///< the item's current best sequence (start token included)
+  bool finished = false;                ///< this item produced eos (or hit max_length)
+};
+
+struct GenerationOptions {
+  int max_length = 20;            ///< total length including the start token (HF semantics)
+  int min_length = 0;             ///< eos is masked until this length
+  int num_beams = 1;              ///< 1 = greedy or sampling
+  float length_penalty = 1.0f;    ///< beam score = sum_logprobs / generated_len^length_penalty
+  /// HF early_stopping: 0 = false (heuristic stop), 1 = true (stop when num_beams hypotheses are
+  /// done), 2 = "never" (exact).
+  int early_stopping = 0;
+  bool do_sample = false;
+  float temperature = 1.0f;       ///< > 0
+  int top_k = 0;                  ///< 0 = off
+  float top_p = 1.0f;             ///< (0, 1]; 1 = off
+  std::uint64_t seed = 0;         ///< sampling RNG seed (deterministic per seed)
+  std::int32_t start_token_id = 0;
+  std::int32_t eos_token_id = -1;  ///< -1 = none
+  std::int32_t pad_token_id = -1;  ///< -1 = eos_token_id
+  /// Called after each token; return false to cancel (generate() then throws Error(cancelled)).
+  std::function<bool(const TokenEvent&)> on_token;
+};
+
+/// One result per batch item.
+struct GenerationResult {
+  std::vector<std::int32_t> ids;  ///< start token included, eos included if generated, no padding
+  float score = 0.0f;             ///< beam search: normalised score (HF sequences_scores); greedy: sum of log-probs
+};
+
+/// Runs generation on `session` (which must have been started with batch * num_beams rows).
+/// Throws Error(invalid_argument) for inconsistent options (naming the field), Error(cancelled)
+/// when on_token returns false.
+std::vector<GenerationResult> generate(DecoderSession& session, int batch, const GenerationOptions& options);
+
+}  // namespace encore

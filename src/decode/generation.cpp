@@ -1,0 +1,132 @@
+// generate(): option validation, greedy decoding and sampling (HF 5.17 `_sample` semantics), and
+// dispatch to beam search (beam_search.cpp).
+//
+// Greedy / sampling, per step:
+//   scores = last logits (fp32) -> min-length eos mask -> [sampling: temperature, top-k, top-p]
+//   token  = argmax(scores) (ties -> lowest index)  |  sample from softmax(scores)
+// A row that produced eos is finished and is fed pad (pad_token_id, or eos when -1) from then on;
+// the loop ends when every row is finished or the length reaches max_length.
+// GenerationResult::score is the sum over generated tokens of log_softmax(scores)[token] (float32):
+// the log-probability of the sequence under the distribution each token was chosen from.
+//
+// Sampling cannot reproduce torch.multinomial's stream. Our algorithm: one SplitMix64 stream
+// seeded with options.seed; every step draws one uniform u in [0,1) per row, in row order
+// (finished rows draw too, so a row's draws do not depend on when others finish), and picks the
+// first token whose cumulative probability (index order, double precision) exceeds u.
+//
+// on_token (greedy/sampling): one event per unfinished item per step, in item order; the event
+// for the token that finishes an item (eos or max_length) has finished = true, and that item gets
+// no events afterwards.
+#include <cmath>
+#include <string>
+
+#include "core/check.h"
+#include "decode/generation_internal.h"
+
+namespace encore {
+namespace {
+
+using detail::read_logits;
+
+void validate(const DecoderSession& session, int batch, const GenerationOptions& o) {
+  const char* w = "GenerationOptions";
+  ENCORE_CHECK(batch >= 1, invalid_argument, "generate: batch = {} must be >= 1", batch);
+  ENCORE_CHECK(o.num_beams >= 1, invalid_argument, "{}.num_beams = {} must be >= 1", w, o.num_beams);
+  ENCORE_CHECK(o.max_length >= 2, invalid_argument,
+               "{}.max_length = {} must be > 1 (it counts the start token, which is already there)", w,
+               o.max_length);
+  ENCORE_CHECK(o.min_length >= 0, invalid_argument, "{}.min_length = {} must be >= 0", w, o.min_length);
+  ENCORE_CHECK(std::isfinite(o.temperature) && o.temperature > 0.0f, invalid_argument,
+               "{}.temperature = {} must be > 0", w, o.temperature);
+  ENCORE_CHECK(o.top_p > 0.0f && o.top_p <= 1.0f, invalid_argument, "{}.top_p = {} must be in (0, 1]", w, o.top_p);
+  ENCORE_CHECK(o.top_k >= 0, invalid_argument, "{}.top_k = {} must be >= 0 (0 = off)", w, o.top_k);
+  ENCORE_CHECK(std::isfinite(o.length_penalty), invalid_argument, "{}.length_penalty = {} must be finite", w,
+               o.length_penalty);
+  ENCORE_CHECK(o.early_stopping >= 0 && o.early_stopping <= 2, invalid_argument,
+               "{}.early_stopping = {} must be 0 (false), 1 (true) or 2 (never)", w, o.early_stopping);
+  ENCORE_CHECK(!(o.do_sample && o.num_beams > 1), unsupported,
+               "{}: do_sample with num_beams = {} (beam sampling) is not supported", w, o.num_beams);
+
+  const long long rows = static_cast<long long>(batch) * o.num_beams;
+  ENCORE_CHECK(session.rows() == rows, invalid_argument,
+               "generate: session.rows() = {} but batch * num_beams = {} * {} = {}", session.rows(), batch,
+               o.num_beams, rows);
+  const int vocab = session.vocab_size();
+  ENCORE_CHECK(vocab >= 1, invalid_argument, "generate: session.vocab_size() = {} must be >= 1", vocab);
+  // Beam search keeps 2 * num_beams candidates out of num_beams * vocab (torch.topk needs k <= n).
+  ENCORE_CHECK(o.num_beams == 1 || vocab >= 2, invalid_argument,
+               "generate: beam search needs session.vocab_size() >= 2, got {}", vocab);
+  ENCORE_CHECK(o.start_token_id >= 0 && o.start_token_id < vocab, invalid_argument,
+               "{}.start_token_id = {} must be in [0, vocab_size = {})", w, o.start_token_id, vocab);
+  ENCORE_CHECK(o.eos_token_id >= -1 && o.eos_token_id < vocab, invalid_argument,
+               "{}.eos_token_id = {} must be -1 (none) or in [0, vocab_size = {})", w, o.eos_token_id, vocab);
+  ENCORE_CHECK(o.pad_token_id >= -1 && o.pad_token_id < vocab, invalid_argument,
+               "{}.pad_token_id = {} must be -1 (= eos) or in [0, vocab_size = {})", w, o.pad_token_id, vocab);
+}
+
+// Chooses the next token of one row and returns its log-probability under the processed scores.
+std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int cur_len, detail::SplitMix64& rng,
+                        float& logprob) {
+  detail::mask_eos_for_min_length(scores, o, cur_len);
+  int token = 0;
+  if (o.do_sample) {
+    detail::apply_sampling_warpers(scores, o);
+    token = detail::sample_from_scores(scores, rng.uniform());
+  } else {
+    token = detail::argmax(scores);
+  }
+  logprob = detail::log_softmax_at(scores, token);
+  return static_cast<std::int32_t>(token);
+}
+
+std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batch, const GenerationOptions& o) {
+  const int vocab = session.vocab_size();
+  const std::int32_t pad = o.pad_token_id >= 0 ? o.pad_token_id : o.eos_token_id;
+  detail::SplitMix64 rng(o.seed);
+
+  std::vector<GenerationResult> out(static_cast<std::size_t>(batch));
+  std::vector<bool> finished(static_cast<std::size_t>(batch), false);
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), o.start_token_id);
+  for (auto& r : out) r.ids.push_back(o.start_token_id);
+
+  int cur_len = 1;
+  int unfinished = batch;
+  std::vector<float> logits = read_logits(session.step(tokens), batch, vocab);
+  for (;;) {
+    for (int b = 0; b < batch; ++b) {
+      std::span<float> scores(logits.data() + static_cast<std::size_t>(b) * vocab, static_cast<std::size_t>(vocab));
+      float logprob = 0.0f;
+      const std::int32_t t = pick_token(scores, o, cur_len, rng, logprob);
+      if (finished[b]) {
+        tokens[b] = pad;
+        continue;
+      }
+      tokens[b] = t;
+      out[b].ids.push_back(t);
+      out[b].score += logprob;
+    }
+    ++cur_len;
+    for (int b = 0; b < batch; ++b) {
+      if (finished[b]) continue;
+      const bool done = (o.eos_token_id >= 0 && tokens[b] == o.eos_token_id) || cur_len >= o.max_length;
+      if (done) {
+        finished[b] = true;
+        --unfinished;
+      }
+      detail::emit_token(o, b, tokens[b], out[b].ids, done);
+    }
+    if (unfinished == 0) break;
+    logits = read_logits(session.step(tokens), batch, vocab);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<GenerationResult> generate(DecoderSession& session, int batch, const GenerationOptions& options) {
+  validate(session, batch, options);
+  if (options.num_beams > 1) return detail::beam_search(session, batch, options);
+  return greedy_or_sample(session, batch, options);
+}
+
+}  // namespace encore

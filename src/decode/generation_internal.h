@@ -1,0 +1,58 @@
+// Internal pieces of generate() (include/encore/decode/generation.h): logits processing shared by
+// the greedy/sampling loop (generation.cpp) and beam search (beam_search.cpp).
+//
+// Everything mirrors what Hugging Face transformers 5.17 computes in fp32 torch on the CPU, so that
+// ids match exactly and scores to ~1e-6 (log_softmax and the running sums are done in float32).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "encore/decode/generation.h"
+
+namespace encore::detail {
+
+/// Reads the logits returned by DecoderSession::step as a contiguous CPU f32 [rows, vocab] copy
+/// (converting dtype/device like HF's `.to(torch.float32)`); throws if the shape is wrong.
+std::vector<float> read_logits(const Tensor& logits, int rows, int vocab);
+
+/// HF MinLengthLogitsProcessor: eos gets -inf while the sequence (start token included) is
+/// shorter than min_length.
+void mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len);
+
+/// In-place log_softmax in float32: x - max - log(sum(exp(x - max))). The sum is taken in double
+/// (torch sums in float, in another order: the two differ by ~1 ulp at most).
+void log_softmax_inplace(std::span<float> x);
+
+/// log_softmax(x)[index] without modifying x.
+float log_softmax_at(std::span<const float> x, int index);
+
+/// torch.argmax: the first index of the maximum (ties -> lowest index; NaN counts as maximal).
+int argmax(std::span<const float> x);
+
+/// HF sampling warpers in HF order: temperature, top-k, top-p (min_tokens_to_keep = 1).
+void apply_sampling_warpers(std::span<float> scores, const GenerationOptions& o);
+
+/// Deterministic sampling stream (splitmix64). One uniform double in [0, 1) per draw.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(std::uint64_t seed) : state_(seed) {}
+  std::uint64_t next();
+  double uniform();  ///< 53 random bits scaled to [0, 1)
+
+ private:
+  std::uint64_t state_;
+};
+
+/// Samples an index from softmax(scores) with one uniform draw (inverse CDF in index order).
+int sample_from_scores(std::span<const float> scores, double uniform);
+
+/// Beam search (HF 5.17 `_beam_search`, do_sample = false). Options are already validated.
+std::vector<GenerationResult> beam_search(DecoderSession& session, int batch, const GenerationOptions& o);
+
+/// Throws Error(cancelled) when the callback returns false; no-op without a callback.
+void emit_token(const GenerationOptions& o, int item, std::int32_t token,
+                std::span<const std::int32_t> ids, bool finished);
+
+}  // namespace encore::detail

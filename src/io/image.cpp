@@ -1,0 +1,317 @@
+// Image decoding (stb_image, JPEG/PNG/BMP only), resizing and ViT preprocessing.
+#include "encore/io/image.h"
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <system_error>
+
+#include "core/check.h"
+#include "io/pil_resize.h"
+
+namespace {
+// stb reports internal inconsistencies through STBI_ASSERT; on hostile input that must become an
+// exception, not an abort (the decoder's allocations at that point are leaked, not freed twice).
+[[noreturn]] void stbi_assert_failed(const char* what) {
+  throw encore::Error(encore::ErrorCode::invalid_argument,
+                      std::string("image decoder internal check failed: ") + what);
+}
+
+// stb's allocations go through these. Zeroing: corrupt JPEGs can make stb read Huffman tables
+// it never filled (valgrind: uninitialised reads), zeroed memory keeps that deterministic and in
+// bounds. The cap: a corrupt zlib stream in a tiny PNG can make stb grow a buffer to 2 GiB; no
+// single allocation needs more than a small multiple of the declared image (set per decode).
+thread_local std::size_t t_stbi_alloc_cap = 0;
+
+void* stbi_capped_malloc(std::size_t n) { return n > t_stbi_alloc_cap ? nullptr : std::calloc(1, n); }
+void* stbi_capped_realloc(void* p, std::size_t n) { return n > t_stbi_alloc_cap ? nullptr : std::realloc(p, n); }
+}  // namespace
+
+#define STBI_MALLOC(n) stbi_capped_malloc(n)
+#define STBI_REALLOC(p, n) stbi_capped_realloc(p, n)
+#define STBI_FREE(p) std::free(p)
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC  // private copy: no clash with another stb_image in the process
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_NO_STDIO
+#define STBI_NO_LINEAR
+#define STBI_NO_HDR
+#define STBI_MAX_DIMENSIONS (1 << 16)
+#define STBI_ASSERT(x) ((x) ? (void)0 : stbi_assert_failed(#x))
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wpedantic"
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+#pragma GCC diagnostic ignored "-Wconversion"
+#pragma GCC diagnostic ignored "-Wshadow"
+#include <stb/stb_image.h>
+#pragma GCC diagnostic pop
+
+namespace encore::io {
+
+namespace fs = std::filesystem;
+using encore::detail::fail;
+
+namespace {
+
+constexpr std::int32_t kMaxResizeSide = 65535;
+
+std::int64_t pixel_count(std::int32_t w, std::int32_t h) { return std::int64_t{w} * h; }
+
+bool well_formed(const Image& im) {
+  return im.width > 0 && im.height > 0 && im.rgb.size() == static_cast<std::size_t>(pixel_count(im.width, im.height)) * 3;
+}
+
+[[noreturn]] void decode_failed(std::string_view source, int w, int h) {
+  const std::string_view reason = stbi_failure_reason();
+  fail(ErrorCode::invalid_argument, "{}: cannot decode the {}x{} image (stb_image: {}{})", source, w, h, reason,
+       reason == "outofmem" ? "; the data asks for more memory than such an image needs, so it is corrupt" : "");
+}
+
+// Sets the stb allocation cap for one decoding step.
+struct AllocationCap {
+  explicit AllocationCap(std::size_t bytes) { t_stbi_alloc_cap = bytes; }
+  ~AllocationCap() { t_stbi_alloc_cap = 0; }
+  AllocationCap(const AllocationCap&) = delete;
+  AllocationCap& operator=(const AllocationCap&) = delete;
+};
+
+// Debian's stb_image (2.27) trusts the code counts of a JPEG Huffman table: counts summing to more
+// than 256 overflow its tables (fixed upstream in 2.28). This walks the markers the way stb does
+// (junk before a marker skipped, entropy-coded data ending at the first FF xx that is neither
+// stuffing nor RSTn, bytes past the end read as 0) and refuses such tables before stb sees them.
+void check_jpeg_huffman_tables(std::span<const std::uint8_t> d, std::string_view source) {
+  if (d.size() < 2 || d[0] != 0xFF || d[1] != 0xD8) return;  // not a JPEG
+  auto at = [&](std::size_t k) -> std::size_t { return k < d.size() ? d[k] : 0; };
+  std::size_t i = 2;
+  while (i < d.size()) {
+    if (d[i] != 0xFF) {  // junk: stb scans on to the next 0xFF
+      ++i;
+      continue;
+    }
+    while (i < d.size() && d[i] == 0xFF) ++i;  // fill bytes
+    if (i >= d.size()) return;
+    const std::uint8_t marker = d[i++];
+    if (marker == 0xD9) return;  // end of image
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // no length field
+    const std::size_t length = (at(i) << 8) | at(i + 1);
+    if (marker == 0xC4) {
+      // stb reads table after table while the segment length lasts, past its end if need be.
+      std::size_t p = i + 2;
+      for (std::int64_t left = static_cast<std::int64_t>(length) - 2; left > 0;) {
+        std::size_t codes = 0;
+        for (std::size_t k = 1; k <= 16; ++k) codes += at(p + k);
+        if (codes > 256)
+          fail(ErrorCode::invalid_argument, "{}: corrupt JPEG: Huffman table at byte {} has {} codes (at most 256)",
+               source, p, codes);
+        left -= static_cast<std::int64_t>(17 + codes);
+        p += 17 + codes;
+      }
+    }
+    if (length < 2) return;  // every segment type makes stb stop here
+    i += length;
+    if (marker == 0xDA) {  // entropy-coded data up to the next real marker
+      while (i + 1 < d.size() && !(d[i] == 0xFF && d[i + 1] != 0x00 && d[i + 1] != 0xFF &&
+                                   !(d[i + 1] >= 0xD0 && d[i + 1] <= 0xD7)))
+        ++i;
+    }
+  }
+}
+
+}  // namespace
+
+Image Image::from_rgb(std::span<const std::uint8_t> rgb, std::int32_t width, std::int32_t height) {
+  ENCORE_CHECK(width > 0 && height > 0, invalid_argument, "Image::from_rgb: size {}x{} must be positive", width,
+               height);
+  const auto expected = static_cast<std::uint64_t>(pixel_count(width, height)) * 3;
+  ENCORE_CHECK(rgb.size() == expected, invalid_argument,
+               "Image::from_rgb: {} bytes given for a {}x{} RGB image, which needs {}", rgb.size(), width, height,
+               expected);
+  return Image{width, height, std::vector<std::uint8_t>(rgb.begin(), rgb.end())};
+}
+
+Tensor Image::to_tensor() const {
+  ENCORE_CHECK(!empty(), invalid_argument, "Image::to_tensor: the image is empty");
+  Tensor t = Tensor::empty({height, width, 3}, DType::U8);
+  std::memcpy(t.data(), rgb.data(), rgb.size());
+  return t;
+}
+
+Image decode_image(std::span<const std::byte> data, std::string_view source, const ImageLimits& limits) {
+  ENCORE_CHECK(!data.empty(), invalid_argument, "{}: cannot decode an image from 0 bytes", source);
+  ENCORE_CHECK(data.size() <= static_cast<std::size_t>(INT_MAX), invalid_argument,
+               "{}: {} bytes is too large for the image decoder (limit {})", source, data.size(), INT_MAX);
+  const auto* bytes = reinterpret_cast<const stbi_uc*>(data.data());
+  const int len = static_cast<int>(data.size());
+  check_jpeg_huffman_tables({bytes, data.size()}, source);
+
+  // Header first: refuse oversized images before the decoder allocates for them.
+  int w = 0, h = 0, channels = 0;
+  bool info_ok;
+  {
+    const AllocationCap cap(std::size_t{1} << 24);  // header parsing needs little
+    info_ok = stbi_info_from_memory(bytes, len, &w, &h, &channels) != 0;
+  }
+  if (!info_ok)
+    fail(ErrorCode::invalid_argument, "{}: not a decodable JPEG, PNG or BMP image (stb_image: {})", source,
+         stbi_failure_reason());
+  if (w <= 0 || h <= 0 || w > limits.max_side || h > limits.max_side || pixel_count(w, h) > limits.max_pixels)
+    fail(ErrorCode::invalid_argument,
+         "{}: image is {}x{} pixels, beyond the limits (each side at most {}, at most {} pixels)", source, w, h,
+         limits.max_side, limits.max_pixels);
+
+  struct Free {
+    void operator()(void* p) const { stbi_image_free(p); }
+  };
+  // Largest single allocation stb may make for this image (16-bit RGBA output, JPEG planes padded
+  // to whole blocks), with room to spare.
+  const AllocationCap cap(16 * (static_cast<std::size_t>(w) + 32) * (static_cast<std::size_t>(h) + 32) +
+                          (std::size_t{1} << 20));
+  Image image;
+  image.width = w;
+  image.height = h;
+  const auto n = static_cast<std::size_t>(pixel_count(w, h));
+  int dw = 0, dh = 0, file_channels = 0;
+  if (channels == 1 && stbi_is_16_bit_from_memory(bytes, len)) {
+    // Pillow opens 16-bit grey as mode I;16, whose convert("RGB") clips to 255 (it does not
+    // scale); other 16-bit PNGs keep their high byte, as stb does.
+    std::unique_ptr<stbi_us, Free> grey(stbi_load_16_from_memory(bytes, len, &dw, &dh, &file_channels, 1));
+    if (!grey) decode_failed(source, w, h);
+    if (dw != w || dh != h)
+      fail(ErrorCode::invalid_argument, "{}: header says {}x{} but the decoder produced {}x{}", source, w, h, dw, dh);
+    image.rgb.resize(n * 3);
+    for (std::size_t i = 0; i < n; ++i)
+      std::memset(&image.rgb[i * 3], grey.get()[i] > 255 ? 255 : grey.get()[i], 3);
+    return image;
+  }
+  // Asking for 3 channels converts like Pillow's convert("RGB"): grey replicated, alpha dropped.
+  std::unique_ptr<stbi_uc, Free> pixels(stbi_load_from_memory(bytes, len, &dw, &dh, &file_channels, 3));
+  if (!pixels) decode_failed(source, w, h);
+  if (dw != w || dh != h)
+    fail(ErrorCode::invalid_argument, "{}: header says {}x{} but the decoder produced {}x{}", source, w, h, dw, dh);
+  image.rgb.assign(pixels.get(), pixels.get() + n * 3);
+  return image;
+}
+
+Image load_image(const fs::path& path, const ImageLimits& limits) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) fail(ErrorCode::io, "{}: cannot read image: {}", path.string(), ec.message());
+  if (size > static_cast<std::uintmax_t>(INT_MAX))
+    fail(ErrorCode::invalid_argument, "{}: {} bytes is too large for the image decoder (limit {})", path.string(),
+         size, INT_MAX);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(ErrorCode::io, "{}: cannot open image: {}", path.string(), std::strerror(errno));
+  std::vector<std::byte> data(static_cast<std::size_t>(size));
+  in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(size));
+  if (in.gcount() != static_cast<std::streamsize>(size))
+    fail(ErrorCode::io, "{}: read {} of {} bytes", path.string(), in.gcount(), size);
+  return decode_image(data, path.string(), limits);
+}
+
+Resample resample_from_pil_code(std::int64_t code) {
+  switch (code) {
+    case 1: return Resample::lanczos;
+    case 2: return Resample::bilinear;
+    case 3: return Resample::bicubic;
+    case 4: return Resample::box;
+    case 5: return Resample::hamming;
+    case 0: fail(ErrorCode::unsupported, "resample 0 (NEAREST) is not supported; use 1..5");
+    default: fail(ErrorCode::invalid_argument, "resample {} is not a Pillow filter code (0..5)", code);
+  }
+}
+
+Image resize(const Image& image, std::int32_t width, std::int32_t height, Resample filter, PillowPassOrder order) {
+  ENCORE_CHECK(well_formed(image), invalid_argument, "resize: the image is empty or its {} bytes do not match {}x{} RGB",
+               image.rgb.size(), image.width, image.height);
+  ENCORE_CHECK(width >= 1 && height >= 1 && width <= kMaxResizeSide && height <= kMaxResizeSide, invalid_argument,
+               "resize: target size {}x{} must be within 1..{} on each side", width, height, kMaxResizeSide);
+  const int code = static_cast<int>(filter);
+  ENCORE_CHECK(code >= 1 && code <= 5, invalid_argument, "resize: unknown filter {}", code);
+  ENCORE_CHECK(order == PillowPassOrder::pillow13 || order == PillowPassOrder::pillow12, invalid_argument,
+               "resize: unknown pass order {}", static_cast<int>(order));
+  Image out;
+  out.width = width;
+  out.height = height;
+  out.rgb.resize(static_cast<std::size_t>(pixel_count(width, height)) * 3);
+  detail::pil_resample(image.rgb.data(), image.width, image.height, 3, out.rgb.data(), width, height, filter,
+                       order);
+  return out;
+}
+
+namespace {
+
+void check_options(const VitPreprocessOptions& o) {
+  if (o.do_resize)
+    ENCORE_CHECK(o.height >= 1 && o.width >= 1 && o.height <= kMaxResizeSide && o.width <= kMaxResizeSide,
+                 invalid_argument, "preprocess_vit: size {}x{} must be within 1..{} on each side", o.width, o.height,
+                 kMaxResizeSide);
+  if (o.do_rescale)
+    ENCORE_CHECK(std::isfinite(o.rescale_factor), invalid_argument, "preprocess_vit: rescale_factor {} is not finite",
+                 o.rescale_factor);
+  if (o.do_normalize)
+    for (int c = 0; c < 3; ++c)
+      ENCORE_CHECK(std::isfinite(o.image_mean[c]) && std::isfinite(o.image_std[c]) && o.image_std[c] != 0.0f,
+                   invalid_argument,
+                   "preprocess_vit: channel {} has mean {} and std {}; both must be finite, std non-zero", c,
+                   o.image_mean[c], o.image_std[c]);
+}
+
+// Writes one image's [3, H, W] values at `out`.
+void preprocess_into(const Image& image, const VitPreprocessOptions& o, float* out) {
+  Image resized_copy;
+  if (o.do_resize) resized_copy = resize(image, o.width, o.height, o.resample, o.pass_order);
+  const Image& resized = o.do_resize ? resized_copy : image;
+  const std::size_t plane = static_cast<std::size_t>(pixel_count(resized.width, resized.height));
+  // Pointwise, so a 256-entry table per channel; each entry follows HF's numpy steps exactly:
+  // float64 multiply, cast to float32, then float32 subtract and divide.
+  for (int c = 0; c < 3; ++c) {
+    float table[256];
+    for (int v = 0; v < 256; ++v) {
+      float x = o.do_rescale ? static_cast<float>(static_cast<double>(v) * o.rescale_factor) : static_cast<float>(v);
+      if (o.do_normalize) x = (x - o.image_mean[c]) / o.image_std[c];
+      table[v] = x;
+    }
+    float* dst = out + static_cast<std::size_t>(c) * plane;
+    for (std::size_t i = 0; i < plane; ++i) dst[i] = table[resized.rgb[i * 3 + static_cast<std::size_t>(c)]];
+  }
+}
+
+}  // namespace
+
+Tensor preprocess_vit(const Image& image, const VitPreprocessOptions& options) {
+  return preprocess_vit_batch(std::span<const Image>(&image, 1), options).squeeze(0);
+}
+
+Tensor preprocess_vit_batch(std::span<const Image> images, const VitPreprocessOptions& options) {
+  ENCORE_CHECK(!images.empty(), invalid_argument, "preprocess_vit: no images given");
+  check_options(options);
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const Image& im = images[i];
+    ENCORE_CHECK(well_formed(im), invalid_argument, "preprocess_vit: image {} is empty or its {} bytes do not match {}x{} RGB", i,
+                 im.rgb.size(), im.width, im.height);
+    if (!options.do_resize)
+      ENCORE_CHECK(im.width == images[0].width && im.height == images[0].height, invalid_argument,
+                   "preprocess_vit: without resizing all images need one size; image 0 is {}x{}, image {} is {}x{}",
+                   images[0].width, images[0].height, i, im.width, im.height);
+  }
+  const std::int32_t h = options.do_resize ? options.height : images[0].height;
+  const std::int32_t w = options.do_resize ? options.width : images[0].width;
+  Tensor out = Tensor::empty({static_cast<std::int64_t>(images.size()), 3, h, w}, DType::F32);
+  float* data = out.data_ptr<float>();
+  for (std::size_t i = 0; i < images.size(); ++i)
+    preprocess_into(images[i], options, data + i * 3 * static_cast<std::size_t>(pixel_count(w, h)));
+  return out;
+}
+
+}  // namespace encore::io

@@ -1,0 +1,385 @@
+// Image decoding, Pillow-exact resizing and ViT preprocessing against tests/data/images (written by
+// tools/golden/pil_resize.py with Pillow and transformers' ViTImageProcessorPil).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include "encore/core/error.h"
+#include "encore/io/image.h"
+#include "encore/io/safetensors.h"
+
+namespace encore::test {
+namespace {
+
+namespace fs = std::filesystem;
+using io::Image;
+using io::Resample;
+const fs::path kDir = fs::path(ENCORE_TEST_DATA_DIR) / "images";
+
+const io::SafetensorsFile& expected() {
+  static const io::SafetensorsFile f = io::SafetensorsFile::open(kDir / "expected.safetensors");
+  return f;
+}
+
+std::vector<std::byte> read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::vector<char> v((std::istreambuf_iterator<char>(in)), {});
+  std::vector<std::byte> out(v.size());
+  std::memcpy(out.data(), v.data(), v.size());
+  return out;
+}
+
+// An Image from a U8 [H, W, 3] tensor of the golden file.
+Image image_of(const Tensor& t) {
+  EXPECT_EQ(t.dtype(), DType::U8);
+  EXPECT_EQ(t.rank(), 3);
+  const auto* p = t.data_ptr<std::uint8_t>();
+  return Image::from_rgb({p, static_cast<std::size_t>(t.numel())}, static_cast<std::int32_t>(t.dim(1)),
+                         static_cast<std::int32_t>(t.dim(0)));
+}
+
+struct Diff {
+  int max = 0;
+  double mean = 0;
+  std::size_t count = 0;
+};
+
+Diff compare(const Image& a, const Image& b) {
+  EXPECT_EQ(a.width, b.width);
+  EXPECT_EQ(a.height, b.height);
+  Diff d;
+  if (a.rgb.size() != b.rgb.size()) return {255, 255, a.rgb.size()};
+  double sum = 0;
+  for (std::size_t i = 0; i < a.rgb.size(); ++i) {
+    const int e = std::abs(int(a.rgb[i]) - int(b.rgb[i]));
+    d.max = std::max(d.max, e);
+    d.count += e != 0;
+    sum += e;
+  }
+  d.mean = sum / static_cast<double>(a.rgb.size());
+  return d;
+}
+
+// The input of the resize goldens: Pillow's decoding of `name`.
+Image pil_decoded(const std::string& name) {
+  if (name == "blocks_300x400.png") return io::load_image(kDir / name);  // PNG decoding is exact (tested)
+  if (name == "photo_640x480.jpg") return io::load_image(kDir / "expected" / (name + ".pil.png"));
+  return image_of(expected().tensor("decoded/" + name));
+}
+
+void expect_error(const std::function<void()>& f, ErrorCode code, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown; expected " << error_code_name(code);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message: " << e.what() << "\nlacks: " << p;
+  }
+}
+
+// ---- decoding ----------------------------------------------------------------------------------
+
+TEST(ImageDecode, LosslessFormatsMatchPillowExactly) {
+  int checked = 0;
+  for (const auto& e : expected().entries()) {
+    if (!e.name.starts_with("decoded/")) continue;
+    const std::string name = e.name.substr(8);
+    if (name.ends_with(".jpg")) continue;
+    SCOPED_TRACE(name);
+    const Image got = io::load_image(kDir / name);
+    const Diff d = compare(got, image_of(expected().tensor(e.name)));
+    EXPECT_EQ(d.count, 0u) << "max difference " << d.max;
+    ++checked;
+  }
+  EXPECT_GE(checked, 8);  // PNG (RGB, grey, RGBA, palette, 1x1, 16-bit grey and RGB) and BMP
+}
+
+TEST(ImageDecode, JpegIsCloseToLibjpeg) {
+  // stb_image and libjpeg-turbo differ in IDCT rounding and chroma upsampling; the two decodings
+  // of the same file differ by a few levels at most, and by well under one level on average.
+  struct Case {
+    std::string name;
+    Image pil;
+  };
+  const Case cases[] = {{"small444_31x29.jpg", image_of(expected().tensor("decoded/small444_31x29.jpg"))},
+                        {"progressive_45x37.jpg", image_of(expected().tensor("decoded/progressive_45x37.jpg"))},
+                        {"photo_640x480.jpg", pil_decoded("photo_640x480.jpg")}};
+  for (const auto& c : cases) {
+    const Diff d = compare(io::load_image(kDir / c.name), c.pil);
+    RecordProperty(c.name + "_max_diff", d.max);
+    EXPECT_LE(d.max, 8) << c.name;
+    EXPECT_LT(d.mean, 1.0) << c.name;
+    std::printf("%s: stb vs libjpeg: max %d, mean %.4f, %zu of %zu values differ\n", c.name.c_str(), d.max, d.mean,
+                d.count, c.pil.rgb.size());
+  }
+}
+
+// ---- resizing ----------------------------------------------------------------------------------
+
+// Checks every resized/<name>/<filter>/<W>x<H> entry of `golden` (or, for names in `skip`, none).
+int check_resizes(const io::SafetensorsFile& golden, io::PillowPassOrder order,
+                  const io::SafetensorsFile* skip = nullptr) {
+  const std::pair<const char*, Resample> filters[] = {{"bilinear", Resample::bilinear}, {"bicubic", Resample::bicubic},
+                                                      {"lanczos", Resample::lanczos},   {"box", Resample::box},
+                                                      {"hamming", Resample::hamming}};
+  int checked = 0;
+  for (const auto& e : golden.entries()) {
+    if (!e.name.starts_with("resized/") || (skip && skip->contains(e.name))) continue;
+    const auto a = e.name.find('/', 8), b = e.name.find('/', a + 1);
+    const std::string name = e.name.substr(8, a - 8), filter = e.name.substr(a + 1, b - a - 1);
+    const auto it = std::find_if(std::begin(filters), std::end(filters), [&](auto& f) { return filter == f.first; });
+    EXPECT_NE(it, std::end(filters)) << filter;
+    if (it == std::end(filters)) continue;
+    const Image want = image_of(golden.tensor(e.name));
+    const Image got = io::resize(pil_decoded(name), want.width, want.height, it->second, order);
+    const Diff d = compare(got, want);
+    EXPECT_EQ(d.count, 0u) << e.name << ": max difference " << d.max;
+    ++checked;
+  }
+  return checked;
+}
+
+TEST(ImageResize, MatchesPillow13Exactly) {
+  EXPECT_GE(check_resizes(expected(), io::PillowPassOrder::pillow13), 60);
+}
+
+TEST(ImageResize, MatchesPillow12Exactly) {
+  // expected_pillow12 holds the results that Pillow 12 computes differently (its passes always run
+  // horizontal first); every other result is the same under both versions.
+  const auto legacy = io::SafetensorsFile::open(kDir / "expected_pillow12.safetensors");
+  EXPECT_GE(check_resizes(legacy, io::PillowPassOrder::pillow12), 10);
+  EXPECT_GE(check_resizes(expected(), io::PillowPassOrder::pillow12, &legacy), 40);
+}
+
+TEST(ImageResize, LargeImagesTo224MatchPillowExactly) {
+  for (const std::string name : {"blocks_300x400.png", "photo_640x480.jpg"}) {
+    const Image want = io::load_image(kDir / "expected" / (name + ".bilinear_224x224.png"));
+    const Diff d = compare(io::resize(pil_decoded(name), 224, 224), want);
+    EXPECT_EQ(d.count, 0u) << name << ": max difference " << d.max;
+  }
+}
+
+TEST(ImageResize, SameSizeIsACopyAndArgumentsAreChecked) {
+  const Image im = pil_decoded("noise_17x23.png");
+  EXPECT_EQ(io::resize(im, 17, 23).rgb, im.rgb);
+  expect_error([&] { (void)io::resize(im, 0, 5); }, ErrorCode::invalid_argument, {"0x5"});
+  expect_error([&] { (void)io::resize(im, 5, 70000); }, ErrorCode::invalid_argument, {"5x70000"});
+  expect_error([&] { (void)io::resize(Image{}, 5, 5); }, ErrorCode::invalid_argument, {"empty"});
+  expect_error([&] { (void)io::resize(im, 5, 5, static_cast<Resample>(9)); }, ErrorCode::invalid_argument,
+               {"filter 9"});
+  EXPECT_EQ(io::resample_from_pil_code(2), Resample::bilinear);
+  EXPECT_EQ(io::resample_from_pil_code(3), Resample::bicubic);
+  expect_error([] { (void)io::resample_from_pil_code(0); }, ErrorCode::unsupported, {"NEAREST"});
+  expect_error([] { (void)io::resample_from_pil_code(7); }, ErrorCode::invalid_argument, {"7"});
+}
+
+// ---- preprocessing -----------------------------------------------------------------------------
+
+void expect_bitwise(const Tensor& got, const Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  const auto g = got.to_float_vector(), w = want.to_float_vector();
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) bad += std::memcmp(&g[i], &w[i], sizeof(float)) != 0;
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << g.size() << " values differ";
+}
+
+TEST(PreprocessVit, MatchesViTImageProcessorPil) {
+  io::VitPreprocessOptions o;
+  o.height = o.width = 32;
+  std::vector<Image> batch;
+  std::vector<Tensor> singles;
+  for (const std::string name : {"noise_17x23.png", "photo_640x480.jpg", "rgba_64x48.png", "grey_33x47.png"}) {
+    const Tensor want = expected().tensor("pixel_values/" + name);
+    const Tensor got = io::preprocess_vit(pil_decoded(name), o);
+    EXPECT_EQ(got.dtype(), DType::F32);
+    expect_bitwise(got, want, name);
+    batch.push_back(pil_decoded(name));
+    singles.push_back(want);
+  }
+  const Tensor all = io::preprocess_vit_batch(batch, o);
+  ASSERT_EQ(all.shape(), Shape({4, 3, 32, 32}));
+  for (int i = 0; i < 4; ++i) expect_bitwise(all.select(0, i), singles[static_cast<std::size_t>(i)], "batch row");
+
+  io::VitPreprocessOptions imagenet = o;
+  imagenet.image_mean = {0.485f, 0.456f, 0.406f};
+  imagenet.image_std = {0.229f, 0.224f, 0.225f};
+  expect_bitwise(io::preprocess_vit(pil_decoded("noise_17x23.png"), imagenet),
+                 expected().tensor("pixel_values_imagenet/noise_17x23.png"), "imagenet");
+}
+
+TEST(PreprocessVit, EveryLevelMatches) {
+  std::vector<std::uint8_t> rgb;
+  for (int v = 0; v < 256; ++v) rgb.insert(rgb.end(), 3, static_cast<std::uint8_t>(v));
+  const Image levels = Image::from_rgb(rgb, 256, 1);
+  io::VitPreprocessOptions o;
+  o.do_resize = false;
+  expect_bitwise(io::preprocess_vit(levels, o).reshape({3, 256}), expected().tensor("level_map/default"), "default");
+  o.image_mean = {0.485f, 0.456f, 0.406f};
+  o.image_std = {0.229f, 0.224f, 0.225f};
+  expect_bitwise(io::preprocess_vit(levels, o).reshape({3, 256}), expected().tensor("level_map/imagenet"), "imagenet");
+}
+
+TEST(PreprocessVit, DefaultsAndArgumentChecks) {
+  const Image im = pil_decoded("noise_17x23.png");
+  const Tensor t = io::preprocess_vit(im);
+  EXPECT_EQ(t.shape(), Shape({3, 224, 224}));
+  const auto v = t.to_float_vector();
+  EXPECT_GE(*std::min_element(v.begin(), v.end()), -1.0f);
+  EXPECT_LE(*std::max_element(v.begin(), v.end()), 1.0f);
+
+  io::VitPreprocessOptions bad;
+  bad.image_std[1] = 0.0f;
+  expect_error([&] { (void)io::preprocess_vit(im, bad); }, ErrorCode::invalid_argument, {"channel 1", "std"});
+  bad = {};
+  bad.rescale_factor = std::nan("");
+  expect_error([&] { (void)io::preprocess_vit(im, bad); }, ErrorCode::invalid_argument, {"rescale_factor"});
+  bad = {};
+  bad.width = 0;
+  expect_error([&] { (void)io::preprocess_vit(im, bad); }, ErrorCode::invalid_argument, {"0x224"});
+  expect_error([&] { (void)io::preprocess_vit_batch({}, {}); }, ErrorCode::invalid_argument, {"no images"});
+  io::VitPreprocessOptions keep;
+  keep.do_resize = false;
+  const Image two[] = {im, pil_decoded("grey_33x47.png")};
+  expect_error([&] { (void)io::preprocess_vit_batch(two, keep); }, ErrorCode::invalid_argument, {"image 1", "33x47"});
+  expect_error([] { (void)Image::from_rgb(std::vector<std::uint8_t>(5), 2, 1); }, ErrorCode::invalid_argument,
+               {"5 bytes", "2x1"});
+  EXPECT_EQ(im.to_tensor().shape(), Shape({23, 17, 3}));
+}
+
+TEST(PreprocessVit, MatchesVitGpt2Goldens) {
+  // tools/golden/vit_gpt2.py fed these through ViTImageProcessorPil (on another machine, with
+  // another Pillow version): the model goldens and encore's preprocessing agree bit for bit.
+  for (const auto& [dir, size] : {std::pair<const char*, int>{"vit_gpt2_tiny", 32}, {"vit_gpt2_tiny_b", 48}}) {
+    const auto golden = io::SafetensorsFile::open(fs::path(ENCORE_TEST_DATA_DIR) / dir / "golden.safetensors");
+    io::VitPreprocessOptions o;
+    o.height = o.width = size;
+    const Image images[] = {pil_decoded("photo_640x480.jpg"), pil_decoded("noise_17x23.png")};
+    expect_bitwise(io::preprocess_vit_batch(images, o), golden.tensor("pixel_values"), dir);
+  }
+}
+
+// ---- hostile input -----------------------------------------------------------------------------
+
+std::uint32_t crc32(const std::uint8_t* p, std::size_t n) {
+  std::uint32_t c = 0xFFFFFFFFu;
+  for (std::size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+// A PNG whose header declares w x h RGB pixels, followed by a tiny (wrong) IDAT.
+std::vector<std::byte> png_header(std::uint32_t w, std::uint32_t h) {
+  std::vector<std::uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  auto be32 = [&](std::uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<std::uint8_t>(v >> s));
+  };
+  auto chunk = [&](const char* type, std::vector<std::uint8_t> data) {
+    be32(static_cast<std::uint32_t>(data.size()));
+    const std::size_t start = b.size();
+    b.insert(b.end(), type, type + 4);
+    b.insert(b.end(), data.begin(), data.end());
+    be32(crc32(&b[start], b.size() - start));
+  };
+  std::vector<std::uint8_t> ihdr;
+  for (std::uint32_t v : {w, h})
+    for (int s = 24; s >= 0; s -= 8) ihdr.push_back(static_cast<std::uint8_t>(v >> s));
+  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});
+  chunk("IHDR", ihdr);
+  chunk("IDAT", {0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01});
+  chunk("IEND", {});
+  std::vector<std::byte> out(b.size());
+  std::memcpy(out.data(), b.data(), b.size());
+  return out;
+}
+
+TEST(ImageDecode, MalformedInputIsAnError) {
+  const auto png = read_bytes(kDir / "noise_17x23.png");
+  const auto jpg = read_bytes(kDir / "small444_31x29.jpg");
+  std::vector<std::byte> random(4096);
+  std::mt19937 rng(7);
+  for (auto& b : random) b = static_cast<std::byte>(rng());
+  const std::vector<std::byte> gif = {std::byte{'G'}, std::byte{'I'}, std::byte{'F'}, std::byte{'8'},
+                                      std::byte{'9'}, std::byte{'a'}, std::byte{1},   std::byte{0},
+                                      std::byte{1},   std::byte{0},   std::byte{0},   std::byte{0}};
+  struct Case {
+    const char* name;
+    std::vector<std::byte> data;
+    std::string expect;
+  };
+  const Case cases[] = {
+      {"empty", {}, "0 bytes"},
+      {"random bytes", random, "not a decodable"},
+      {"gif", gif, "not a decodable"},
+      {"truncated png header", std::vector<std::byte>(png.begin(), png.begin() + 20), "case"},
+      {"truncated png", std::vector<std::byte>(png.begin(), png.begin() + static_cast<long>(png.size() / 2)), "case"},
+      {"truncated jpeg", std::vector<std::byte>(jpg.begin(), jpg.begin() + 200), "case"},
+      {"huge png", png_header(100000, 100000), "case"},
+      {"over the pixel limit", png_header(16384, 16384), "beyond the limits"},
+      {"over the side limit", png_header(20000, 10), "case"},
+      {"zero width", png_header(0, 10), "case"},
+      {"bad idat", png_header(64, 64), "cannot decode"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    try {
+      (void)io::decode_image(c.data, std::string("input-") + c.name);
+      ADD_FAILURE() << "decoded without error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string("input-") + c.name), std::string::npos) << e.what();
+      if (c.expect != "case") EXPECT_NE(std::string(e.what()).find(c.expect), std::string::npos) << e.what();
+    }
+  }
+  io::ImageLimits tight;
+  tight.max_side = 16;
+  expect_error([&] { (void)io::decode_image(png, "small", tight); }, ErrorCode::invalid_argument, {"17x23", "16"});
+  expect_error([] { (void)io::load_image(kDir / "no_such.png"); }, ErrorCode::io, {"no_such.png"});
+  expect_error([] { (void)io::load_image(kDir / "expected"); }, ErrorCode::io, {"expected"});
+}
+
+TEST(ImageDecode, OversizedJpegHuffmanTableIsRejected) {
+  // A DHT segment whose 16 code counts sum to 4080: Debian's stb_image would overflow its tables.
+  const auto jpg = read_bytes(kDir / "small444_31x29.jpg");
+  std::vector<std::byte> bad(jpg.begin(), jpg.begin() + 2);  // SOI
+  const std::uint8_t dht[] = {0xFF, 0xC4, 0x00, 0x13, 0x00};
+  for (auto b : dht) bad.push_back(std::byte{b});
+  for (int k = 0; k < 16; ++k) bad.push_back(std::byte{0xFF});
+  bad.insert(bad.end(), jpg.begin() + 2, jpg.end());
+  expect_error([&] { (void)io::decode_image(bad, "dht.jpg"); }, ErrorCode::invalid_argument,
+               {"dht.jpg", "Huffman table", "4080 codes"});
+}
+
+// Random corruption of valid files: every outcome is an image or an Error, never a crash.
+TEST(ImageDecode, CorruptedFilesNeverCrash) {
+  std::mt19937 rng(11);
+  int decoded = 0, rejected = 0;
+  for (const char* name : {"noise_17x23.png", "small444_31x29.jpg", "progressive_45x37.jpg", "rgb_50x40.bmp",
+                           "palette_40x30.png", "rgb16_12x9.png"}) {
+    const auto original = read_bytes(kDir / name);
+    for (int iter = 0; iter < 150; ++iter) {
+      auto data = original;
+      const int edits = 1 + static_cast<int>(rng() % 8);
+      for (int k = 0; k < edits; ++k) data[rng() % data.size()] = static_cast<std::byte>(rng());
+      if (iter % 5 == 0) data.resize(rng() % data.size() + 1);
+      try {
+        const Image im = io::decode_image(data, name);
+        EXPECT_EQ(im.rgb.size(), static_cast<std::size_t>(im.width) * im.height * 3);
+        ++decoded;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
+        ++rejected;
+      }
+    }
+  }
+  std::printf("corrupted inputs: %d decoded, %d rejected\n", decoded, rejected);
+}
+
+}  // namespace
+}  // namespace encore::test

@@ -1,0 +1,92 @@
+// encore — ViT-GPT2 image captioning (Hugging Face VisionEncoderDecoderModel: a ViT encoder and a
+// GPT-2 decoder with cross-attention), loaded directly from a `save_pretrained` directory.
+//
+//   auto model = encore::VitGpt2::load("vit-gpt2-dir", {.device = "cpu"});
+//   auto pixels = encore::io::preprocess_vit_batch(std::vector{encore::io::load_image("cat.jpg")});
+//   auto caps = model.caption(pixels, {.max_length = 16, .num_beams = 4});
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "encore/core/device.h"
+#include "encore/core/tensor.h"
+#include "encore/decode/generation.h"
+
+namespace encore {
+
+/// Sizes read from config.json (any ViT/GPT-2 sizes, not only base).
+struct VitGpt2Config {
+  // encoder (ViT)
+  std::int64_t image_size = 224, patch_size = 16, num_channels = 3;
+  std::int64_t enc_hidden = 768, enc_layers = 12, enc_heads = 12, enc_intermediate = 3072;
+  float enc_layer_norm_eps = 1e-12f;
+  std::string enc_hidden_act = "gelu";
+  // decoder (GPT-2)
+  std::int64_t dec_hidden = 768, dec_layers = 12, dec_heads = 12, dec_intermediate = 3072;
+  std::int64_t vocab_size = 50257, max_positions = 1024;
+  float dec_layer_norm_eps = 1e-5f;
+  std::string dec_activation = "gelu_new";
+  // generation defaults (config.json / generation_config.json)
+  std::int32_t decoder_start_token_id = 50256, eos_token_id = 50256, pad_token_id = 50256;
+  int max_length = 20, num_beams = 1;
+  float length_penalty = 1.0f;
+  int early_stopping = 0;
+
+  std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+};
+
+struct ModelOptions {
+  std::string device = "cpu";   ///< "cpu", "cuda", "cuda:N"
+  DType dtype = DType::F32;     ///< compute/weight dtype: f32 or bf16 on CPU; f32, f16, bf16 on CUDA
+  int num_threads = 0;          ///< CPU threads; 0 = encore::num_threads()
+};
+
+/// Where captioning time went (milliseconds, wall clock).
+struct CaptionTimings {
+  double encode_ms = 0;  ///< encoder + cross-attention keys/values
+  double decode_ms = 0;  ///< all decode steps and the search
+};
+
+/// One caption.
+struct Caption {
+  std::vector<std::int32_t> ids;  ///< start token included (as HF returns them)
+  float score = 0.0f;             ///< beam: HF sequences_scores; greedy: sum of log-probs
+};
+
+class VitGpt2 {
+ public:
+  /// Loads `dir` (config.json + model.safetensors or a sharded index; generation_config.json if
+  /// present). Accepts transformers 4 and 5 tensor names. Throws Error(io) for a missing file (a
+  /// pytorch_model.bin-only directory is pointed to tools/convert_to_safetensors.py),
+  /// Error(bad_model_file) for a malformed config or a missing/mis-shaped tensor (naming it),
+  /// Error(invalid_argument/unsupported) for a bad device or dtype.
+  static VitGpt2 load(const std::filesystem::path& dir, const ModelOptions& options = {});
+
+  VitGpt2(VitGpt2&&) noexcept;
+  VitGpt2& operator=(VitGpt2&&) noexcept;
+  ~VitGpt2();
+
+  const VitGpt2Config& config() const noexcept;
+  Device device() const noexcept;
+
+  /// Encoder: pixel_values f32 [B, 3, image_size, image_size] (any device) -> last_hidden_state
+  /// [B, 1 + patches, enc_hidden] f32 on the CPU.
+  Tensor encode(const Tensor& pixel_values) const;
+  /// Teacher-forced decoder logits: ids i32/i64 [B, T] -> [B, T, vocab] f32 on the CPU.
+  Tensor decoder_logits(const Tensor& encoder_states, const Tensor& ids) const;
+  /// Captions for a batch of preprocessed images [B, 3, H, W] (HF `generate` semantics).
+  /// Options left at their defaults take the model's generation config (start/eos/pad ids).
+  std::vector<Caption> caption(const Tensor& pixel_values, GenerationOptions options,
+                               CaptionTimings* timings = nullptr) const;
+
+ private:
+  struct Impl;
+  explicit VitGpt2(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace encore

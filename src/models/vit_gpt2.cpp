@@ -1,0 +1,135 @@
+// VitGpt2: loading, the encoder and teacher-forced decoder calls, and captioning.
+#include "encore/models/vit_gpt2.h"
+
+#include <chrono>
+
+#include "core/check.h"
+#include "encore/graph/plan.h"
+#include "models/vit_gpt2_internal.h"
+#include "models/vit_gpt2_session.h"
+
+namespace encore {
+
+struct VitGpt2::Impl {
+  VitGpt2Config config;
+  vitgpt2::Weights weights;
+  Device device;
+  DType dtype = DType::F32;
+  PlanOptions plan_options;
+};
+
+namespace {
+
+void check_dtype(DType dtype, Device device) {
+  const bool ok = dtype == DType::F32 || dtype == DType::BF16 || (dtype == DType::F16 && device.is_cuda());
+  ENCORE_CHECK(ok, unsupported, "VitGpt2: dtype {} is not supported on {} (cpu: f32, bf16; cuda: f32, f16, bf16)",
+               dtype_name(dtype), device.str());
+}
+
+Tensor to_host_f32(const Tensor& t) {
+  const Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
+  return host.dtype() == DType::F32 ? host.contiguous() : host.to(DType::F32);
+}
+
+}  // namespace
+
+VitGpt2 VitGpt2::load(const std::filesystem::path& dir, const ModelOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->device = Device::parse(options.device);
+  impl->dtype = options.dtype;
+  check_dtype(impl->dtype, impl->device);
+  impl->plan_options = PlanOptions{.device = impl->device, .num_threads = options.num_threads};
+  impl->config = vitgpt2::read_config(dir);
+  impl->weights = vitgpt2::load_weights(dir, impl->config, impl->dtype, impl->device);
+  return VitGpt2(std::move(impl));
+}
+
+VitGpt2::VitGpt2(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+VitGpt2::VitGpt2(VitGpt2&&) noexcept = default;
+VitGpt2& VitGpt2::operator=(VitGpt2&&) noexcept = default;
+VitGpt2::~VitGpt2() = default;
+
+const VitGpt2Config& VitGpt2::config() const noexcept { return impl_->config; }
+Device VitGpt2::device() const noexcept { return impl_->device; }
+
+namespace {
+
+void check_pixels(const Tensor& pixels, const VitGpt2Config& c) {
+  ENCORE_CHECK(pixels.defined() && pixels.rank() == 4 && pixels.dim(0) >= 1 && pixels.dim(1) == c.num_channels &&
+                   pixels.dim(2) == c.image_size && pixels.dim(3) == c.image_size,
+               invalid_argument, "VitGpt2: pixel_values must be [B, {}, {}, {}] with B >= 1, got {}", c.num_channels,
+               c.image_size, c.image_size, pixels.defined() ? pixels.shape().str() : std::string("undefined"));
+  ENCORE_CHECK(pixels.dtype() == DType::F32, invalid_argument, "VitGpt2: pixel_values must be f32, got {}",
+               dtype_name(pixels.dtype()));
+}
+
+// Encoder states on the model's device, in the model's dtype (kept for the decoder).
+Tensor run_encoder(const VitGpt2Config& c, const vitgpt2::Weights& w, DType dtype, const PlanOptions& options,
+                   const Tensor& pixels) {
+  check_pixels(pixels, c);
+  Graph g;
+  Value x = g.input("pixel_values", DType::F32, pixels.shape());
+  g.output("h", vitgpt2::build_encoder(g, x, w, c, dtype));
+  Plan plan(g, options);
+  const Tensor input = pixels.device() == options.device ? pixels : pixels.to(options.device);
+  return plan.run({{"pixel_values", input}}).at("h").clone();
+}
+
+}  // namespace
+
+Tensor VitGpt2::encode(const Tensor& pixel_values) const { return to_host_f32(run_encoder(impl_->config, impl_->weights, impl_->dtype, impl_->plan_options, pixel_values)); }
+
+Tensor VitGpt2::decoder_logits(const Tensor& encoder_states, const Tensor& ids) const {
+  const VitGpt2Config& c = impl_->config;
+  ENCORE_CHECK(ids.defined() && ids.rank() == 2 && (ids.dtype() == DType::I32 || ids.dtype() == DType::I64),
+               invalid_argument, "VitGpt2::decoder_logits: ids must be i32/i64 [B, T], got {}", ids.str());
+  ENCORE_CHECK(ids.dim(1) >= 1 && ids.dim(1) <= c.max_positions, invalid_argument,
+               "VitGpt2::decoder_logits: {} tokens, the model has {} positions", ids.dim(1), c.max_positions);
+  ENCORE_CHECK(encoder_states.defined() && encoder_states.rank() == 3 && encoder_states.dim(0) == ids.dim(0) &&
+                   encoder_states.dim(2) == c.enc_hidden,
+               invalid_argument, "VitGpt2::decoder_logits: encoder_states must be [{}, T_enc, {}], got {}", ids.dim(0),
+               c.enc_hidden, encoder_states.str());
+  const std::int64_t batch = ids.dim(0), t = ids.dim(1);
+  Tensor positions = Tensor::empty({batch, t}, DType::I32);
+  for (std::int64_t i = 0; i < positions.numel(); ++i) positions.data_ptr<std::int32_t>()[i] = static_cast<std::int32_t>(i % t);
+  Graph g;
+  Value vi = g.input("ids", ids.dtype(), ids.shape());
+  Value vp = g.input("positions", DType::I32, positions.shape());
+  Value ve = g.input("encoder_states", impl_->dtype, encoder_states.shape());
+  g.output("logits", vitgpt2::build_decoder_full(g, vi, vp, ve, impl_->weights, c));
+  Plan plan(g, impl_->plan_options);
+  const Device dev = impl_->device;
+  Tensor states = encoder_states.dtype() == impl_->dtype ? encoder_states : encoder_states.to(Device::cpu()).to(impl_->dtype);
+  const auto out = plan.run({{"ids", ids.to(dev)}, {"positions", positions.to(dev)}, {"encoder_states", states.to(dev)}});
+  return to_host_f32(out.at("logits"));
+}
+
+std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOptions options,
+                                     CaptionTimings* timings) const {
+  using Clock = std::chrono::steady_clock;
+  const auto ms = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  const auto t0 = Clock::now();
+  const VitGpt2Config& c = impl_->config;
+  if (options.start_token_id == 0 && options.eos_token_id == -1) {  // untouched defaults: the model's own ids
+    options.start_token_id = c.decoder_start_token_id;
+    options.eos_token_id = c.eos_token_id;
+    options.pad_token_id = c.pad_token_id;
+  }
+  ENCORE_CHECK(options.max_length >= 1 && options.max_length <= c.max_positions, invalid_argument,
+               "VitGpt2::caption: max_length {} must be in 1..{} (the decoder's positions)", options.max_length,
+               c.max_positions);
+  ENCORE_CHECK(options.num_beams >= 1, invalid_argument, "VitGpt2::caption: num_beams {} must be >= 1", options.num_beams);
+  const Tensor states = run_encoder(c, impl_->weights, impl_->dtype, impl_->plan_options, pixel_values);
+  const int batch = static_cast<int>(pixel_values.dim(0));
+  vitgpt2::Session session(impl_->config, impl_->weights, impl_->dtype, impl_->plan_options, states, options.num_beams,
+                           options.max_length);
+  const auto t1 = Clock::now();
+  std::vector<Caption> out;
+  for (GenerationResult& r : generate(session, batch, options)) out.push_back(Caption{std::move(r.ids), r.score});
+  if (timings != nullptr) *timings = CaptionTimings{ms(t0, t1), ms(t1, Clock::now())};
+  return out;
+}
+
+}  // namespace encore

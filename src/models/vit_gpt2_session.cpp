@@ -1,0 +1,110 @@
+#include "models/vit_gpt2_session.h"
+
+#include "core/check.h"
+
+namespace encore::vitgpt2 {
+namespace {
+
+constexpr LinearAttrs kConv1D{.layout = WeightLayout::in_out};
+
+KvCacheConfig cache_config(const VitGpt2Config& c, DType dtype, Device device, int rows, int max_length) {
+  KvCacheConfig k;
+  k.num_layers = static_cast<int>(c.dec_layers);
+  k.batch = rows;
+  k.num_kv_heads = static_cast<int>(c.dec_heads);
+  k.head_dim = static_cast<int>(c.dec_hidden / c.dec_heads);
+  k.max_length = max_length;
+  k.block_size = 16;  // captions are short: small blocks keep beam copy-on-write cheap
+  k.dtype = dtype;
+  k.device = device;
+  return k;
+}
+
+}  // namespace
+
+Session::Session(const VitGpt2Config& config, const Weights& weights, DType dtype, const PlanOptions& plan_options,
+                 const Tensor& encoder_states, int beams, int max_length)
+    : config_(config),
+      weights_(weights),
+      dtype_(dtype),
+      plan_options_(plan_options),
+      rows_(static_cast<int>(encoder_states.dim(0)) * beams),
+      cache_(cache_config(config, dtype, plan_options.device, rows_, max_length)) {
+  compute_cross_kv(encoder_states, beams);
+  step_plan_.emplace(build_step_graph(), plan_options_);
+}
+
+// Cross-attention keys/values depend only on the image: computed once per caption call, for every
+// row (beams of one image share its encoder states through the gather).
+void Session::compute_cross_kv(const Tensor& encoder_states, int beams) {
+  Tensor rows = Tensor::empty({rows_}, DType::I32);
+  for (int r = 0; r < rows_; ++r) rows.data_ptr<std::int32_t>()[r] = r / beams;
+  Graph g;
+  Value e = g.gather(g.input("encoder_states", dtype_, encoder_states.shape()), g.constant(rows.to(plan_options_.device)), 0);
+  for (std::size_t l = 0; l < weights_.decoder.size(); ++l) {
+    const DecoderLayer& w = weights_.decoder[l];
+    g.output("kv" + std::to_string(l), g.linear(e, g.constant(w.xkv_w), g.constant(w.xkv_b), kConv1D));
+  }
+  Plan plan(g, plan_options_);
+  const auto out = plan.run({{"encoder_states", encoder_states}});
+  for (std::size_t l = 0; l < weights_.decoder.size(); ++l) cross_kv_.push_back(out.at("kv" + std::to_string(l)).clone());
+}
+
+// One token per row: embeddings, then per layer self-attention over the paged cache (the new
+// key/value is written first), cross-attention over the image, MLP; logits of the new position.
+Graph Session::build_step_graph() const {
+  const VitGpt2Config& c = config_;
+  const std::int64_t d = c.dec_hidden;
+  const int heads = static_cast<int>(c.dec_heads);
+  const Activation act = c.dec_activation == "gelu_new" ? Activation::gelu_tanh : Activation::gelu;
+  const LayerNormAttrs ln{.eps = c.dec_layer_norm_eps};
+  Graph g;
+  auto k = [&g](const Tensor& t) { return g.constant(t); };
+  Value ids = g.input("ids", DType::I32, {rows_, 1});
+  Value positions = g.input("positions", DType::I32, {rows_, 1});
+  Value table = k(cache_.block_table()), lengths = k(cache_.lengths());
+  Value h = g.add(g.embedding(k(weights_.wte), ids), g.embedding(k(weights_.wpe), positions));
+  for (std::size_t i = 0; i < weights_.decoder.size(); ++i) {
+    const DecoderLayer& l = weights_.decoder[i];
+    const int layer = static_cast<int>(i);
+    Value qkv = g.linear(g.layer_norm(h, k(l.ln1_w), k(l.ln1_b), ln), k(l.attn_w), k(l.attn_b), kConv1D);
+    Value kc = k(cache_.keys(layer)), vc = k(cache_.values(layer));
+    g.kv_cache_write(g.slice(qkv, -1, d, 2 * d), g.slice(qkv, -1, 2 * d, 3 * d), kc, vc, table, lengths);
+    Value a = g.decode_attention(g.slice(qkv, -1, 0, d), kc, vc, table, lengths, {.num_heads = heads});
+    h = g.add(h, g.linear(a, k(l.proj_w), k(l.proj_b), kConv1D));
+    Value q = g.linear(g.layer_norm(h, k(l.lnx_w), k(l.lnx_b), ln), k(l.xq_w), k(l.xq_b), kConv1D);
+    Value kv = k(cross_kv_[i]);
+    Value x = g.attention(q, g.slice(kv, -1, 0, d), g.slice(kv, -1, d, 2 * d), {}, {.num_heads = heads});
+    h = g.add(h, g.linear(x, k(l.xproj_w), k(l.xproj_b), kConv1D));
+    Value m = g.layer_norm(h, k(l.ln2_w), k(l.ln2_b), ln);
+    h = g.add(h, g.linear(g.activation(g.linear(m, k(l.fc_w), k(l.fc_b), kConv1D), act), k(l.fc2_w), k(l.fc2_b), kConv1D));
+  }
+  Value logits = g.linear(g.layer_norm(h, k(weights_.ln_f_w), k(weights_.ln_f_b), ln), k(weights_.wte), {});
+  g.output("logits", dtype_ == DType::F32 ? logits : g.cast(logits, DType::F32));
+  return g;
+}
+
+Tensor Session::step(std::span<const std::int32_t> tokens) {
+  ENCORE_CHECK(static_cast<int>(tokens.size()) == rows_, invalid_argument, "decode step: {} tokens for {} rows",
+               tokens.size(), rows_);
+  for (std::int32_t t : tokens)
+    ENCORE_CHECK(t >= 0 && t < config_.vocab_size, invalid_argument, "decode step: token {} is outside the vocabulary of {}",
+                 t, config_.vocab_size);
+  cache_.reserve(1);
+  cache_.advance(1);
+  Tensor ids = Tensor::empty({rows_, 1}, DType::I32), positions = Tensor::empty({rows_, 1}, DType::I32);
+  for (int r = 0; r < rows_; ++r) {
+    ids.data_ptr<std::int32_t>()[r] = tokens[static_cast<std::size_t>(r)];
+    positions.data_ptr<std::int32_t>()[r] = static_cast<std::int32_t>(cache_.length(r) - 1);
+    ENCORE_CHECK(cache_.length(r) <= config_.max_positions, invalid_argument,
+                 "decode step: position {} is past the model's {} positions", cache_.length(r) - 1, config_.max_positions);
+  }
+  const Device dev = plan_options_.device;
+  const auto out = step_plan_->run({{"ids", ids.to(dev)}, {"positions", positions.to(dev)}});
+  const Tensor logits = out.at("logits");
+  return (dev.is_cpu() ? logits.clone() : logits.to(Device::cpu())).view({rows_, config_.vocab_size});
+}
+
+void Session::reorder(std::span<const int> parent) { cache_.reorder(parent); }
+
+}  // namespace encore::vitgpt2

@@ -1,0 +1,161 @@
+// ViT-GPT2 against Hugging Face transformers 5.17 on tiny random models (tools/golden/vit_gpt2.py):
+// encoder states and teacher-forced logits to 1e-4, greedy and 4-beam token ids exactly.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "encore/core/build_info.h"
+#include "encore/io/safetensors.h"
+#include "encore/models/vit_gpt2.h"
+
+using namespace encore;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kData = ENCORE_TEST_DATA_DIR;
+
+double relative_error(const Tensor& got, const Tensor& want) {
+  const std::vector<float> a = got.to_float_vector(), b = want.to_float_vector();
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// HF pads finished rows with pad (= eos here); encore returns sequences without padding.
+std::vector<std::int32_t> hf_row(const Tensor& sequences, std::int64_t row, std::int32_t eos) {
+  std::vector<std::int32_t> ids;
+  for (std::int64_t t = 0; t < sequences.dim(1); ++t) {
+    ids.push_back(static_cast<std::int32_t>(sequences.at<std::int64_t>({row, t})));
+    if (t > 0 && ids.back() == eos) break;
+  }
+  return ids;
+}
+
+class VitGpt2Golden : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    dir_ = kData / GetParam();
+    golden_ = std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::open(dir_ / "golden.safetensors"));
+  }
+  Tensor golden(const char* name) const { return golden_->tensor(name); }
+  fs::path dir_;
+  std::unique_ptr<io::SafetensorsFile> golden_;
+};
+
+TEST_P(VitGpt2Golden, EncoderStatesMatch) {
+  const auto model = VitGpt2::load(dir_);
+  const Tensor states = model.encode(golden("pixel_values"));
+  EXPECT_EQ(states.shape(), golden("encoder.last_hidden_state").shape());
+  EXPECT_LT(relative_error(states, golden("encoder.last_hidden_state")), 1e-4);
+}
+
+TEST_P(VitGpt2Golden, TeacherForcedLogitsMatch) {
+  const auto model = VitGpt2::load(dir_);
+  const Tensor logits = model.decoder_logits(golden("encoder.last_hidden_state"), golden("decoder_input_ids"));
+  EXPECT_EQ(logits.shape(), golden("decoder.logits").shape());
+  EXPECT_LT(relative_error(logits, golden("decoder.logits")), 1e-4);
+}
+
+TEST_P(VitGpt2Golden, GreedyIdsMatch) {
+  const auto model = VitGpt2::load(dir_);
+  const Tensor want = golden("greedy.sequences");
+  const auto caps = model.caption(golden("pixel_values"), {.max_length = static_cast<int>(want.dim(1))});
+  ASSERT_EQ(caps.size(), 2u);
+  for (std::int64_t r = 0; r < 2; ++r)
+    EXPECT_EQ(caps[static_cast<std::size_t>(r)].ids, hf_row(want, r, model.config().eos_token_id)) << "row " << r;
+}
+
+TEST_P(VitGpt2Golden, BeamSearchIdsAndScoresMatch) {
+  const auto model = VitGpt2::load(dir_);
+  const Tensor want = golden("beam.sequences"), scores = golden("beam.sequences_scores");
+  const auto caps = model.caption(golden("pixel_values"), {.max_length = 12, .num_beams = 4});
+  ASSERT_EQ(caps.size(), 2u);
+  for (std::int64_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(caps[static_cast<std::size_t>(r)].ids, hf_row(want, r, model.config().eos_token_id)) << "row " << r;
+    EXPECT_NEAR(caps[static_cast<std::size_t>(r)].score, scores.at<float>({r}), 1e-4) << "row " << r;
+  }
+}
+
+TEST_P(VitGpt2Golden, StreamingCallbackSeesEveryTokenAndCanCancel) {
+  const auto model = VitGpt2::load(dir_);
+  int events = 0;
+  GenerationOptions opts{.max_length = 8};
+  opts.on_token = [&](const TokenEvent& e) {
+    ++events;
+    EXPECT_FALSE(e.ids.empty());
+    return true;
+  };
+  (void)model.caption(golden("pixel_values"), opts);
+  EXPECT_GT(events, 0);
+  opts.on_token = [](const TokenEvent&) { return false; };
+  try {
+    (void)model.caption(golden("pixel_values"), opts);
+    FAIL() << "expected cancellation";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::cancelled);
+  }
+}
+
+// The same goldens on the GPU: f32 token-exact (logits to 1e-4), f16/bf16 greedy ids identical.
+TEST_P(VitGpt2Golden, CudaMatchesGoldens) {
+  if (build_info().cuda_devices.empty()) GTEST_SKIP() << "no CUDA GPU present";
+  const auto model = VitGpt2::load(dir_, {.device = "cuda"});
+  EXPECT_LT(relative_error(model.encode(golden("pixel_values")), golden("encoder.last_hidden_state")), 1e-4);
+  EXPECT_LT(relative_error(model.decoder_logits(golden("encoder.last_hidden_state"), golden("decoder_input_ids")),
+                           golden("decoder.logits")),
+            1e-4);
+  const Tensor greedy = golden("greedy.sequences"), beam = golden("beam.sequences");
+  const std::int32_t eos = model.config().eos_token_id;
+  const auto g = model.caption(golden("pixel_values"), {.max_length = static_cast<int>(greedy.dim(1))});
+  const auto b = model.caption(golden("pixel_values"), {.max_length = 12, .num_beams = 4});
+  for (std::int64_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(g[static_cast<std::size_t>(r)].ids, hf_row(greedy, r, eos)) << "greedy row " << r;
+    EXPECT_EQ(b[static_cast<std::size_t>(r)].ids, hf_row(beam, r, eos)) << "beam row " << r;
+  }
+  for (DType dt : {DType::F16, DType::BF16}) {
+    const auto half = VitGpt2::load(dir_, {.device = "cuda", .dtype = dt});
+    const auto h = half.caption(golden("pixel_values"), {.max_length = static_cast<int>(greedy.dim(1))});
+    for (std::int64_t r = 0; r < 2; ++r)
+      EXPECT_EQ(h[static_cast<std::size_t>(r)].ids, hf_row(greedy, r, eos)) << dtype_name(dt) << " greedy row " << r;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyModels, VitGpt2Golden, ::testing::Values("vit_gpt2_tiny", "vit_gpt2_tiny_b"));
+
+TEST(VitGpt2Errors, BadInputsGiveClearErrors) {
+  const auto model = VitGpt2::load(kData / "vit_gpt2_tiny");
+  try {
+    (void)model.encode(Tensor::zeros({1, 3, 31, 32}, DType::F32));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("[B, 3, 32, 32]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)model.caption(Tensor::zeros({1, 3, 32, 32}, DType::F32), {.max_length = 1000}), Error);
+  EXPECT_THROW(VitGpt2::load(kData / "vit_gpt2_tiny", {.device = "tpu"}), Error);
+  EXPECT_THROW(VitGpt2::load(kData / "vit_gpt2_tiny", {.dtype = DType::I8}), Error);
+}
+
+TEST(VitGpt2Errors, MissingOrUnconvertedCheckpoints) {
+  const fs::path tmp = fs::temp_directory_path() / "encore_vitgpt2_bin_only";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  fs::copy_file(kData / "vit_gpt2_tiny" / "config.json", tmp / "config.json");
+  std::ofstream(tmp / "pytorch_model.bin") << "not a safetensors file";
+  try {
+    (void)VitGpt2::load(tmp);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("convert_to_safetensors.py"), std::string::npos) << e.what();
+  }
+  fs::remove_all(tmp);
+  EXPECT_THROW(VitGpt2::load(kData / "no_such_model"), Error);
+}
+
+}  // namespace

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <vector>
 
 #include "core/check.h"
@@ -143,13 +144,33 @@ void Args::add(int key, const dnnl::memory& m) {
   args_[static_cast<std::size_t>(n_++)] = {key, m};
 }
 
+dnnl::primitive_attr user_scratchpad_attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
 void execute(const dnnl::primitive& p, const Args& args) {
   // The C entry point: the C++ wrapper would copy the arguments into a vector on every call.
-  std::array<dnnl_exec_arg_t, 8> c_args{};
-  for (int i = 0; i < args.size(); ++i) c_args[static_cast<std::size_t>(i)] = {args[i].first, args[i].second.get()};
+  std::array<dnnl_exec_arg_t, 9> c_args{};
+  int n = args.size();
+  for (int i = 0; i < n; ++i) c_args[static_cast<std::size_t>(i)] = {args[i].first, args[i].second.get()};
+  // Cached primitives are shared by every thread, and Debian's oneDNN (concurrent-exec build)
+  // forbids running one primitive from two threads with a library-owned scratchpad: each call
+  // brings its own scratchpad from this thread's pool instead (primitives use user mode).
+  const_dnnl_primitive_desc_t pd = nullptr;
+  dnnl::error::wrap_c_api(dnnl_primitive_get_primitive_desc(p.get(), &pd), "could not query a primitive");
+  const dnnl_memory_desc_t* scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  const std::size_t scratch_bytes = scratch_md != nullptr ? dnnl_memory_desc_get_size(scratch_md) : 0;
+  std::optional<Scratch> scratch;
+  dnnl::memory scratch_mem;
+  if (scratch_bytes > 0) {
+    scratch.emplace(scratch_bytes);
+    scratch_mem = dnnl::memory(dnnl::memory::desc(*scratch_md), engine(), scratch->data());
+    c_args[static_cast<std::size_t>(n++)] = {DNNL_ARG_SCRATCHPAD, scratch_mem.get()};
+  }
   dnnl::stream& s = stream();
-  dnnl::error::wrap_c_api(dnnl_primitive_execute(p.get(), s.get(), args.size(), c_args.data()),
-                          "could not execute a primitive");
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(p.get(), s.get(), n, c_args.data()), "could not execute a primitive");
   s.wait();
 }
 
@@ -206,7 +227,7 @@ void reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory
   ThreadScope scope(threads);
   const std::string key = KeyBuilder("reorder").add(from).add(to).add(threads).str();
   auto prim = PrimitiveCache::instance().get<dnnl::reorder>(
-      key, [&] { return dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to)); });
+      key, [&] { return dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to, user_scratchpad_attr())); });
   execute(*prim, {{DNNL_ARG_FROM, wrap(from, src)}, {DNNL_ARG_TO, wrap(to, dst)}});
 }
 

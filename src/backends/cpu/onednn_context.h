@@ -219,6 +219,9 @@ class Args {
 
 /// Runs `p` on the calling thread's stream and waits for it.
 void execute(const dnnl::primitive& p, const Args& args);
+/// Attributes with a caller-provided scratchpad (execute() supplies one per call and thread), so
+/// one cached primitive can run on several threads at once.
+dnnl::primitive_attr user_scratchpad_attr();
 
 /// A memory object over caller memory (oneDNN wants non-const pointers even for inputs).
 inline dnnl::memory wrap(const dnnl::memory::desc& md, const void* p) {

@@ -180,7 +180,7 @@ void conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Con
       d.emplace(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, w_any, dst, g.stride, dil,
                 g.pad, g.pad);
     }
-    dnnl::convolution_forward::primitive_desc pd(*d, engine());
+    dnnl::convolution_forward::primitive_desc pd(*d, user_scratchpad_attr(), engine());
     p.src = pd.src_desc();
     p.dst = pd.dst_desc();
     p.weights = pd.weights_desc();

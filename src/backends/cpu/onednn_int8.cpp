@@ -118,7 +118,7 @@ void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const T
     p.src = dnnl::memory::desc({M, K}, dt::u8, tag::ab);
     p.dst = dnnl::memory::desc({M, N}, to_dnnl(y.dtype()), tag::ab);
     const dnnl::memory::desc w_any({K, N}, dt::s8, tag::any);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = user_scratchpad_attr();
     attr.set_output_scales(scales.size() == 1 ? 0 : 1 << 1, scales);
     // Runtime zero points keep one primitive (and one packed weight) for all of them; runtime
     // scales would drop oneDNN 2.6 from brgemm to gemm:jit.

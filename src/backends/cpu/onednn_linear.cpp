@@ -146,7 +146,7 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
     const dnnl::memory::desc w_any({K, N}, to_dnnl(cdt), tag::any);
     dnnl::post_ops ops;
     append_activation(ops, attrs.activation);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = user_scratchpad_attr();
     attr.set_post_ops(ops);
     std::optional<dnnl::matmul::desc> d;
     if (bias.defined()) {

@@ -123,7 +123,7 @@ void matmul_impl(const Tensor& a, const Tensor& b, const MatMulAttrs& attrs, con
     p.copy_a = a.dtype() != (native ? DType::BF16 : DType::F32);
     p.copy_b = b.dtype() != (native ? DType::BF16 : DType::F32);
     p.y = y_md;
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = user_scratchpad_attr();
     if (attrs.alpha != 1.0f) attr.set_output_scales(0, {attrs.alpha});
     auto make = [&] {
       p.a = p.copy_a ? dense_md(oa.d, cdt) : a_md;

@@ -1,7 +1,7 @@
 // Work partitions of decode attention over a paged KV cache, shared by the CPU kernel and (later)
 // the CUDA kernel: header-only, C++17, no allocation, no standard-library containers, every
-// function usable in host and device code. See docs/ARCHITECTURE.md (decode) and the LeanAttention
-// notes in the decode-attention spec (stream-K).
+// function usable in host and device code. Background: the LeanAttention (stream-K) and
+// FlashDecoding notes of the decode-attention spec; measurements: docs/benchmarks/decode_attention.md.
 //
 // Vocabulary. A *tile* is T consecutive keys of one (sequence b, kv head h), T a multiple of the
 // cache block size so a tile never straddles a block. Sequence b has tiles_b = ceil(len_b / T)
@@ -208,8 +208,8 @@ struct SplitItem {
   i64 tile_begin = 0, tile_end = 0;  ///< tiles of the head
 };
 
-/// Decodes item `g` given item prefix sums item_start[b] (prefix sums of Hkv * pieces_b) and the
-/// tiles per head of each sequence.
+/// Decodes item `g` given item_start (prefix sums of Hkv * pieces_b, item_start[B] = total) and
+/// the tiles per head of each sequence. Items of one head are consecutive, in piece order.
 ENCORE_LEAN_HD inline SplitItem split_item_at(const i64* item_start, const i64* seq_tiles, int B, int splits, i64 g) {
   SplitItem it;
   it.b = sequence_of(item_start, B, g);

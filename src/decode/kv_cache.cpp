@@ -93,6 +93,10 @@ void convert_row(const std::byte* src, DType sd, i64 st, std::byte* dst, DType d
   }
 }
 
+// Tokens a sequence may hold: its blocks' room, but never past max_length (the last block may
+// reach beyond it).
+i64 room_end(i64 reserved, i64 max_length) { return std::min(reserved, max_length); }
+
 }  // namespace
 
 std::size_t kv_cache_bytes(const KvCacheConfig& config) { return derive(config).bytes; }
@@ -220,9 +224,9 @@ void KvCache::write(int layer, const Tensor& k, const Tensor& v) {
                  "KvCache::write: input on {} but the cache is on {}", t->device().str(), config_.device.str());
   const i64 n = k.dim(1), bs = config_.block_size, D = config_.head_dim;
   for (int b = 0; b < config_.batch; ++b)
-    ENCORE_CHECK(host_lengths_[b] + n <= host_reserved_[b], invalid_argument,
+    ENCORE_CHECK(host_lengths_[b] + n <= room_end(host_reserved_[b], config_.max_length), invalid_argument,
                  "KvCache::write: sequence {} has room for {} more tokens, {} given (call reserve({}) first)", b,
-                 host_reserved_[b] - host_lengths_[b], n, n);
+                 room_end(host_reserved_[b], config_.max_length) - host_lengths_[b], n, n);
   if (n == 0) return;
   // Copy-on-write here too, for callers that reorder between reserve and write.
   bool changed = false;
@@ -274,9 +278,9 @@ void KvCache::write(int layer, const Tensor& k, const Tensor& v) {
 void KvCache::advance(std::int64_t n) {
   ENCORE_CHECK(n >= 0, invalid_argument, "KvCache::advance: n = {} must be >= 0", n);
   for (int b = 0; b < config_.batch; ++b)
-    ENCORE_CHECK(host_lengths_[b] + n <= host_reserved_[b], invalid_argument,
+    ENCORE_CHECK(host_lengths_[b] + n <= room_end(host_reserved_[b], config_.max_length), invalid_argument,
                  "KvCache::advance({}): sequence {} holds {} tokens with room for {}", n, b, host_lengths_[b],
-                 host_reserved_[b]);
+                 room_end(host_reserved_[b], config_.max_length));
   for (auto& len : host_lengths_) len += n;
   sync_tables();
 }
@@ -285,9 +289,9 @@ void KvCache::set_lengths(std::span<const std::int64_t> lengths) {
   ENCORE_CHECK(static_cast<i64>(lengths.size()) == config_.batch, invalid_argument,
                "KvCache::set_lengths: {} lengths given for batch {}", lengths.size(), config_.batch);
   for (int b = 0; b < config_.batch; ++b)
-    ENCORE_CHECK(lengths[b] >= 0 && lengths[b] <= host_reserved_[b], invalid_argument,
+    ENCORE_CHECK(lengths[b] >= 0 && lengths[b] <= room_end(host_reserved_[b], config_.max_length), invalid_argument,
                  "KvCache::set_lengths: lengths[{}] = {} must be in [0, {}] (the reserved room)", b, lengths[b],
-                 host_reserved_[b]);
+                 room_end(host_reserved_[b], config_.max_length));
   const i64 bs = config_.block_size;
   for (int b = 0; b < config_.batch; ++b) {
     std::int32_t* row = host_table_.data() + b * max_blocks_per_seq_;

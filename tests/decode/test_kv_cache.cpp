@@ -279,6 +279,16 @@ TEST(KvCache, OutOfRangeErrors) {
   expect_error([&] { cache.reorder(std::vector<int>{0, 1}); }, ErrorCode::invalid_argument, "2 parents");
   expect_error([&] { cache.reorder(std::vector<int>{0, 3, 1}); }, ErrorCode::invalid_argument, "parent[1] = 3");
   expect_error([&] { cache.advance(-1); }, ErrorCode::invalid_argument, "n = -1");
+  // The last block may reach past max_length; lengths may not.
+  KvCacheConfig c = small_config();
+  c.max_length = 37;  // 5 blocks of 8 = 40 slots
+  KvCache odd(c);
+  odd.reserve(37);
+  expect_error([&] { odd.advance(38); }, ErrorCode::invalid_argument, "room for 37");
+  expect_error([&] { odd.set_lengths(std::vector<i64>{38, 0, 0}); }, ErrorCode::invalid_argument, "[0, 37]");
+  expect_error([&] { odd.write(0, Tensor::zeros({3, 38, 8}, DType::F32), Tensor::zeros({3, 38, 8}, DType::F32)); },
+               ErrorCode::invalid_argument, "room for 37 more tokens");
+  odd.advance(37);
   cache.write(0, kv, kv);  // still usable after the errors
   cache.write(1, kv, kv);
   cache.advance(1);

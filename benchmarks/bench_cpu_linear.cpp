@@ -9,6 +9,7 @@
 //                           oneDNN, 0 copies the rows first (Tuning::linear_strided_rows)
 //   BM_LinearBiasGelu       with the fused bias + GELU epilogue
 //   BM_LinearNewM           first call for a new M: primitive creation + one run (packing excluded)
+//   BM_LinearBf16Mode/M/K/N/native: bf16 linear with Bf16Mode::native (1) or via_f32 (0)
 // Threads: $ENCORE_BENCH_THREADS or 2. GFLOPS counts 2*M*K*N per iteration.
 // scripts/bench_linear_ratio.py runs this binary and prints encore / oneDNN per shape.
 #include <benchmark/benchmark.h>
@@ -77,6 +78,15 @@ void BM_LinearNewM(benchmark::State& state) {
   }
 }
 
+// bf16 linear under each policy, for the small-M threshold of Bf16Mode::automatic.
+void BM_LinearBf16Mode(benchmark::State& state) {
+  using cpu::onednn::Bf16Mode;
+  const Bf16Mode saved = cpu::onednn::bf16_mode();
+  cpu::onednn::set_bf16_mode(state.range(3) != 0 ? Bf16Mode::native : Bf16Mode::via_f32);
+  run_linear(state, DType::BF16, Activation::none, false);
+  cpu::onednn::set_bf16_mode(saved);
+}
+
 void BM_LinearStrided(benchmark::State& state) {
   const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   cpu::onednn::tuning().linear_strided_rows = state.range(3) != 0;
@@ -136,6 +146,12 @@ void shapes(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
+void bf16_mode_shapes(benchmark::internal::Benchmark* b) {
+  for (std::int64_t M : {1, 2, 4, 8, 16})
+    for (std::int64_t mode : {1, 0}) b->Args({M, 768, 768, mode})->Args({M, 768, 3072, mode});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 void strided_shapes(benchmark::internal::Benchmark* b) {
   for (std::int64_t M : {1, 16, 197, 1024})
     for (std::int64_t pass : {1, 0}) b->Args({M, 768, 768, pass})->Args({M, 768, 3072, pass});
@@ -149,5 +165,6 @@ BENCHMARK(BM_OneDnnMatmul)->Apply(shapes);
 BENCHMARK(BM_LinearBf16)->Apply(shapes);
 BENCHMARK(BM_OneDnnMatmulBf16)->Apply(shapes);
 BENCHMARK(BM_LinearStrided)->Apply(strided_shapes);
+BENCHMARK(BM_LinearBf16Mode)->Apply(bf16_mode_shapes);
 BENCHMARK(BM_LinearNewM)->Args({16, 768, 768})->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_LinearBiasGelu)->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -1,5 +1,6 @@
 #include "reference/ref_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -45,12 +46,10 @@ RefTensor linear(const RefTensor& x, const RefTensor& w, const RefTensor* bias, 
   const std::int64_t K = x.shape[x.shape.rank() - 1];
   const bool out_in = layout == WeightLayout::out_in;
   const std::int64_t N = out_in ? w.shape[0] : w.shape[1];
-  const std::int64_t M = K == 0 ? 1 : x.numel() / K;
   Shape ys = x.shape;
   ys[ys.rank() - 1] = N;
   RefTensor y(ys);
   const std::int64_t rows = y.numel() / std::max<std::int64_t>(N, 1);
-  (void)M;
   for (std::int64_t m = 0; m < rows; ++m)
     for (std::int64_t n = 0; n < N; ++n) {
       double acc = bias ? bias->data[static_cast<std::size_t>(n)] : 0.0;

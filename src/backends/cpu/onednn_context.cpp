@@ -226,8 +226,9 @@ dnnl::memory::desc dense_md(const dnnl::memory::dims& dims, dnnl::memory::data_t
 void reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory::desc& to, void* dst, int threads) {
   ThreadScope scope(threads);
   const std::string key = KeyBuilder("reorder").add(from).add(to).add(threads).str();
-  auto prim = PrimitiveCache::instance().get<dnnl::reorder>(
-      key, [&] { return dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to, user_scratchpad_attr())); });
+  auto prim = PrimitiveCache::instance().get<dnnl::reorder>(key, [&] {
+    return dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from, engine(), to, user_scratchpad_attr()));
+  });
   execute(*prim, {{DNNL_ARG_FROM, wrap(from, src)}, {DNNL_ARG_TO, wrap(to, dst)}});
 }
 
@@ -245,7 +246,7 @@ std::atomic<Bf16Mode> g_bf16_mode{Bf16Mode::automatic};
 void set_bf16_mode(Bf16Mode mode) noexcept { g_bf16_mode.store(mode); }
 Bf16Mode bf16_mode() noexcept { return g_bf16_mode.load(); }
 
-bool native_bf16() noexcept {
+bool native_bf16(std::int64_t m) noexcept {
   switch (bf16_mode()) {
     case Bf16Mode::native:
       return true;
@@ -255,7 +256,7 @@ bool native_bf16() noexcept {
       break;
   }
   static const bool amx = dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx;
-  return amx;
+  return amx || m < kNativeBf16MaxM;
 }
 
 void append_activation(dnnl::post_ops& ops, Activation act) {

@@ -5,8 +5,8 @@
 
 #include <array>
 #include <cstddef>
-#include <initializer_list>
 #include <cstdint>
+#include <initializer_list>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -245,15 +245,19 @@ void reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory
 /// Copies any strided tensor into dense row-major memory of dtype `to` at `dst`.
 void to_dense(const Tensor& t, DType to, void* dst, int threads);
 
-/// How bf16 GEMMs are computed. oneDNN's native bf16 kernels only beat f32 with AMX; on
-/// AVX512-BF16 alone they run at about half the f32 rate (measured here), so by default bf16
-/// weights are packed once as f32 and activations converted on the fly. Results are the same up
-/// to f32 rounding: products are exact either way and accumulation is f32.
+/// How bf16 GEMMs are computed: natively (bf16 x bf16, f32 accumulation) or via f32 (bf16
+/// weights packed once as f32, activations converted per call). Without AMX, oneDNN 2.6's native
+/// bf16 kernels run at about half the f32 rate once M >= 16, but for M = 1 they are 2-4x faster
+/// because such GEMMs are bound by reading the weights, which are half the bytes (measured,
+/// docs/benchmarks.md). So `automatic` is native with AMX or for M < kNativeBf16MaxM, via f32
+/// otherwise; a weight used at both kinds of M is packed twice. Results agree up to f32
+/// rounding (native mode rounds an f32 x to bf16 first).
 enum class Bf16Mode { automatic, native, via_f32 };
+inline constexpr std::int64_t kNativeBf16MaxM = 8;
 void set_bf16_mode(Bf16Mode mode) noexcept;
 Bf16Mode bf16_mode() noexcept;
-/// Whether bf16 x bf16 GEMMs run natively now (automatic: only when the CPU has AMX).
-bool native_bf16() noexcept;
+/// Whether a bf16 x bf16 GEMM with `m` rows runs natively now.
+bool native_bf16(std::int64_t m) noexcept;
 
 /// Appends the oneDNN eltwise post-op for `act` (nothing for none).
 void append_activation(dnnl::post_ops& ops, Activation act);

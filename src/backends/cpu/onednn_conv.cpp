@@ -141,8 +141,7 @@ void conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Con
   // slower); channel-rich 3x3+ convolutions gain ~5% from brgconv even after the relayouts; the
   // rest (few channels, 1x1) are faster on plain NCHW (docs/benchmarks.md).
   const bool channel_rich = g.C / g.groups >= 64 && g.kernel[0] * g.kernel[1] >= 9;
-  const bool preferred =
-      layout == Layout::preferred || (layout == Layout::automatic && (depthwise || channel_rich));
+  const bool preferred = layout == Layout::preferred || (layout == Layout::automatic && (depthwise || channel_rich));
 
   const std::string key = KeyBuilder("conv")
                               .add(g.N)

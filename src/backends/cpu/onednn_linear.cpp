@@ -98,7 +98,7 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
 
   // Compute type: bf16 x bf16 only when native bf16 pays off, else f32 (bf16 weights are packed
   // as f32 once, activations converted per call).
-  const DType cdt = (w.dtype() == DType::BF16 && native_bf16()) ? DType::BF16 : DType::F32;
+  const DType cdt = (w.dtype() == DType::BF16 && native_bf16(M)) ? DType::BF16 : DType::F32;
   // oneDNN 2.6 has no f32 -> bf16 matmul output: such a y gets an f32 scratch and a reorder.
   const DType ddt = cdt == DType::F32 ? DType::F32 : y.dtype();
 

@@ -92,7 +92,8 @@ void matmul_impl(const Tensor& a, const Tensor& b, const MatMulAttrs& attrs, con
   const int threads = resolve_threads(ctx);
   ThreadScope scope(threads);
 
-  const bool native = a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && native_bf16();
+  const std::int64_t M = attrs.trans_a ? a.dim(-1) : a.dim(-2);
+  const bool native = a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && native_bf16(M);
   const auto cdt = to_dnnl(native ? DType::BF16 : DType::F32);
   const DType ddt = native ? y.dtype() : DType::F32;  // no f32 -> bf16 matmul in oneDNN 2.6
 
@@ -156,11 +157,9 @@ void matmul_impl(const Tensor& a, const Tensor& b, const MatMulAttrs& attrs, con
   }
   if (ddt != y.dtype()) y_tmp.emplace(plan->y.get_size());
   void* yp = y_tmp ? y_tmp->data() : y.data();
-  execute(
-      plan->primitive,
-      {{DNNL_ARG_SRC, wrap_cached(plan, 0, plan->a, ap)},
-       {DNNL_ARG_WEIGHTS, wrap_cached(plan, 1, plan->b, bp)},
-       {DNNL_ARG_DST, wrap_cached(plan, 2, plan->y, yp)}});
+  execute(plan->primitive, {{DNNL_ARG_SRC, wrap_cached(plan, 0, plan->a, ap)},
+                            {DNNL_ARG_WEIGHTS, wrap_cached(plan, 1, plan->b, bp)},
+                            {DNNL_ARG_DST, wrap_cached(plan, 2, plan->y, yp)}});
   if (y_tmp) reorder(plan->y, yp, dense_md(plan->y.dims(), to_dnnl(y.dtype())), y.data(), threads);
 }
 

@@ -139,7 +139,7 @@ TEST(CpuLinear, NonContiguousWeightAndBias) {
 
 TEST(CpuLinear, Bf16BothPolicies) {
   using cpu::onednn::Bf16Mode;
-  for (Bf16Mode mode : {Bf16Mode::native, Bf16Mode::via_f32}) {
+  for (Bf16Mode mode : {Bf16Mode::native, Bf16Mode::via_f32, Bf16Mode::automatic}) {
     Bf16ModeScope scope(mode);
     for (DType xd : {DType::BF16, DType::F32})
       for (DType yd : {DType::BF16, DType::F32})
@@ -355,9 +355,10 @@ TEST(CpuMatmul, ExpandedAndSlicedOperands) {
 
 TEST(CpuMatmul, Bf16) {
   using cpu::onednn::Bf16Mode;
-  for (Bf16Mode mode : {Bf16Mode::native, Bf16Mode::via_f32}) {
+  for (Bf16Mode mode : {Bf16Mode::native, Bf16Mode::via_f32, Bf16Mode::automatic}) {
     Bf16ModeScope scope(mode);
     for (DType ydt : {DType::BF16, DType::F32}) {
+      check_matmul({3, 1, 64}, {3, 64, 40}, false, false, 1.0f, DType::BF16, ydt, false, 299);  // decode-like
       check_matmul({2, 17, 67}, {1, 67, 33}, false, false, 1.0f, DType::BF16, ydt, false, 300);
       check_matmul({3, 67, 17}, {33, 67}, true, true, 0.5f, DType::BF16, ydt, true, 301);
     }

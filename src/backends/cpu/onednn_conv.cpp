@@ -137,31 +137,18 @@ void conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Con
   using Layout = Tuning::ConvLayout;
   const Layout layout = tuning().conv_layout;
   const bool depthwise = g.groups == g.C && g.groups > 1;
-  // oneDNN's depthwise kernels need a channels-last layout (plain NCHW falls to gemm:jit, 7x
-  // slower); channel-rich 3x3+ convolutions gain ~5% from brgconv even after the relayouts; the
+  // oneDNN's depthwise kernels need a channels-last layout (plain NCHW falls to gemm:jit, 9x
+  // slower); channel-rich 3x3+ convolutions gain ~10% from brgconv even after the relayouts; the
   // rest (few channels, 1x1) are faster on plain NCHW (docs/benchmarks.md).
   const bool channel_rich = g.C / g.groups >= 64 && g.kernel[0] * g.kernel[1] >= 9;
   const bool preferred = layout == Layout::preferred || (layout == Layout::automatic && (depthwise || channel_rich));
 
-  const std::string key = KeyBuilder("conv")
-                              .add(g.N)
-                              .add(g.C)
-                              .add(g.in[0])
-                              .add(g.in[1])
-                              .add(g.O)
-                              .add(g.kernel[0])
-                              .add(g.kernel[1])
-                              .add(g.stride[0])
-                              .add(g.stride[1])
-                              .add(g.pad[0])
-                              .add(g.pad[1])
-                              .add(g.dilation[0])
-                              .add(g.dilation[1])
-                              .add(g.groups)
-                              .add(bias.defined())
-                              .add(preferred)
-                              .add(threads)
-                              .str();
+  KeyBuilder kb("conv");
+  for (std::int64_t v : {g.N, g.C, g.in[0], g.in[1], g.O, g.kernel[0], g.kernel[1], g.stride[0], g.stride[1], g.pad[0],
+                         g.pad[1], g.dilation[0], g.dilation[1], g.groups, std::int64_t{bias.defined()},
+                         std::int64_t{preferred}, std::int64_t{threads}})
+    kb.add(v);
+  const std::string& key = kb.str();
   auto plan = PrimitiveCache::instance().get<ConvPlan>(key, [&] {
     ConvPlan p;
     const dnnl::memory::desc src = preferred ? dnnl::memory::desc(x_dims, dt::f32, tag::any) : x_plain;

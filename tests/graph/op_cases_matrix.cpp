@@ -8,15 +8,6 @@ namespace {
 
 using ref::RefTensor;
 
-RefTensor get(const CaseInputs& in, const std::string& name) { return ref::from_tensor(in.logical.at(name)); }
-
-Value constant(Graph& g, CaseInputs& in, std::mt19937& rng, const std::string& name, const Shape& shape, DType dtype,
-               double lo = -1.0, double hi = 1.0) {
-  Tensor t = ref::random_tensor(shape, dtype, rng, lo, hi);
-  in.logical[name] = t;
-  return g.constant(t, name);
-}
-
 std::string suffix(DType dt, bool strided) { return std::string("_") + dtype_name(dt) + (strided ? "_strided" : ""); }
 
 std::vector<OpCase> gemm_cases() {

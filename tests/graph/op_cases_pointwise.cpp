@@ -11,15 +11,6 @@ using ref::RefTensor;
 using Build = std::function<void(Graph&, CaseInputs&, std::mt19937&)>;
 using Reference = std::function<std::vector<RefTensor>(const CaseInputs&)>;
 
-RefTensor get(const CaseInputs& in, const std::string& name) { return ref::from_tensor(in.logical.at(name)); }
-
-Value constant(Graph& g, CaseInputs& in, std::mt19937& rng, const std::string& name, const Shape& shape, DType dtype,
-               double lo = -1.0, double hi = 1.0) {
-  Tensor t = ref::random_tensor(shape, dtype, rng, lo, hi);
-  in.logical[name] = t;
-  return g.constant(t, name);
-}
-
 Value ids_input(Graph& g, CaseInputs& in, std::mt19937& rng, const std::string& name, const Shape& shape, DType dtype,
                 std::int64_t hi) {
   Tensor t = ref::random_tensor(shape, DType::F32, rng, 0.0, static_cast<double>(hi)).to(dtype);

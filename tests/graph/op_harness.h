@@ -48,6 +48,17 @@ inline Value random_input(Graph& g, CaseInputs& in, std::mt19937& rng, const std
   return v;
 }
 
+/// A constant (weight) of random values, also recorded in `in.logical` for the reference.
+inline Value constant(Graph& g, CaseInputs& in, std::mt19937& rng, const std::string& name, const Shape& shape,
+                      DType dtype, double lo = -1.0, double hi = 1.0) {
+  Tensor t = ref::random_tensor(shape, dtype, rng, lo, hi);
+  in.logical[name] = t;
+  return g.constant(t, name);
+}
+
+/// The logical value of an input or constant, in doubles.
+inline ref::RefTensor get(const CaseInputs& in, const std::string& name) { return ref::from_tensor(in.logical.at(name)); }
+
 struct OpCase {
   std::string name;
   DType dtype = DType::F32;

@@ -1,5 +1,7 @@
 #include "reference/ref_gemm.h"
 
+#include "reference/ref_elementwise.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -20,28 +22,6 @@ std::int64_t broadcast_offset(const Shape& shape, const std::vector<std::int64_t
 
 }  // namespace
 
-double activation(double v, Activation act) {
-  switch (act) {
-    case Activation::none:
-      return v;
-    case Activation::gelu:
-      return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-    case Activation::gelu_tanh: {
-      const double c = std::sqrt(2.0 / 3.14159265358979323846);
-      return 0.5 * v * (1.0 + std::tanh(c * (v + 0.044715 * v * v * v)));
-    }
-    case Activation::relu:
-      return v > 0 ? v : 0.0;
-    case Activation::silu:
-      return v / (1.0 + std::exp(-v));
-    case Activation::sigmoid:
-      return 1.0 / (1.0 + std::exp(-v));
-    case Activation::tanh:
-      return std::tanh(v);
-  }
-  throw std::invalid_argument("ref::activation: unknown activation");
-}
-
 RefTensor linear(const RefTensor& x, const RefTensor& w, const RefTensor* bias, WeightLayout layout, Activation act) {
   const std::int64_t K = x.shape[x.shape.rank() - 1];
   const bool out_in = layout == WeightLayout::out_in;
@@ -57,7 +37,7 @@ RefTensor linear(const RefTensor& x, const RefTensor& w, const RefTensor* bias, 
         const double wv = w.data[static_cast<std::size_t>(out_in ? n * K + k : k * N + n)];
         acc += x.data[static_cast<std::size_t>(m * K + k)] * wv;
       }
-      y.data[static_cast<std::size_t>(m * N + n)] = activation(acc, act);
+      y.data[static_cast<std::size_t>(m * N + n)] = activation_value(acc, act);
     }
   return y;
 }

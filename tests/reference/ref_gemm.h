@@ -10,8 +10,6 @@
 
 namespace encore::ref {
 
-/// The activation on one value (exact formulas: erf GELU, tanh GELU, ...).
-double activation(double v, Activation act);
 
 /// y = act(x W + bias); x [..., K]; w [N, K] (out_in) or [K, N] (in_out); bias [N] or null.
 RefTensor linear(const RefTensor& x, const RefTensor& w, const RefTensor* bias, WeightLayout layout,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command on the GPU machine: builds encore with CUDA (Release, Ninja) into build-gpu, runs the
 # CUDA tests and the whole suite, compute-sanitizer memcheck and racecheck on the CUDA test binaries,
-# the GPU benchmarks (bench_cuda_*), and prints a summary table last. Logs go to $OUT/gpu-check when
+# the GPU benchmarks (bench_cuda_*), the captioning benchmark beside Hugging Face eager
+# (encore-bench caption, tools/bench/caption_peers.py), and prints a summary table last. Logs go to $OUT/gpu-check when
 # OUT is set, else to build-gpu/gpu-check-logs.
 #
 # Dependencies: the system's, or the tree made by scripts/gpu-deps.sh: ENCORE_DEPS_PREFIX=<dir>
@@ -10,18 +11,22 @@
 # (nvcc on PATH or in /usr/local/cuda/bin).
 #
 # Environment: ENCORE_BUILD_JOBS (16), ENCORE_GPU_BUILD_DIR (build-gpu), ENCORE_GPU_CHECK_STEPS
-# (default "build test sanitize bench"; "configure" alone only configures), ENCORE_SANITIZER_FILTER (gtest filter for the sanitizer
-# runs), ENCORE_SANITIZER_TIMEOUT (seconds per binary and tool, 900), ENCORE_BENCH_MIN_TIME (0.05).
+# (default "build test sanitize bench caption"; "configure" alone only configures), ENCORE_SANITIZER_FILTER (gtest filter for the sanitizer
+# runs), ENCORE_SANITIZER_TIMEOUT (seconds per binary and tool, 900), ENCORE_SANITIZER_TOOLS
+# ("memcheck racecheck"), ENCORE_SANITIZER_BINARIES (name substrings; default all), ENCORE_BENCH_MIN_TIME
+# (0.05), ENCORE_BENCH_FILTER (regex of bench_cuda_* names to run; default all), ENCORE_CAPTION_ITERS (10).
 # Exit status: 0 when the build, every test and every sanitizer run are clean.
 set -uo pipefail  # not -e: every step runs and is reported
 cd "$(dirname "$0")/.." || exit 2
 root=$(pwd)
 build=${ENCORE_GPU_BUILD_DIR:-build-gpu}
 jobs=${ENCORE_BUILD_JOBS:-16}
-steps=${ENCORE_GPU_CHECK_STEPS:-build test sanitize bench}
+steps=${ENCORE_GPU_CHECK_STEPS:-build test sanitize bench caption}
 san_timeout=${ENCORE_SANITIZER_TIMEOUT:-900}
 # The out-of-memory test provokes a failing cudaMalloc on purpose, which the sanitizer would report.
 san_filter=${ENCORE_SANITIZER_FILTER:--*OutOfMemory*}
+san_tools=${ENCORE_SANITIZER_TOOLS:-memcheck racecheck}
+san_binaries=${ENCORE_SANITIZER_BINARIES:-}  # e.g. "attention decode": test binaries whose names contain one
 bench_min_time=${ENCORE_BENCH_MIN_TIME:-0.05}
 if [ -n "${OUT:-}" ]; then logs=$OUT/gpu-check; else logs=$root/$build/gpu-check-logs; fi
 mkdir -p "$logs"
@@ -101,7 +106,8 @@ fi
 # "X% tests passed, F tests failed out of T" plus the skipped count, from a ctest log.
 ctest_counts() {
   local total failed skipped
-  total=$(grep -oE 'tests failed out of [0-9]+' "$1" | grep -oE '[0-9]+$' | tail -n 1)
+  # "100% tests passed, 0 tests failed out of N" (older ctest) or "100% tests passed out of N".
+  total=$(grep -oE 'tests (passed|failed) out of [0-9]+' "$1" | grep -oE '[0-9]+$' | tail -n 1)
   failed=$(grep -oE '[0-9]+ tests failed out of' "$1" | grep -oE '^[0-9]+' | tail -n 1)
   skipped=$(grep -cE '\*\*\*Skipped|Skipped +[0-9.]+ sec' "$1")
   echo "${total:-0} ${failed:-0} ${skipped:-0}"
@@ -129,7 +135,12 @@ if has_step sanitize && [ "$built" -eq 1 ]; then
     for bin in "$build"/tests/backends/cuda/cuda_test_*; do
       [ -x "$bin" ] || continue
       name=$(basename "$bin")
-      for tool in memcheck racecheck; do
+      if [ -n "$san_binaries" ]; then  # only the named binaries (substrings)
+        pick=0
+        for want in $san_binaries; do case "$name" in *"$want"*) pick=1 ;; esac; done
+        [ "$pick" -eq 1 ] || continue
+      fi
+      for tool in $san_tools; do
         out="$logs/sanitizer-$tool-$name.log"
         log "compute-sanitizer --tool $tool $name"
         # memcheck: caching off, so that every buffer has its own allocation and overruns are caught.
@@ -155,6 +166,7 @@ if has_step bench && [ "$built" -eq 1 ]; then
   for bin in "$build"/benchmarks/bench_cuda_*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin")
+    [[ "$name" =~ ${ENCORE_BENCH_FILTER:-.} ]] || continue
     log "benchmark $name"
     if "$bin" "--benchmark_min_time=$bench_min_time" "--benchmark_out=$logs/$name.json" \
          --benchmark_out_format=json >"$logs/$name.log" 2>&1; then
@@ -167,7 +179,40 @@ if has_step bench && [ "$built" -eq 1 ]; then
   done
 fi
 
-# ---- (e) summary ----------------------------------------------------------------------------------
+# ---- (e) captioning end to end: encore-bench vs Hugging Face eager, same weights -------------------
+# Needs python3 with torch + transformers (the GPU machine has them); the random ViT-B/16 + GPT-2
+# small is made by the peer script (save_pretrained) so both load identical weights.
+if has_step caption && [ "$built" -eq 1 ]; then
+  model=${ENCORE_CAPTION_MODEL:-/tmp/encore-bench-models/vit-b16-gpt2-base}
+  bench=$build/benchmarks/cli/encore-bench
+  iters=${ENCORE_CAPTION_ITERS:-10}
+  if ! python3 -c 'import torch, transformers' 2>/dev/null; then
+    add caption skipped "python3 without torch/transformers"
+  elif [ ! -x "$bench" ]; then
+    failed=1; add caption FAILED "no $bench"
+  else
+    [ -f "$model/config.json" ] ||
+      python3 tools/bench/caption_peers.py --make-model "$model" --size base >"$logs/caption-make-model.log" 2>&1
+    ok=1
+    for dt in f32 f16; do
+      for shape in "1 1" "1 4" "8 1" "8 4"; do
+        read -r b k <<<"$shape"
+        tag=$dt-b$b-k$k
+        log "caption $tag"
+        "$bench" caption --model "$model" --device cuda --dtype "$dt" --batch "$b" --beams "$k" --new-tokens 16 \
+          --warmup 2 --iters "$iters" --json "$logs/caption-encore-$tag.json" >"$logs/caption-encore-$tag.log" 2>&1 || ok=0
+        hf_dt=fp32; [ "$dt" = f16 ] && hf_dt=fp16
+        python3 tools/bench/caption_peers.py --model "$model" --engine torch --device cuda --dtype "$hf_dt" --batch "$b" \
+          --beams "$k" --new-tokens 16 --iters "$iters" --json "$logs/caption-hf-$tag.json" >"$logs/caption-hf-$tag.log" 2>&1 || ok=0
+      done
+    done
+    python3 tools/bench/caption_table.py "$logs"/caption-*.json >"$logs/caption-table.md" 2>&1 || ok=0
+    if [ "$ok" -eq 1 ]; then add caption ok "see caption-table.md"
+    else failed=1; add caption FAILED "see caption-*.log"; fi
+  fi
+fi
+
+# ---- (f) summary ----------------------------------------------------------------------------------
 {
   echo
   echo "==================== gpu-check summary (${gpu:-no GPU}) ===================="

@@ -157,10 +157,14 @@ void KvCache::copy_block(int from, int to) {
   }
 }
 
-void KvCache::sync_tables() {
-  std::vector<std::int32_t> lens(host_lengths_.begin(), host_lengths_.end());
-  block_table_.copy_from(Tensor::from_blob(host_table_.data(), block_table_.shape(), DType::I32));
-  lengths_.copy_from(Tensor::from_blob(lens.data(), lengths_.shape(), DType::I32));
+// Each mirror update of a device cache is a host-to-device copy on the decode path: only what
+// changed is copied.
+void KvCache::sync_tables(bool table, bool lengths) {
+  if (table) block_table_.copy_from(Tensor::from_blob(host_table_.data(), block_table_.shape(), DType::I32));
+  if (lengths) {
+    std::vector<std::int32_t> lens(host_lengths_.begin(), host_lengths_.end());
+    lengths_.copy_from(Tensor::from_blob(lens.data(), lengths_.shape(), DType::I32));
+  }
 }
 
 void KvCache::reserve(std::int64_t n) {
@@ -188,6 +192,7 @@ void KvCache::reserve(std::int64_t n) {
   ENCORE_CHECK(needed <= static_cast<i64>(free_blocks_.size()), out_of_memory,
                "KvCache::reserve({}): needs {} free blocks, {} of {} are free", n, needed, free_blocks_.size(),
                num_blocks_);
+  bool changed = false;
   for (int b = 0; b < config_.batch; ++b) {
     std::int32_t* row = host_table_.data() + b * max_blocks_per_seq_;
     const i64 len = host_lengths_[b], want = len + n;
@@ -199,12 +204,12 @@ void KvCache::reserve(std::int64_t n) {
       const int copy = take_block();
       copy_block(row[i], copy);
       release_block(row[i]);
-      row[i] = copy;
+      row[i] = copy, changed = true;
     }
-    for (i64 i = have; i < need; ++i) row[i] = take_block();
+    for (i64 i = have; i < need; ++i) row[i] = take_block(), changed = true;
     host_reserved_[b] = std::max(have, need) * bs;
   }
-  sync_tables();
+  if (changed) sync_tables(true, false);
 }
 
 void KvCache::write(int layer, const Tensor& k, const Tensor& v) {
@@ -240,7 +245,7 @@ void KvCache::write(int layer, const Tensor& k, const Tensor& v) {
       row[i] = copy, changed = true;
     }
   }
-  if (changed) sync_tables();
+  if (changed) sync_tables(true, false);
 
   const bool on_host = config_.device.is_cpu();
   const Tensor ks = k.device().is_cpu() ? k : k.to(Device::cpu());
@@ -282,7 +287,7 @@ void KvCache::advance(std::int64_t n) {
                  "KvCache::advance({}): sequence {} holds {} tokens with room for {}", n, b, host_lengths_[b],
                  room_end(host_reserved_[b], config_.max_length));
   for (auto& len : host_lengths_) len += n;
-  sync_tables();
+  sync_tables(false, true);
 }
 
 void KvCache::set_lengths(std::span<const std::int64_t> lengths) {
@@ -300,7 +305,7 @@ void KvCache::set_lengths(std::span<const std::int64_t> lengths) {
     host_lengths_[b] = lengths[b];
     host_reserved_[b] = keep * bs;
   }
-  sync_tables();
+  sync_tables(true, true);
 }
 
 void KvCache::reorder(std::span<const int> parent) {
@@ -325,7 +330,7 @@ void KvCache::reorder(std::span<const int> parent) {
   }
   for (int b = 0; b < config_.batch; ++b)
     for (i64 i = 0; i < old_reserved[b] / bs; ++i) release_block(old_table[b * mb + i]);
-  sync_tables();
+  sync_tables(true, true);
 }
 
 void KvCache::clear() {
@@ -335,7 +340,7 @@ void KvCache::clear() {
   std::fill(refcount_.begin(), refcount_.end(), 0);
   free_blocks_.resize(static_cast<std::size_t>(num_blocks_));
   for (i64 i = 0; i < num_blocks_; ++i) free_blocks_[i] = static_cast<int>(num_blocks_ - 1 - i);  // 0 taken first
-  sync_tables();
+  sync_tables(true, true);
 }
 
 }  // namespace encore

@@ -15,6 +15,17 @@ class NodeRunner {
   virtual void run(const Node& node, std::span<const Tensor> inputs, std::span<const Tensor> outputs) = 0;
   /// Fills `storage` with 0xFF bytes (RunOptions::poison_arena).
   virtual void poison(Storage& storage) = 0;
+
+  // Graph capture (PlanOptions::cuda_graph). A backend that cannot record its launches keeps the
+  // defaults and the plan runs its nodes one by one every time.
+  virtual bool can_capture() const { return false; }
+  /// Starts recording: the run() calls that follow are recorded, not executed.
+  virtual void begin_capture() {}
+  /// Stops recording; with `keep` the recording becomes the replayable graph (replacing any
+  /// earlier one), otherwise it is discarded (a node failed while recording).
+  virtual void end_capture(bool /*keep*/) {}
+  /// Queues one replay of the recorded graph.
+  virtual void replay() {}
 };
 
 /// The runner for options.device. Throws Error(unsupported) when this build has no backend for

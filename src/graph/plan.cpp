@@ -2,6 +2,7 @@
 #include "encore/graph/plan.h"
 
 #include "core/check.h"
+#include "encore/core/logging.h"
 #include "encore/core/threads.h"
 #include "graph/node_runner.h"
 #include "graph/memory_planner.h"
@@ -17,6 +18,14 @@ struct Plan::Impl {
   std::unique_ptr<detail::NodeRunner> runner;
   std::vector<Tensor> values;         // per value: its tensor (inputs and their views rebound per run)
   std::vector<bool> depends_on_input; // per value: its buffer is a graph input
+  bool owns_inputs = false;           // PlanOptions::cuda_graph on a backend that can record
+  bool record = false;                // recording wanted (turned off if a recording fails)
+  bool recorded = false;              // runs replay the recording
+  int runs = 0;                       // completed runs
+
+  void bind_input_views();
+  void run_nodes(const RunOptions& options);
+  void record_nodes();
 };
 
 namespace {
@@ -77,6 +86,53 @@ Plan::Plan(const Graph& graph, const PlanOptions& options) : impl_(std::make_uni
     }
   }
   place_constants(p.graph, p.memory, p.options.device, p.values);
+
+  p.owns_inputs = p.record = p.options.cuda_graph && p.runner->can_capture();
+  if (p.owns_inputs) {  // recorded addresses must not change: inputs get buffers of their own
+    for (int id : p.graph.inputs()) {
+      const ValueInfo& info = p.graph.values()[static_cast<std::size_t>(id)];
+      p.values[static_cast<std::size_t>(id)] = Tensor::empty(info.shape, info.dtype, p.options.device);
+    }
+    p.bind_input_views();
+  }
+}
+
+void Plan::Impl::bind_input_views() {
+  for (std::size_t v = 0; v < graph.values().size(); ++v) {
+    if (!depends_on_input[v] || graph.values()[v].is_input) continue;
+    const Tensor& base = values[static_cast<std::size_t>(memory.root[v])];
+    values[v] = view_of(base, graph.layout(Value{static_cast<int>(v)}), base.offset_bytes());
+  }
+}
+
+void Plan::Impl::run_nodes(const RunOptions& options) {
+  std::vector<Tensor> ins, outs;
+  for (const Node& node : graph.nodes()) {
+    if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
+      detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before op '{}'", op_name(node.kind));
+    if (node.kind == OpKind::view) continue;
+    ins.clear();
+    outs.clear();
+    for (int in : node.inputs) ins.push_back(in >= 0 ? values[static_cast<std::size_t>(in)] : Tensor());
+    for (int out : node.outputs) outs.push_back(values[static_cast<std::size_t>(out)]);
+    runner->run(node, ins, outs);
+  }
+}
+
+// Records the nodes and replays the recording. A node that cannot be recorded (a backend bug,
+// never a user error: the same inputs just ran eagerly) turns recording off for this plan.
+void Plan::Impl::record_nodes() {
+  runner->begin_capture();
+  try {
+    run_nodes(RunOptions{});
+  } catch (const std::exception& e) {
+    runner->end_capture(false);
+    record = false;
+    detail::log(LogLevel::warn, "Plan: recording a CUDA graph failed ({}); running node by node", e.what());
+    return;
+  }
+  runner->end_capture(true);
+  recorded = true;
 }
 
 Plan::~Plan() = default;
@@ -86,6 +142,7 @@ Plan& Plan::operator=(Plan&&) noexcept = default;
 std::size_t Plan::peak_bytes() const noexcept { return impl_->memory.peak_bytes; }
 const std::vector<Placement>& Plan::placements() const noexcept { return impl_->memory.placements; }
 const Graph& Plan::optimised_graph() const noexcept { return impl_->graph; }
+bool Plan::replays_cuda_graph() const noexcept { return impl_->recorded; }
 
 std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
   Impl& p = *impl_;
@@ -100,33 +157,40 @@ std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inp
     ENCORE_CHECK(t.defined() && t.dtype() == info.dtype && t.shape() == info.shape, invalid_argument,
                  "Plan::run: input '{}' must be {} {}, got {}", info.name, dtype_name(info.dtype), info.shape.str(),
                  t.str());
-    ENCORE_CHECK(t.device() == p.options.device, invalid_argument, "Plan::run: input '{}' is on {}, the plan runs on {}",
-                 info.name, t.device().str(), p.options.device.str());
-    p.values[static_cast<std::size_t>(id)] = t.contiguous();
+    const bool host_ok = p.owns_inputs && t.device().is_cpu();
+    ENCORE_CHECK(t.device() == p.options.device || host_ok, invalid_argument,
+                 "Plan::run: input '{}' is on {}, the plan runs on {}", info.name, t.device().str(),
+                 p.options.device.str());
   }
   for (const auto& [name, t] : inputs) {
     bool known = false;
     for (int id : g.inputs()) known = known || g.values()[static_cast<std::size_t>(id)].name == name;
     ENCORE_CHECK(known, invalid_argument, "Plan::run: '{}' is not an input of this graph", name);
   }
-  for (std::size_t v = 0; v < g.values().size(); ++v) {
-    if (!p.depends_on_input[v] || g.values()[v].is_input) continue;
-    const Tensor& base = p.values[static_cast<std::size_t>(p.memory.root[v])];
-    p.values[v] = view_of(base, g.layout(Value{static_cast<int>(v)}), base.offset_bytes());
+  for (int id : g.inputs()) {
+    const Tensor& t = inputs.at(g.values()[static_cast<std::size_t>(id)].name);
+    Tensor& bound = p.values[static_cast<std::size_t>(id)];
+    if (p.owns_inputs)
+      bound.copy_from(t.device().is_cpu() ? t : t.contiguous());  // into the recorded address
+    else
+      bound = t.contiguous();
   }
+  if (!p.owns_inputs) p.bind_input_views();
 
   if (options.poison_arena) p.runner->poison(*p.arena);
-  std::vector<Tensor> ins, outs;
-  for (const Node& node : g.nodes()) {
+  if (p.record && !p.recorded && p.runs >= 1) {
     if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
-      detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before op '{}'", op_name(node.kind));
-    if (node.kind == OpKind::view) continue;
-    ins.clear();
-    outs.clear();
-    for (int in : node.inputs) ins.push_back(in >= 0 ? p.values[static_cast<std::size_t>(in)] : Tensor());
-    for (int out : node.outputs) outs.push_back(p.values[static_cast<std::size_t>(out)]);
-    p.runner->run(node, ins, outs);
+      detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before running");
+    p.record_nodes();
   }
+  if (p.recorded) {
+    if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
+      detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before running");
+    p.runner->replay();
+  } else {
+    p.run_nodes(options);
+  }
+  ++p.runs;
 
   std::map<std::string, Tensor> result;
   for (const auto& [name, id] : g.outputs()) result.emplace(name, p.values[static_cast<std::size_t>(id)]);

@@ -2,6 +2,7 @@
 #include "encore/models/vit_gpt2.h"
 
 #include <chrono>
+#include <mutex>
 
 #include "core/check.h"
 #include "encore/graph/plan.h"
@@ -10,12 +11,57 @@
 
 namespace encore {
 
+namespace {
+
+// Planned work kept between calls, checked out by one call at a time so that concurrent callers
+// never share a plan (a second caller simply plans its own). Bounded: the oldest entries go.
+template <typename T>
+class Pool {
+ public:
+  template <typename Fits>
+  std::unique_ptr<T> take(Fits fits) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = items_.begin(); it != items_.end(); ++it)
+      if (fits(**it)) {
+        std::unique_ptr<T> item = std::move(*it);
+        items_.erase(it);
+        return item;
+      }
+    return nullptr;
+  }
+  void give_back(std::unique_ptr<T> item) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    items_.push_back(std::move(item));
+    if (items_.size() > kCapacity) items_.erase(items_.begin());
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    items_.clear();
+  }
+
+ private:
+  static constexpr std::size_t kCapacity = 4;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<T>> items_;
+};
+
+struct EncoderPlan {
+  std::int64_t batch;
+  Plan plan;
+};
+
+}  // namespace
+
 struct VitGpt2::Impl {
   VitGpt2Config config;
   vitgpt2::Weights weights;
   Device device;
   DType dtype = DType::F32;
   PlanOptions plan_options;
+  Pool<EncoderPlan> encoders;          // by batch size
+  Pool<vitgpt2::Session> sessions;     // by encoder shape, beams, max_length
+
+  Tensor encode(const Tensor& pixels, std::unique_ptr<EncoderPlan>& plan);
 };
 
 namespace {
@@ -38,7 +84,9 @@ VitGpt2 VitGpt2::load(const std::filesystem::path& dir, const ModelOptions& opti
   impl->device = Device::parse(options.device);
   impl->dtype = options.dtype;
   check_dtype(impl->dtype, impl->device);
-  impl->plan_options = PlanOptions{.device = impl->device, .num_threads = options.num_threads};
+  // On CUDA every plan is recorded once and replayed: one launch per encoder pass or decode step.
+  impl->plan_options =
+      PlanOptions{.device = impl->device, .num_threads = options.num_threads, .cuda_graph = impl->device.is_cuda()};
   impl->config = vitgpt2::read_config(dir);
   impl->weights = vitgpt2::load_weights(dir, impl->config, impl->dtype, impl->device);
   return VitGpt2(std::move(impl));
@@ -63,21 +111,38 @@ void check_pixels(const Tensor& pixels, const VitGpt2Config& c) {
                dtype_name(pixels.dtype()));
 }
 
-// Encoder states on the model's device, in the model's dtype (kept for the decoder).
-Tensor run_encoder(const VitGpt2Config& c, const vitgpt2::Weights& w, DType dtype, const PlanOptions& options,
-                   const Tensor& pixels) {
-  check_pixels(pixels, c);
+Graph encoder_graph(const VitGpt2Config& c, const vitgpt2::Weights& w, DType dtype, const Shape& pixels_shape) {
   Graph g;
-  Value x = g.input("pixel_values", DType::F32, pixels.shape());
+  Value x = g.input("pixel_values", DType::F32, pixels_shape);
   g.output("h", vitgpt2::build_encoder(g, x, w, c, dtype));
-  Plan plan(g, options);
-  const Tensor input = pixels.device() == options.device ? pixels : pixels.to(options.device);
-  return plan.run({{"pixel_values", input}}).at("h").clone();
+  return g;
 }
 
 }  // namespace
 
-Tensor VitGpt2::encode(const Tensor& pixel_values) const { return to_host_f32(run_encoder(impl_->config, impl_->weights, impl_->dtype, impl_->plan_options, pixel_values)); }
+// Encoder states on the model's device, in the model's dtype, as a view into the checked-out
+// plan's arena (valid while `plan` is held and not run again).
+Tensor VitGpt2::Impl::encode(const Tensor& pixels, std::unique_ptr<EncoderPlan>& plan) {
+  check_pixels(pixels, config);
+  const std::int64_t batch = pixels.dim(0);
+  plan = encoders.take([batch](const EncoderPlan& p) { return p.batch == batch; });
+  if (plan == nullptr)
+    plan.reset(new EncoderPlan{batch, Plan(encoder_graph(config, weights, dtype, pixels.shape()), plan_options)});
+  const bool direct = pixels.device() == device || plan_options.cuda_graph;  // a recording plan uploads itself
+  return plan->plan.run({{"pixel_values", direct ? pixels : pixels.to(device)}}).at("h");
+}
+
+Tensor VitGpt2::encode(const Tensor& pixel_values) const {
+  std::unique_ptr<EncoderPlan> plan;
+  const Tensor states = to_host_f32(impl_->encode(pixel_values, plan));
+  impl_->encoders.give_back(std::move(plan));
+  return states;
+}
+
+void VitGpt2::release_plans() {
+  impl_->encoders.clear();
+  impl_->sessions.clear();
+}
 
 Tensor VitGpt2::decoder_logits(const Tensor& encoder_states, const Tensor& ids) const {
   const VitGpt2Config& c = impl_->config;
@@ -121,13 +186,24 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOpti
                "VitGpt2::caption: max_length {} must be in 1..{} (the decoder's positions)", options.max_length,
                c.max_positions);
   ENCORE_CHECK(options.num_beams >= 1, invalid_argument, "VitGpt2::caption: num_beams {} must be >= 1", options.num_beams);
-  const Tensor states = run_encoder(c, impl_->weights, impl_->dtype, impl_->plan_options, pixel_values);
+  Impl& m = *impl_;
+  std::unique_ptr<EncoderPlan> encoder;
+  const Tensor states = m.encode(pixel_values, encoder);
   const int batch = static_cast<int>(pixel_values.dim(0));
-  vitgpt2::Session session(impl_->config, impl_->weights, impl_->dtype, impl_->plan_options, states, options.num_beams,
-                           options.max_length);
+  std::unique_ptr<vitgpt2::Session> session = m.sessions.take([&](const vitgpt2::Session& s) {
+    return s.fits(states.shape(), options.num_beams, options.max_length);
+  });
+  if (session != nullptr)
+    session->restart(states);
+  else
+    session = std::make_unique<vitgpt2::Session>(m.config, m.weights, m.dtype, m.plan_options, states,
+                                                 options.num_beams, options.max_length);
+  m.encoders.give_back(std::move(encoder));  // the cross K/V are computed: the states may go
   const auto t1 = Clock::now();
   std::vector<Caption> out;
-  for (GenerationResult& r : generate(session, batch, options)) out.push_back(Caption{std::move(r.ids), r.score});
+  // A failed or cancelled generation drops the session (its cache is mid-caption).
+  for (GenerationResult& r : generate(*session, batch, options)) out.push_back(Caption{std::move(r.ids), r.score});
+  m.sessions.give_back(std::move(session));
   if (timings != nullptr) *timings = CaptionTimings{ms(t0, t1), ms(t1, Clock::now())};
   return out;
 }

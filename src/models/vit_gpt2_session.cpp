@@ -28,15 +28,31 @@ Session::Session(const VitGpt2Config& config, const Weights& weights, DType dtyp
       weights_(weights),
       dtype_(dtype),
       plan_options_(plan_options),
+      encoder_shape_(encoder_states.shape()),
+      beams_(beams),
+      max_length_(max_length),
       rows_(static_cast<int>(encoder_states.dim(0)) * beams),
-      cache_(cache_config(config, dtype, plan_options.device, rows_, max_length)) {
-  compute_cross_kv(encoder_states, beams);
+      cache_(cache_config(config, dtype, plan_options.device, rows_, max_length)),
+      cross_plan_(build_cross_plan(encoder_states, beams)) {
+  compute_cross_kv(encoder_states);
   step_plan_.emplace(build_step_graph(), plan_options_);
+}
+
+bool Session::fits(const Shape& encoder_shape, int beams, int max_length) const {
+  return encoder_shape == encoder_shape_ && beams == beams_ && max_length == max_length_;
+}
+
+void Session::restart(const Tensor& encoder_states) {
+  ENCORE_CHECK(encoder_states.shape() == encoder_shape_, invalid_argument,
+               "decode session: encoder states {} differ from the session's {}", encoder_states.shape().str(),
+               encoder_shape_.str());
+  cache_.clear();
+  compute_cross_kv(encoder_states);
 }
 
 // Cross-attention keys/values depend only on the image: computed once per caption call, for every
 // row (beams of one image share its encoder states through the gather).
-void Session::compute_cross_kv(const Tensor& encoder_states, int beams) {
+Plan Session::build_cross_plan(const Tensor& encoder_states, int beams) const {
   Tensor rows = Tensor::empty({rows_}, DType::I32);
   for (int r = 0; r < rows_; ++r) rows.data_ptr<std::int32_t>()[r] = r / beams;
   Graph g;
@@ -45,9 +61,20 @@ void Session::compute_cross_kv(const Tensor& encoder_states, int beams) {
     const DecoderLayer& w = weights_.decoder[l];
     g.output("kv" + std::to_string(l), g.linear(e, g.constant(w.xkv_w), g.constant(w.xkv_b), kConv1D));
   }
-  Plan plan(g, plan_options_);
-  const auto out = plan.run({{"encoder_states", encoder_states}});
-  for (std::size_t l = 0; l < weights_.decoder.size(); ++l) cross_kv_.push_back(out.at("kv" + std::to_string(l)).clone());
+  return Plan(g, plan_options_);
+}
+
+// The outputs live in the plan's arena at fixed places, so every run rewrites them where the step
+// graph reads them.
+void Session::compute_cross_kv(const Tensor& encoder_states) {
+  const auto out = cross_plan_.run({{"encoder_states", encoder_states}});
+  for (std::size_t l = 0; l < weights_.decoder.size(); ++l) {
+    const Tensor& kv = out.at("kv" + std::to_string(l));
+    if (cross_kv_.size() <= l)
+      cross_kv_.push_back(kv);
+    else
+      ENCORE_CHECK(cross_kv_[l].data() == kv.data(), backend, "decode session: cross K/V of layer {} moved", l);
+  }
 }
 
 // One token per row: embeddings, then per layer self-attention over the paged cache (the new
@@ -60,8 +87,9 @@ Graph Session::build_step_graph() const {
   const LayerNormAttrs ln{.eps = c.dec_layer_norm_eps};
   Graph g;
   auto k = [&g](const Tensor& t) { return g.constant(t); };
-  Value ids = g.input("ids", DType::I32, {rows_, 1});
-  Value positions = g.input("positions", DType::I32, {rows_, 1});
+  // One input for ids and positions: one host-to-device copy per step instead of two.
+  Value tokens = g.input("tokens", DType::I32, {rows_, 2});
+  Value ids = g.slice(tokens, -1, 0, 1), positions = g.slice(tokens, -1, 1, 2);
   Value table = k(cache_.block_table()), lengths = k(cache_.lengths());
   Value h = g.add(g.embedding(k(weights_.wte), ids), g.embedding(k(weights_.wpe), positions));
   for (std::size_t i = 0; i < weights_.decoder.size(); ++i) {
@@ -90,17 +118,20 @@ Tensor Session::step(std::span<const std::int32_t> tokens) {
   for (std::int32_t t : tokens)
     ENCORE_CHECK(t >= 0 && t < config_.vocab_size, invalid_argument, "decode step: token {} is outside the vocabulary of {}",
                  t, config_.vocab_size);
+  for (int r = 0; r < rows_; ++r)  // checked before the cache changes
+    ENCORE_CHECK(cache_.length(r) < config_.max_positions, invalid_argument,
+                 "decode step: position {} is past the model's {} positions", cache_.length(r), config_.max_positions);
   cache_.reserve(1);
   cache_.advance(1);
-  Tensor ids = Tensor::empty({rows_, 1}, DType::I32), positions = Tensor::empty({rows_, 1}, DType::I32);
+  Tensor input = Tensor::empty({rows_, 2}, DType::I32);  // [row] = (token, position)
   for (int r = 0; r < rows_; ++r) {
-    ids.data_ptr<std::int32_t>()[r] = tokens[static_cast<std::size_t>(r)];
-    positions.data_ptr<std::int32_t>()[r] = static_cast<std::int32_t>(cache_.length(r) - 1);
-    ENCORE_CHECK(cache_.length(r) <= config_.max_positions, invalid_argument,
-                 "decode step: position {} is past the model's {} positions", cache_.length(r) - 1, config_.max_positions);
+    input.data_ptr<std::int32_t>()[2 * r] = tokens[static_cast<std::size_t>(r)];
+    input.data_ptr<std::int32_t>()[2 * r + 1] = static_cast<std::int32_t>(cache_.length(r) - 1);
   }
   const Device dev = plan_options_.device;
-  const auto out = step_plan_->run({{"ids", ids.to(dev)}, {"positions", positions.to(dev)}});
+  // A recording CUDA plan copies host inputs itself; otherwise they go to the device first.
+  const bool host_inputs = dev.is_cpu() || plan_options_.cuda_graph;
+  const auto out = step_plan_->run({{"tokens", host_inputs ? input : input.to(dev)}});
   const Tensor logits = out.at("logits");
   return (dev.is_cpu() ? logits.clone() : logits.to(Device::cpu())).view({rows_, config_.vocab_size});
 }

@@ -10,11 +10,19 @@
 
 namespace encore::vitgpt2 {
 
+// Reusable: restart() begins a new caption over new encoder states of the same shape, keeping
+// the planned (on CUDA: recorded) step and cross-attention graphs and the cache.
 class Session final : public DecoderSession {
  public:
   /// `encoder_states` [B, T_enc, D] on the plan's device in the model dtype; rows = B * beams.
   Session(const VitGpt2Config& config, const Weights& weights, DType dtype, const PlanOptions& plan_options,
           const Tensor& encoder_states, int beams, int max_length);
+
+  /// True when restart() can take encoder states of this shape with these settings.
+  bool fits(const Shape& encoder_shape, int beams, int max_length) const;
+  /// Empties the cache and recomputes the cross-attention keys/values (in place: the step graph
+  /// reads them where they are).
+  void restart(const Tensor& encoder_states);
 
   int rows() const override { return rows_; }
   int vocab_size() const override { return static_cast<int>(config_.vocab_size); }
@@ -22,16 +30,20 @@ class Session final : public DecoderSession {
   void reorder(std::span<const int> parent) override;
 
  private:
-  void compute_cross_kv(const Tensor& encoder_states, int beams);
+  Plan build_cross_plan(const Tensor& encoder_states, int beams) const;
+  void compute_cross_kv(const Tensor& encoder_states);
   Graph build_step_graph() const;
 
   const VitGpt2Config& config_;
   const Weights& weights_;
   DType dtype_;
   PlanOptions plan_options_;
+  Shape encoder_shape_;
+  int beams_, max_length_;
   int rows_;
   KvCache cache_;
-  std::vector<Tensor> cross_kv_;  // per layer: [rows, T_enc, 2D]
+  Plan cross_plan_;               // encoder states -> cross K/V of every layer
+  std::vector<Tensor> cross_kv_;  // per layer: [rows, T_enc, 2D], outputs of cross_plan_ (rewritten in place)
   std::optional<Plan> step_plan_;
 };
 

@@ -116,3 +116,15 @@ TEST(GraphExec, ViewsOfInputsAndConstantsRunWithoutCopies) {
   // w viewed as [4,2] then transposed: [[10,30,50,70],[20,40,60,80]]; first two columns.
   EXPECT_EQ(plan.run({{"x", in}}).at("y").to_float_vector(), (std::vector<float>{12, 33, 26, 47}));
 }
+
+TEST(GraphExec, CudaGraphOptionIsIgnoredOnTheCpu) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {3});
+  g.output("y", g.scale(x, 2.0f));
+  Plan plan(g, {.cuda_graph = true});
+  for (float v : {1.0f, 2.0f, 3.0f}) {
+    const Tensor in = Tensor::from_vector(std::vector<float>{v, v + 1, v + 2}, {3});
+    EXPECT_EQ(plan.run({{"x", in}}).at("y").to_float_vector(), (std::vector<float>{2 * v, 2 * v + 2, 2 * v + 4}));
+  }
+  EXPECT_FALSE(plan.replays_cuda_graph());
+}

@@ -126,6 +126,41 @@ TEST_P(VitGpt2Golden, CudaMatchesGoldens) {
   }
 }
 
+// The model keeps its planned encoder and decode sessions between calls (on CUDA: recorded
+// graphs, replayed). Repeated and interleaved calls, with the batch rows swapped so that stale
+// cross-attention keys or cache contents would show, must keep matching the goldens.
+TEST_P(VitGpt2Golden, RepeatedCallsReusePlansCorrectly) {
+  std::vector<std::string> devices{"cpu"};
+  if (!build_info().cuda_devices.empty()) devices.push_back("cuda");
+  const Tensor pixels = golden("pixel_values");
+  Tensor swapped = Tensor::empty(pixels.shape(), pixels.dtype());
+  swapped.slice(0, 0, 1).copy_from(pixels.slice(0, 1, 2));
+  swapped.slice(0, 1, 2).copy_from(pixels.slice(0, 0, 1));
+  const Tensor greedy = golden("greedy.sequences"), beam = golden("beam.sequences");
+  for (const std::string& device : devices) {
+    SCOPED_TRACE(device);
+    auto model = VitGpt2::load(dir_, {.device = device});
+    const std::int32_t eos = model.config().eos_token_id;
+    for (int round = 0; round < 3; ++round) {
+      const bool swap = round % 2 == 1;
+      const auto g = model.caption(swap ? swapped : pixels, {.max_length = static_cast<int>(greedy.dim(1))});
+      const auto b = model.caption(swap ? swapped : pixels, {.max_length = 12, .num_beams = 4});
+      for (std::int64_t r = 0; r < 2; ++r) {
+        const std::int64_t want_row = swap ? 1 - r : r;
+        EXPECT_EQ(g[static_cast<std::size_t>(r)].ids, hf_row(greedy, want_row, eos)) << "round " << round << " row " << r;
+        EXPECT_EQ(b[static_cast<std::size_t>(r)].ids, hf_row(beam, want_row, eos)) << "round " << round << " row " << r;
+      }
+      const Tensor states = model.encode(swap ? swapped : pixels);
+      EXPECT_LT(relative_error(states.slice(0, swap ? 1 : 0, swap ? 2 : 1),
+                               golden("encoder.last_hidden_state").slice(0, 0, 1)),
+                1e-4);
+    }
+    model.release_plans();
+    const auto again = model.caption(pixels, {.max_length = static_cast<int>(greedy.dim(1))});
+    EXPECT_EQ(again[0].ids, hf_row(greedy, 0, eos));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(TinyModels, VitGpt2Golden, ::testing::Values("vit_gpt2_tiny", "vit_gpt2_tiny_b"));
 
 TEST(VitGpt2Errors, BadInputsGiveClearErrors) {

@@ -75,7 +75,7 @@ class KvCache {
   int take_block();
   void release_block(int block);
   void copy_block(int from, int to);
-  void sync_tables();
+  void sync_tables(bool table, bool lengths);
 
   KvCacheConfig config_;
   std::int64_t num_blocks_ = 0;

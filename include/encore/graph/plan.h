@@ -22,6 +22,16 @@ struct PlanOptions {
   Device device = Device::cpu();
   int num_threads = 0;   ///< CPU threads for this plan's kernels; 0 = encore::num_threads().
   bool fuse = true;      ///< run the fusion passes (linear+activation, residual add+layer norm).
+  /// CUDA plans: record the nodes once as a CUDA graph and replay it on later runs, one launch
+  /// instead of one per node (what makes a decode step cheap). The first run executes node by node
+  /// (kernels create their lazy state then); the second records and replays. Inputs are copied into
+  /// buffers the plan owns and may then also be given on the CPU. Constants (weights, caches) are
+  /// addressed as they were when recorded: their contents may change between runs, their storage
+  /// must not. The device's stream must not be used by another thread while a run records (plans
+  /// of one device share it). Replays skip the device-side index checks (they need a host
+  /// round trip): an out-of-range embedding/gather index then reads as zeros instead of throwing.
+  /// Ignored on the CPU.
+  bool cuda_graph = false;
 };
 
 struct RunOptions {
@@ -57,10 +67,13 @@ class Plan {
   const std::vector<Placement>& placements() const noexcept;
   /// The graph after the passes.
   const Graph& optimised_graph() const noexcept;
+  /// True once runs replay a recorded CUDA graph (PlanOptions::cuda_graph, from the second run on).
+  bool replays_cuda_graph() const noexcept;
 
   /// Runs the graph. `inputs` maps every graph input name to a tensor of the declared dtype and
-  /// shape on the plan's device (non-contiguous tensors are copied). Returns the outputs by name;
-  /// they are views into the arena, valid until the next run() (clone() to keep them).
+  /// shape on the plan's device (non-contiguous tensors are copied; with PlanOptions::cuda_graph
+  /// CPU tensors are accepted too). Returns the outputs by name; they are views into the arena,
+  /// valid until the next run() (clone() to keep them). One run at a time per plan.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, const RunOptions& options = {});
 
  private:

@@ -80,8 +80,14 @@ class VitGpt2 {
   Tensor decoder_logits(const Tensor& encoder_states, const Tensor& ids) const;
   /// Captions for a batch of preprocessed images [B, 3, H, W] (HF `generate` semantics).
   /// Options left at their defaults take the model's generation config (start/eos/pad ids).
+  /// The planned encoder and decode session (KV cache, cross K/V, and on CUDA the recorded
+  /// graphs) are kept for the next call with the same batch, beams and max_length (a few shapes;
+  /// release_plans() frees them). Safe to call from several threads: each call works on plans of
+  /// its own.
   std::vector<Caption> caption(const Tensor& pixel_values, GenerationOptions options,
                                CaptionTimings* timings = nullptr) const;
+  /// Frees the plans and decode sessions kept between calls (their arenas, caches, graphs).
+  void release_plans();
 
  private:
   struct Impl;

@@ -11,6 +11,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/runtime.h"
+#include "core/check.h"
 
 namespace encore::cuda {
 
@@ -137,7 +138,19 @@ void BlockCache::reset_peak() {
 
 namespace {
 
+// The blocks freed on this thread go to `sink` while a capture holds them (see HeldBlocks).
+thread_local const CachingAllocator* t_hold_owner = nullptr;
+thread_local std::vector<void*>* t_hold_sink = nullptr;
+
 void* cuda_malloc(int device, std::size_t bytes) {
+  // A new block may be needed while this thread captures a CUDA graph: cudaMalloc is legal then only
+  // in relaxed capture mode.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  struct Restore {
+    cudaStreamCaptureMode& m;
+    ~Restore() { cudaThreadExchangeStreamCaptureMode(&m); }
+  } restore{mode};
   DeviceGuard guard(device);
   void* ptr = nullptr;
   const cudaError_t err = cudaMalloc(&ptr, bytes);
@@ -197,7 +210,30 @@ void* CachingAllocator::allocate(std::size_t bytes) {
                mib(s.allocated_bytes));
 }
 
-void CachingAllocator::deallocate(void* ptr) noexcept { cache_.deallocate(ptr); }
+void CachingAllocator::deallocate(void* ptr) noexcept {
+  if (t_hold_owner == this && t_hold_sink != nullptr && cache_.block_size(ptr) != 0) {
+    try {
+      t_hold_sink->push_back(ptr);
+      return;
+    } catch (...) {  // out of host memory: reusing the block early is the lesser evil than leaking it
+    }
+  }
+  cache_.deallocate(ptr);
+}
+
+HeldBlocks::HeldBlocks(CachingAllocator& allocator) : allocator_(&allocator) {
+  ENCORE_CHECK(t_hold_owner == nullptr, invalid_argument, "HeldBlocks: this thread already holds freed blocks");
+  t_hold_owner = allocator_, t_hold_sink = &blocks_;
+}
+
+void HeldBlocks::stop() noexcept {
+  if (t_hold_sink == &blocks_) t_hold_owner = nullptr, t_hold_sink = nullptr;
+}
+
+HeldBlocks::~HeldBlocks() {
+  stop();
+  for (void* p : blocks_) allocator_->deallocate(p);
+}
 
 std::size_t CachingAllocator::trim() noexcept { return cache_.trim(); }
 

@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 namespace encore::cuda {
 
@@ -108,6 +109,25 @@ class CachingAllocator {
  private:
   int device_;
   BlockCache cache_;
+};
+
+/// While started (constructed) on a thread, the blocks that thread frees through `allocator` are
+/// kept back instead of returning to the cache; they go back when the HeldBlocks is destroyed.
+/// A CUDA graph captured meanwhile addresses its scratch blocks at every replay, so they must not be
+/// handed to anyone else while the graph lives. One hold per thread at a time.
+class HeldBlocks {
+ public:
+  explicit HeldBlocks(CachingAllocator& allocator);
+  ~HeldBlocks();
+  HeldBlocks(const HeldBlocks&) = delete;
+  HeldBlocks& operator=(const HeldBlocks&) = delete;
+  /// Ends the capture of freed blocks (those held so far stay held until destruction).
+  void stop() noexcept;
+  std::size_t size() const noexcept { return blocks_.size(); }
+
+ private:
+  CachingAllocator* allocator_;
+  std::vector<void*> blocks_;
 };
 
 }  // namespace encore::cuda

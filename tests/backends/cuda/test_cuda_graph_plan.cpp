@@ -1,0 +1,184 @@
+// Plans recorded as CUDA graphs (PlanOptions::cuda_graph): replays equal node-by-node runs of the
+// same graph for changing inputs, a decode step over a growing KV cache replays correctly as the
+// lengths (read from device memory) grow, scratch blocks a recording addresses are not handed out
+// again while the plan lives, and cancellation still works before a replay.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "encore/core/error.h"
+#include "encore/decode/kv_cache.h"
+#include "encore/graph/plan.h"
+
+namespace encore {
+namespace {
+
+using cuda::test::download;
+
+Tensor random_host(const Shape& shape, std::mt19937& rng, float scale = 1.0f) {
+  Tensor t = Tensor::empty(shape, DType::F32);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_ptr<float>()[i] = dist(rng);
+  return t;
+}
+
+Tensor random_ids(const Shape& shape, int vocab, std::mt19937& rng) {
+  Tensor t = Tensor::empty(shape, DType::I32);
+  std::uniform_int_distribution<int> dist(0, vocab - 1);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_ptr<std::int32_t>()[i] = dist(rng);
+  return t;
+}
+
+void expect_bitwise_equal(const Tensor& a, const Tensor& b) {
+  const Tensor x = download(a), y = download(b);
+  ASSERT_EQ(x.shape(), y.shape());
+  ASSERT_EQ(x.nbytes(), y.nbytes());
+  EXPECT_EQ(std::memcmp(x.data(), y.data(), x.nbytes()), 0);
+}
+
+// A decode-step-sized chain of small ops: embedding, linear + GELU, residual, layer norm, softmax.
+Graph small_op_chain(int vocab, int width, int rows, std::mt19937& rng) {
+  Graph g;
+  const Device dev = cuda::test::runtime().device();
+  auto k = [&](const Shape& s) { return g.constant(random_host(s, rng, 0.5f).to(dev)); };
+  Value ids = g.input("ids", DType::I32, {rows, 1});
+  Value x = g.input("x", DType::F32, {rows, 1, width});
+  Value h = g.add(g.embedding(k({vocab, width}), ids), x);
+  for (int i = 0; i < 3; ++i) {
+    Value m = g.activation(g.linear(h, k({width, width}), k({width}), {}), Activation::gelu_tanh);
+    h = g.layer_norm(g.add(h, m), k({width}), k({width}), {.eps = 1e-5f});
+  }
+  g.output("probs", g.softmax(h, -1));
+  g.output("h", h);
+  return g;
+}
+
+TEST(CudaGraphPlan, ReplaysEqualNodeByNodeRuns) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(11);
+  const int vocab = 37, width = 48, rows = 3;
+  const Graph g = small_op_chain(vocab, width, rows, rng);
+  const Device dev = cuda::test::runtime().device();
+  Plan eager(g, {.device = dev});
+  Plan graphed(g, {.device = dev, .cuda_graph = true});
+  for (int run = 0; run < 5; ++run) {
+    const Tensor ids = random_ids({rows, 1}, vocab, rng), x = random_host({rows, 1, width}, rng);
+    const auto want = eager.run({{"ids", ids.to(dev)}, {"x", x.to(dev)}});
+    // Host inputs are accepted by a recording plan: they are copied into its own buffers.
+    const auto got = graphed.run({{"ids", ids}, {"x", run % 2 == 0 ? x : x.to(dev)}});
+    EXPECT_EQ(graphed.replays_cuda_graph(), run >= 1) << "run " << run;
+    for (const char* name : {"probs", "h"}) {
+      SCOPED_TRACE(name);
+      expect_bitwise_equal(got.at(name), want.at(name));
+    }
+  }
+  EXPECT_FALSE(eager.replays_cuda_graph());
+}
+
+TEST(CudaGraphPlan, HostInputsNeedRecording) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(12);
+  const Graph g = small_op_chain(11, 16, 2, rng);
+  Plan eager(g, {.device = cuda::test::runtime().device()});
+  try {
+    eager.run({{"ids", random_ids({2, 1}, 11, rng)}, {"x", random_host({2, 1, 16}, rng)}});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("is on cpu, the plan runs on cuda:0"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaGraphPlan, CancelledBeforeReplay) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(13);
+  const Graph g = small_op_chain(11, 16, 2, rng);
+  Plan plan(g, {.device = cuda::test::runtime().device(), .cuda_graph = true});
+  const std::map<std::string, Tensor> in{{"ids", random_ids({2, 1}, 11, rng)}, {"x", random_host({2, 1, 16}, rng)}};
+  plan.run(in);
+  plan.run(in);
+  ASSERT_TRUE(plan.replays_cuda_graph());
+  std::atomic<bool> cancel{true};
+  try {
+    plan.run(in, {.cancel = &cancel});
+    FAIL() << "expected Error(cancelled)";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::cancelled);
+  }
+}
+
+// A matmul over every second column (no dense matrix orientation) makes the GEMM densify the
+// operand into a scratch block. The recording addresses that block; if it went back to the cache, the allocations below
+// would take it and overwrite it with garbage before the replay.
+TEST(CudaGraphPlan, ScratchOfARecordingIsNotReused) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(14);
+  const Device dev = cuda::test::runtime().device();
+  Graph g;
+  Value a = g.input("a", DType::F32, {24, 80});
+  Value w = g.constant(random_host({40, 32}, rng).to(dev));
+  g.output("y", g.matmul(g.slice(a, 1, 0, 80, 2), w));
+  Plan eager(g, {.device = dev});
+  Plan graphed(g, {.device = dev, .cuda_graph = true});
+  const Tensor a0 = random_host({24, 80}, rng);
+  graphed.run({{"a", a0}});
+  graphed.run({{"a", a0}});
+  ASSERT_TRUE(graphed.replays_cuda_graph());
+  std::vector<Tensor> garbage;
+  for (int i = 0; i < 64; ++i) {
+    garbage.push_back(Tensor::empty({24 * 80 + i * 8}, DType::F32, dev));
+    cuda::test::runtime().memset(garbage.back().data(), 0x7F, garbage.back().nbytes());
+  }
+  const Tensor a1 = random_host({24, 80}, rng);
+  const auto got = graphed.run({{"a", a1}});
+  const auto want = eager.run({{"a", a1.to(dev)}});
+  expect_bitwise_equal(got.at("y"), want.at("y"));
+}
+
+// One decoder-like step over a paged cache: write the new key/value, attend over the cache. The
+// recorded step reads lengths and the block table from device memory, so replays keep working as
+// the cache grows across blocks.
+TEST(CudaGraphPlan, DecodeStepReplaysOverAGrowingCache) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(15);
+  const Device dev = cuda::test::runtime().device();
+  const int rows = 3, heads = 4, dim = 64, width = heads * dim;
+  for (DType dt : {DType::F32, DType::F16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    KvCacheConfig cfg{.num_layers = 1, .batch = rows, .num_kv_heads = heads, .head_dim = dim, .max_length = 80,
+                      .block_size = 16, .dtype = dt, .device = dev};
+    KvCache eager_cache(cfg), graph_cache(cfg);
+    const Tensor w_qkv = random_host({width, 3 * width}, rng, 0.1f).to(dt).to(dev);
+    auto step_graph = [&](const KvCache& cache) {
+      Graph g;
+      Value x = g.input("x", dt, {rows, 1, width});
+      Value qkv = g.linear(x, g.constant(w_qkv), {}, {.layout = WeightLayout::in_out});
+      Value kc = g.constant(cache.keys(0)), vc = g.constant(cache.values(0));
+      Value table = g.constant(cache.block_table()), lengths = g.constant(cache.lengths());
+      g.kv_cache_write(g.slice(qkv, -1, width, 2 * width), g.slice(qkv, -1, 2 * width, 3 * width), kc, vc, table, lengths);
+      g.output("y", g.decode_attention(g.slice(qkv, -1, 0, width), kc, vc, table, lengths, {.num_heads = heads}));
+      return g;
+    };
+    Plan eager(step_graph(eager_cache), {.device = dev});
+    Plan graphed(step_graph(graph_cache), {.device = dev, .cuda_graph = true});
+    for (int t = 0; t < 40; ++t) {  // crosses two block boundaries
+      const Tensor x = random_host({rows, 1, width}, rng).to(dt).to(dev);
+      for (KvCache* c : {&eager_cache, &graph_cache}) {
+        c->reserve(1);
+        c->advance(1);
+      }
+      const auto want = eager.run({{"x", x}});
+      const auto got = graphed.run({{"x", x}});
+      expect_bitwise_equal(got.at("y"), want.at("y"));
+      if (::testing::Test::HasFailure()) FAIL() << "step " << t;
+    }
+    EXPECT_TRUE(graphed.replays_cuda_graph());
+  }
+}
+
+}  // namespace
+}  // namespace encore

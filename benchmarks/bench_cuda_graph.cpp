@@ -7,9 +7,11 @@
 // - `tiny_chain`: the same number of tiny ops (64-wide linear + GELU + add + layer norm), where the
 //   launch and dispatch cost is all there is.
 // Wall-clock time per run() including the stream synchronisation; µs/node = time / kernel nodes.
+// Node-by-node cases also report us_<op>: a profiled run (RunOptions::profile) summed per op kind.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <map>
 #include <random>
 #include <string>
 
@@ -113,6 +115,15 @@ void BM_PlanRun(benchmark::State& state) {
   for (auto _ : state) {
     plan.run(c.inputs);
     rt.synchronize();
+  }
+  if (!record) {  // where the time goes: a profiled run, summed per op kind (launch latency included)
+    std::vector<NodeProfile> profile;
+    RunOptions options;
+    options.profile = &profile;
+    plan.run(c.inputs, options);
+    std::map<std::string, double> per_kind;
+    for (const NodeProfile& n : profile) per_kind[std::string("us_") + op_name(n.kind)] += n.microseconds;
+    for (const auto& [name, us] : per_kind) state.counters[name] = us;
   }
   std::int64_t kernels = 0;
   for (const Node& n : plan.optimised_graph().nodes()) kernels += n.kind == OpKind::view ? 0 : 1;

@@ -28,6 +28,7 @@ class CudaRunner final : public NodeRunner {
     run_node(node, in, out, runtime_.context());
   }
   void poison(Storage& storage) override { runtime_.memset(storage.data(), 0xFF, storage.bytes()); }
+  void synchronize() override { runtime_.synchronize(); }
 
   bool can_capture() const override { return true; }
   void begin_capture() override {

@@ -15,6 +15,8 @@ class NodeRunner {
   virtual void run(const Node& node, std::span<const Tensor> inputs, std::span<const Tensor> outputs) = 0;
   /// Fills `storage` with 0xFF bytes (RunOptions::poison_arena).
   virtual void poison(Storage& storage) = 0;
+  /// Waits until every queued node is done (RunOptions::profile).
+  virtual void synchronize() {}
 
   // Graph capture (PlanOptions::cuda_graph). A backend that cannot record its launches keeps the
   // defaults and the plan runs its nodes one by one every time.

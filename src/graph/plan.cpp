@@ -1,6 +1,8 @@
 // Plan: optimise, place in one arena, bind to a backend, run.
 #include "encore/graph/plan.h"
 
+#include <chrono>
+
 #include "core/check.h"
 #include "encore/core/logging.h"
 #include "encore/core/threads.h"
@@ -115,7 +117,16 @@ void Plan::Impl::run_nodes(const RunOptions& options) {
     outs.clear();
     for (int in : node.inputs) ins.push_back(in >= 0 ? values[static_cast<std::size_t>(in)] : Tensor());
     for (int out : node.outputs) outs.push_back(values[static_cast<std::size_t>(out)]);
+    if (options.profile == nullptr) {
+      runner->run(node, ins, outs);
+      continue;
+    }
+    runner->synchronize();
+    const auto start = std::chrono::steady_clock::now();
     runner->run(node, ins, outs);
+    runner->synchronize();
+    const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
+    options.profile->push_back(NodeProfile{node.kind, took.count()});
   }
 }
 
@@ -178,12 +189,14 @@ std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inp
   if (!p.owns_inputs) p.bind_input_views();
 
   if (options.poison_arena) p.runner->poison(*p.arena);
-  if (p.record && !p.recorded && p.runs >= 1) {
+  if (options.profile != nullptr) options.profile->clear();
+  const bool replay_ok = options.profile == nullptr;  // a profiled run goes node by node
+  if (p.record && !p.recorded && p.runs >= 1 && replay_ok) {
     if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
       detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before running");
     p.record_nodes();
   }
-  if (p.recorded) {
+  if (p.recorded && replay_ok) {
     if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
       detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before running");
     p.runner->replay();

@@ -128,3 +128,16 @@ TEST(GraphExec, CudaGraphOptionIsIgnoredOnTheCpu) {
   }
   EXPECT_FALSE(plan.replays_cuda_graph());
 }
+
+TEST(GraphExec, ProfileListsEveryExecutedNode) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 3});
+  g.output("y", g.gelu(g.scale(g.transpose(x, 0, 1), 2.0f)));
+  Plan plan(g, {.fuse = false});
+  std::vector<NodeProfile> profile{NodeProfile{}};  // stale entries are cleared
+  plan.run({{"x", Tensor::zeros({2, 3}, DType::F32)}}, {.profile = &profile});
+  ASSERT_EQ(profile.size(), 2u);  // the transpose is a view: no kernel, no entry
+  EXPECT_EQ(profile[0].kind, OpKind::scale);
+  EXPECT_EQ(profile[1].kind, OpKind::activation);
+  for (const NodeProfile& n : profile) EXPECT_GE(n.microseconds, 0.0);
+}

@@ -34,12 +34,22 @@ struct PlanOptions {
   bool cuda_graph = false;
 };
 
+/// Time of one node of a profiled run (RunOptions::profile).
+struct NodeProfile {
+  OpKind kind = OpKind::input;
+  double microseconds = 0;  ///< wall time from queueing the node to its completion
+};
+
 struct RunOptions {
   /// Checked between nodes; when it becomes true run() throws Error(cancelled).
   const std::atomic<bool>* cancel = nullptr;
   /// Fills the arena with 0xFF bytes (NaN for floats) before running: a debugging aid that makes
   /// any element a kernel forgets to write show up. Costs one pass over the arena.
   bool poison_arena = false;
+  /// When set, receives one entry per executed node, in order: the device is synchronised around
+  /// every node, so times include launch latency and nothing overlaps. A plan that replays a CUDA
+  /// graph runs node by node for a profiled run. A diagnostic, not for production runs.
+  std::vector<NodeProfile>* profile = nullptr;
 };
 
 /// Where a value lives in the arena (for tests and memory reports).

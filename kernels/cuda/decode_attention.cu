@@ -197,11 +197,12 @@ void check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Ten
 
 }  // namespace
 
-DecodeStrategy choose_strategy(std::int64_t batch, std::int64_t virtual_heads, int resident_ctas) {
+DecodeStrategy choose_strategy(std::int64_t batch, std::int64_t virtual_heads, int resident_ctas,
+                               std::int64_t capacity_tokens, int tile_tokens) {
   // Plain has no merge at all; it matches lean once the heads fill whole waves (>= 2 waves at
-  // >= 90 % efficiency; uniform lengths assumed: the host never sees the lengths). To refine
-  // from the H200 matrix (docs/benchmarks/decode_attention.md).
-  if (batch > kMaxLeanBatch) return DecodeStrategy::plain;
+  // >= 90 % efficiency; uniform lengths assumed: the host never sees the lengths, only the
+  // capacity of the block table). To refine from the H200 matrix (docs/benchmarks/decode_attention.md).
+  if (batch > kMaxLeanBatch || capacity_tokens <= tile_tokens) return DecodeStrategy::plain;
   const double items = static_cast<double>(batch) * static_cast<double>(virtual_heads);
   const double waves = items / std::max(1, resident_ctas);
   if (waves >= 2.0 && waves / std::ceil(waves) >= 0.9) return DecodeStrategy::plain;
@@ -278,7 +279,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   ENCORE_CU_CHECK(split_occ >= 1, backend, op, ": kernel does not fit on the device (", split_smem, " bytes)");
 
   DecodeStrategy strategy = attrs.strategy;
-  if (strategy == DecodeStrategy::automatic) strategy = choose_strategy(B, p.Hv, split_occ * sms);
+  if (strategy == DecodeStrategy::automatic) strategy = choose_strategy(B, p.Hv, split_occ * sms, p.capacity, static_cast<int>(p.tile));
   if (strategy == DecodeStrategy::lean && B > kMaxLeanBatch) strategy = DecodeStrategy::plain;  // documented limit
   info.tensor_cores = use_tc, info.tile = p.tile, info.row_blocks = p.MT;
 

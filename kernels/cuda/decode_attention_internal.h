@@ -40,10 +40,13 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                                  const Tensor& block_table, const Tensor& lengths, const DecodeAttentionAttrs& attrs,
                                  const Tensor& y, const CudaContext& ctx, const Options& opts);
 
-/// The strategy `automatic` resolves to: plain when the (sequence, virtual head) items fill at
-/// least two waves of the co-resident CTAs at >= 90 % wave efficiency, or the batch is larger than
-/// the in-kernel lean schedule holds; lean otherwise.
-DecodeStrategy choose_strategy(std::int64_t batch, std::int64_t virtual_heads, int resident_ctas);
+/// The strategy `automatic` resolves to: plain when every sequence fits in one KV tile (the cache
+/// capacity is at most `tile_tokens`: nothing to split, and lean's extra CTAs and merge only add
+/// latency, e.g. GPT-2 captioning), when the (sequence, virtual head) items fill at least two
+/// waves of the co-resident CTAs at >= 90 % wave efficiency, or when the batch is larger than the
+/// in-kernel lean schedule holds; lean otherwise.
+DecodeStrategy choose_strategy(std::int64_t batch, std::int64_t virtual_heads, int resident_ctas,
+                               std::int64_t capacity_tokens, int tile_tokens);
 
 /// Largest batch the lean kernel schedules (its prefix sums live in shared memory); larger batches
 /// run plain.

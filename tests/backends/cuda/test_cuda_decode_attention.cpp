@@ -154,11 +154,13 @@ TEST(CudaDecodeSchedule, DeviceArithmeticMatchesLeanSchedule) {
 }
 
 TEST(CudaDecodeSchedule, StrategyRule) {
-  EXPECT_EQ(dec::choose_strategy(1, 8, 132), DecodeStrategy::lean);
-  EXPECT_EQ(dec::choose_strategy(8, 32, 132), DecodeStrategy::lean);    // 1.9 waves
-  EXPECT_EQ(dec::choose_strategy(33, 8, 132), DecodeStrategy::plain);   // 2 waves exactly
-  EXPECT_EQ(dec::choose_strategy(64, 32, 132), DecodeStrategy::plain);  // 15.5 waves
-  EXPECT_EQ(dec::choose_strategy(2000, 1, 132), DecodeStrategy::plain);
+  EXPECT_EQ(dec::choose_strategy(1, 8, 132, 4096, 128), DecodeStrategy::lean);
+  EXPECT_EQ(dec::choose_strategy(8, 32, 132, 4096, 128), DecodeStrategy::lean);    // 1.9 waves
+  EXPECT_EQ(dec::choose_strategy(33, 8, 132, 4096, 128), DecodeStrategy::plain);   // 2 waves exactly
+  EXPECT_EQ(dec::choose_strategy(64, 32, 132, 4096, 128), DecodeStrategy::plain);  // 15.5 waves
+  EXPECT_EQ(dec::choose_strategy(2000, 1, 132, 4096, 128), DecodeStrategy::plain);
+  EXPECT_EQ(dec::choose_strategy(1, 12, 132, 128, 128), DecodeStrategy::plain);    // one tile per sequence
+  EXPECT_EQ(dec::choose_strategy(1, 12, 132, 129, 128), DecodeStrategy::lean);
   EXPECT_EQ(dec::clamp_length(-5, 100), 0);
   EXPECT_EQ(dec::clamp_length(500, 100), 100);
   EXPECT_EQ(dec::row_blocks(24, 16), 2);

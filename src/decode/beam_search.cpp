@@ -117,7 +117,7 @@ void BeamSearch::init() {
 void BeamSearch::expand_item(int b, std::span<float> logits, std::vector<Hyp>& next_running) {
   for (int j = 0; j < beams_; ++j) {
     std::span<float> lp = logits.subspan(static_cast<std::size_t>(j) * vocab_, static_cast<std::size_t>(vocab_));
-    log_softmax_inplace(lp);
+    if (!session_.step_returns_log_probs()) log_softmax_inplace(lp);
     mask_eos_for_min_length(lp, o_, cur_len_);
     const float running_score = running_[row(b, j)].score;
     for (float& v : lp) v = v + running_score;

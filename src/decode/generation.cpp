@@ -65,9 +65,11 @@ void validate(const DecoderSession& session, int batch, const GenerationOptions&
 }
 
 // Chooses the next token of one row and returns its log-probability under the processed scores.
+// `log_probs`: the scores are already log_softmax(logits); unless a processor changed them, the
+// log-probability is read off directly (no pass over the vocabulary).
 std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int cur_len, detail::SplitMix64& rng,
-                        float& logprob) {
-  detail::mask_eos_for_min_length(scores, o, cur_len);
+                        bool log_probs, float& logprob) {
+  const bool masked = detail::mask_eos_for_min_length(scores, o, cur_len);
   int token = 0;
   if (o.do_sample) {
     detail::apply_sampling_warpers(scores, o);
@@ -75,13 +77,15 @@ std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int
   } else {
     token = detail::argmax(scores);
   }
-  logprob = detail::log_softmax_at(scores, token);
+  const bool unchanged = log_probs && !masked && !o.do_sample;
+  logprob = unchanged ? scores[static_cast<std::size_t>(token)] : detail::log_softmax_at(scores, token);
   return static_cast<std::int32_t>(token);
 }
 
 std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batch, const GenerationOptions& o) {
   const int vocab = session.vocab_size();
   const std::int32_t pad = o.pad_token_id >= 0 ? o.pad_token_id : o.eos_token_id;
+  const bool log_probs = session.step_returns_log_probs();
   detail::SplitMix64 rng(o.seed);
 
   std::vector<GenerationResult> out(static_cast<std::size_t>(batch));
@@ -96,7 +100,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
     for (int b = 0; b < batch; ++b) {
       std::span<float> scores(logits.data() + static_cast<std::size_t>(b) * vocab, static_cast<std::size_t>(vocab));
       float logprob = 0.0f;
-      const std::int32_t t = pick_token(scores, o, cur_len, rng, logprob);
+      const std::int32_t t = pick_token(scores, o, cur_len, rng, log_probs, logprob);
       if (finished[b]) {
         tokens[b] = pad;
         continue;

@@ -18,8 +18,8 @@ namespace encore::detail {
 std::vector<float> read_logits(const Tensor& logits, int rows, int vocab);
 
 /// HF MinLengthLogitsProcessor: eos gets -inf while the sequence (start token included) is
-/// shorter than min_length.
-void mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len);
+/// shorter than min_length. Returns whether it masked.
+bool mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len);
 
 /// In-place log_softmax in float32: x - max - log(sum(exp(x - max))). The sum is taken in double
 /// (torch sums in float, in another order: the two differ by ~1 ulp at most).

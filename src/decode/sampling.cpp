@@ -28,8 +28,10 @@ std::vector<float> read_logits(const Tensor& logits, int rows, int vocab) {
   return std::vector<float>(p, p + static_cast<std::size_t>(rows) * vocab);
 }
 
-void mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len) {
-  if (o.eos_token_id >= 0 && o.min_length > 0 && cur_len < o.min_length) scores[o.eos_token_id] = kNegInf;
+bool mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len) {
+  if (o.eos_token_id < 0 || o.min_length <= 0 || cur_len >= o.min_length) return false;
+  scores[o.eos_token_id] = kNegInf;
+  return true;
 }
 
 void log_softmax_inplace(std::span<float> x) {

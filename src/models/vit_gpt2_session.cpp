@@ -108,7 +108,9 @@ Graph Session::build_step_graph() const {
     h = g.add(h, g.linear(g.activation(g.linear(m, k(l.fc_w), k(l.fc_b), kConv1D), act), k(l.fc2_w), k(l.fc2_b), kConv1D));
   }
   Value logits = g.linear(g.layer_norm(h, k(weights_.ln_f_w), k(weights_.ln_f_b), ln), k(weights_.wte), {});
-  g.output("logits", dtype_ == DType::F32 ? logits : g.cast(logits, DType::F32));
+  // log_softmax where the logits are (f32): the generation loop then needs no pass over the
+  // vocabulary per row and step (DecoderSession::step_returns_log_probs).
+  g.output("log_probs", g.log_softmax(dtype_ == DType::F32 ? logits : g.cast(logits, DType::F32), -1));
   return g;
 }
 
@@ -132,8 +134,8 @@ Tensor Session::step(std::span<const std::int32_t> tokens) {
   // A recording CUDA plan copies host inputs itself; otherwise they go to the device first.
   const bool host_inputs = dev.is_cpu() || plan_options_.cuda_graph;
   const auto out = step_plan_->run({{"tokens", host_inputs ? input : input.to(dev)}});
-  const Tensor logits = out.at("logits");
-  return (dev.is_cpu() ? logits.clone() : logits.to(Device::cpu())).view({rows_, config_.vocab_size});
+  const Tensor log_probs = out.at("log_probs");
+  return (dev.is_cpu() ? log_probs.clone() : log_probs.to(Device::cpu())).view({rows_, config_.vocab_size});
 }
 
 void Session::reorder(std::span<const int> parent) { cache_.reorder(parent); }

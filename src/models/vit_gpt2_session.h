@@ -28,6 +28,7 @@ class Session final : public DecoderSession {
   int vocab_size() const override { return static_cast<int>(config_.vocab_size); }
   Tensor step(std::span<const std::int32_t> tokens) override;
   void reorder(std::span<const int> parent) override;
+  bool step_returns_log_probs() const override { return true; }
 
  private:
   Plan build_cross_plan(const Tensor& encoder_states, int beams) const;

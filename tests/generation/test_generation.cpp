@@ -6,6 +6,8 @@
 // transformers' own generate() run on the same function.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -60,11 +62,15 @@ struct ToyLogits {
 // ---- fake session ------------------------------------------------------------------------------
 class FakeSession final : public DecoderSession {
  public:
-  FakeSession(int rows, int vocab, int rows_per_item, LogitsFn fn)
-      : rows_(rows), vocab_(vocab), per_item_(rows_per_item), fn_(std::move(fn)), histories_(rows) {}
+  /// `log_probs`: step() returns log_softmax of the toy logits (computed in double), as a session
+  /// that normalises on its device does.
+  FakeSession(int rows, int vocab, int rows_per_item, LogitsFn fn, bool log_probs = false)
+      : rows_(rows), vocab_(vocab), per_item_(rows_per_item), fn_(std::move(fn)), histories_(rows),
+        log_probs_(log_probs) {}
 
   int rows() const override { return rows_; }
   int vocab_size() const override { return vocab_; }
+  bool step_returns_log_probs() const override { return log_probs_; }
 
   Tensor step(std::span<const std::int32_t> tokens) override {
     EXPECT_EQ(static_cast<int>(tokens.size()), rows_);
@@ -72,6 +78,12 @@ class FakeSession final : public DecoderSession {
     for (int r = 0; r < rows_; ++r) {
       histories_[r].push_back(tokens[r]);
       std::vector<float> row = fn_(r / per_item_, histories_[r]);
+      if (log_probs_) {
+        const double m = *std::max_element(row.begin(), row.end());
+        double sum = 0;
+        for (float v : row) sum += std::exp(static_cast<double>(v) - m);
+        for (float& v : row) v = static_cast<float>(static_cast<double>(v) - m - std::log(sum));
+      }
       values.insert(values.end(), row.begin(), row.end());
     }
     ++steps;
@@ -98,10 +110,11 @@ class FakeSession final : public DecoderSession {
   int rows_, vocab_, per_item_;
   LogitsFn fn_;
   std::vector<Ids> histories_;
+  bool log_probs_;
 };
 
-FakeSession toy_session(int batch, const GenerationOptions& o, const ToyLogits& toy) {
-  return FakeSession(batch * o.num_beams, toy.vocab, o.num_beams, toy);
+FakeSession toy_session(int batch, const GenerationOptions& o, const ToyLogits& toy, bool log_probs = false) {
+  return FakeSession(batch * o.num_beams, toy.vocab, o.num_beams, toy, log_probs);
 }
 
 std::vector<GenerationResult> run_toy(int batch, const GenerationOptions& o, const ToyLogits& toy) {
@@ -129,14 +142,36 @@ TEST(GenerationGolden, MatchesHuggingFace) {
     o.pad_token_id = j["pad_token_id"];
     ToyLogits toy{c["seed"], c["vocab"], o.eos_token_id, c["eos_bias"], c["eos_bias_step"]};
     const int batch = c["batch"];
-    FakeSession session = toy_session(batch, o, toy);
-    const std::vector<GenerationResult> got = generate(session, batch, o);
-    EXPECT_EQ(session.steps, c["steps"].get<int>()) << "decoder steps (HF forward passes)";
-    ASSERT_EQ(got.size(), c["expected"].size());
-    for (int b = 0; b < batch; ++b) {
-      const auto& e = c["expected"][b];
-      EXPECT_EQ(got[b].ids, e["ids"].get<Ids>()) << "item " << b;
-      EXPECT_NEAR(got[b].score, e["score"].get<double>(), 1e-5) << "item " << b;
+    for (bool log_probs : {false, true}) {  // sessions returning logits, or log-probabilities
+      SCOPED_TRACE(log_probs ? "log-prob session" : "logits session");
+      FakeSession session = toy_session(batch, o, toy, log_probs);
+      const std::vector<GenerationResult> got = generate(session, batch, o);
+      EXPECT_EQ(session.steps, c["steps"].get<int>()) << "decoder steps (HF forward passes)";
+      ASSERT_EQ(got.size(), c["expected"].size());
+      for (int b = 0; b < batch; ++b) {
+        const auto& e = c["expected"][b];
+        EXPECT_EQ(got[b].ids, e["ids"].get<Ids>()) << "item " << b;
+        EXPECT_NEAR(got[b].score, e["score"].get<double>(), 1e-5) << "item " << b;
+      }
+    }
+  }
+}
+
+// Greedy with a min-length mask and sampling with warpers: a session returning log-probabilities
+// gives the same tokens and (renormalised where a processor changed the row) the same scores.
+TEST(Generation, LogProbSessionsEqualLogitSessions) {
+  ToyLogits toy{.seed = 31, .eos_bias = 1.5, .eos_bias_step = 0.5};
+  std::vector<GenerationOptions> cases(3);
+  cases[0] = {.max_length = 12, .min_length = 6};
+  cases[1] = {.max_length = 12, .min_length = 4, .do_sample = true, .temperature = 0.7f, .top_k = 5, .seed = 9};
+  cases[2] = {.max_length = 12, .do_sample = true, .top_p = 0.8f, .seed = 10};
+  for (GenerationOptions& o : cases) {
+    o.eos_token_id = toy.eos;
+    FakeSession a = toy_session(3, o, toy, false), b = toy_session(3, o, toy, true);
+    const auto x = generate(a, 3, o), y = generate(b, 3, o);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(x[i].ids, y[i].ids) << "item " << i;
+      EXPECT_NEAR(x[i].score, y[i].score, 1e-5) << "item " << i;
     }
   }
 }

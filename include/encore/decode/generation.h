@@ -25,6 +25,12 @@ class DecoderSession {
   virtual Tensor step(std::span<const std::int32_t> tokens) = 0;
   /// Row r continues the history of row parent[r] (beam search). Called between steps.
   virtual void reorder(std::span<const int> parent) = 0;
+  /// True when step() returns log_softmax(logits) over the vocabulary (f32) instead of raw logits:
+  /// a session can compute it where the logits are (e.g. on the GPU), and generation then skips
+  /// its own per-step pass over the vocabulary. Every processor generation applies (min-length
+  /// mask, temperature, top-k, top-p) gives the same choice on either; scores are renormalised
+  /// where a processor changed a row.
+  virtual bool step_returns_log_probs() const { return false; }
 };
 
 /// Reported after every generated token (greedy/sampling: per item; beam search: the current best

@@ -7,7 +7,8 @@
 // - `tiny_chain`: the same number of tiny ops (64-wide linear + GELU + add + layer norm), where the
 //   launch and dispatch cost is all there is.
 // Wall-clock time per run() including the stream synchronisation; µs/node = time / kernel nodes.
-// Node-by-node cases also report us_<op>: a profiled run (RunOptions::profile) summed per op kind.
+// Node-by-node cases also report us_<op>: a profiled run (RunOptions::profile: device time per
+// node from CUDA events) summed per op kind, and us_all_nodes, their sum.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -122,7 +123,10 @@ void BM_PlanRun(benchmark::State& state) {
     options.profile = &profile;
     plan.run(c.inputs, options);
     std::map<std::string, double> per_kind;
-    for (const NodeProfile& n : profile) per_kind[std::string("us_") + op_name(n.kind)] += n.microseconds;
+    for (const NodeProfile& n : profile) {
+      per_kind[std::string("us_") + op_name(n.kind)] += n.microseconds;
+      per_kind["us_all_nodes"] += n.microseconds;  // device time without the host's launch gaps
+    }
     for (const auto& [name, us] : per_kind) state.counters[name] = us;
   }
   std::int64_t kernels = 0;

@@ -1,6 +1,7 @@
 // The CUDA side of a Plan (compiled only with the CUDA backend).
 #ifdef ENCORE_HAVE_CUDA
 #include <memory>
+#include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_kernels.h"
@@ -28,7 +29,29 @@ class CudaRunner final : public NodeRunner {
     run_node(node, in, out, runtime_.context());
   }
   void poison(Storage& storage) override { runtime_.memset(storage.data(), 0xFF, storage.bytes()); }
-  void synchronize() override { runtime_.synchronize(); }
+  // Events on the stream: the times are the device's, without the host's launch gaps between
+  // nodes (only within a node that queues several kernels).
+  void mark() override {
+    cuda::DeviceGuard guard(runtime_.ordinal());
+    cudaEvent_t e = nullptr;
+    ENCORE_CUDA_CHECK(cudaEventCreate(&e));
+    events_.push_back(e);
+    ENCORE_CUDA_CHECK(cudaEventRecord(e, runtime_.stream()));
+  }
+  std::vector<double> marks_elapsed() override {
+    cuda::DeviceGuard guard(runtime_.ordinal());
+    std::vector<double> us;
+    cudaError_t err = events_.empty() ? cudaSuccess : cudaEventSynchronize(events_.back());
+    for (std::size_t i = 1; i < events_.size() && err == cudaSuccess; ++i) {
+      float ms = 0;
+      err = cudaEventElapsedTime(&ms, events_[i - 1], events_[i]);
+      us.push_back(1e3 * ms);
+    }
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    events_.clear();
+    ENCORE_CUDA_CHECK(err);
+    return us;
+  }
 
   bool can_capture() const override { return true; }
   void begin_capture() override {
@@ -71,6 +94,7 @@ class CudaRunner final : public NodeRunner {
 
  private:
   cuda::CudaRuntime& runtime_;
+  std::vector<cudaEvent_t> events_;  // profile marks
   cudaGraphExec_t exec_ = nullptr;
   std::unique_ptr<cuda::HeldBlocks> held_;            // scratch blocks the graph addresses
   std::unique_ptr<cuda::HeldBlocks> recording_held_;  // those of a capture in progress

@@ -1,7 +1,9 @@
 // The backend side of a Plan: runs nodes on one device.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <vector>
 #include <span>
 
 #include "encore/graph/plan.h"
@@ -15,8 +17,22 @@ class NodeRunner {
   virtual void run(const Node& node, std::span<const Tensor> inputs, std::span<const Tensor> outputs) = 0;
   /// Fills `storage` with 0xFF bytes (RunOptions::poison_arena).
   virtual void poison(Storage& storage) = 0;
-  /// Waits until every queued node is done (RunOptions::profile).
-  virtual void synchronize() {}
+  // Node timing (RunOptions::profile): mark() once before the first node and after every node;
+  // marks_elapsed() then waits for the work and returns the time between consecutive marks in µs.
+  // The default measures host wall time (right for the CPU, where run() returns when done).
+  virtual void mark() { marks_.push_back(std::chrono::steady_clock::now()); }
+  virtual std::vector<double> marks_elapsed() {
+    std::vector<double> us;
+    for (std::size_t i = 1; i < marks_.size(); ++i)
+      us.push_back(std::chrono::duration<double, std::micro>(marks_[i] - marks_[i - 1]).count());
+    marks_.clear();
+    return us;
+  }
+
+ private:
+  std::vector<std::chrono::steady_clock::time_point> marks_;
+
+ public:
 
   // Graph capture (PlanOptions::cuda_graph). A backend that cannot record its launches keeps the
   // defaults and the plan runs its nodes one by one every time.

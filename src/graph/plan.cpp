@@ -1,8 +1,6 @@
 // Plan: optimise, place in one arena, bind to a backend, run.
 #include "encore/graph/plan.h"
 
-#include <chrono>
-
 #include "core/check.h"
 #include "encore/core/logging.h"
 #include "encore/core/threads.h"
@@ -109,6 +107,8 @@ void Plan::Impl::bind_input_views() {
 
 void Plan::Impl::run_nodes(const RunOptions& options) {
   std::vector<Tensor> ins, outs;
+  std::vector<OpKind> profiled;
+  if (options.profile != nullptr) runner->mark();
   for (const Node& node : graph.nodes()) {
     if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
       detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before op '{}'", op_name(node.kind));
@@ -117,17 +117,12 @@ void Plan::Impl::run_nodes(const RunOptions& options) {
     outs.clear();
     for (int in : node.inputs) ins.push_back(in >= 0 ? values[static_cast<std::size_t>(in)] : Tensor());
     for (int out : node.outputs) outs.push_back(values[static_cast<std::size_t>(out)]);
-    if (options.profile == nullptr) {
-      runner->run(node, ins, outs);
-      continue;
-    }
-    runner->synchronize();
-    const auto start = std::chrono::steady_clock::now();
     runner->run(node, ins, outs);
-    runner->synchronize();
-    const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
-    options.profile->push_back(NodeProfile{node.kind, took.count()});
+    if (options.profile != nullptr) runner->mark(), profiled.push_back(node.kind);
   }
+  if (options.profile == nullptr) return;
+  const std::vector<double> us = runner->marks_elapsed();
+  for (std::size_t i = 0; i < profiled.size() && i < us.size(); ++i) options.profile->push_back(NodeProfile{profiled[i], us[i]});
 }
 
 // Records the nodes and replays the recording. A node that cannot be recorded (a backend bug,

@@ -37,7 +37,9 @@ struct PlanOptions {
 /// Time of one node of a profiled run (RunOptions::profile).
 struct NodeProfile {
   OpKind kind = OpKind::input;
-  double microseconds = 0;  ///< wall time from queueing the node to its completion
+  /// CPU: wall time of the node. CUDA: device time between events queued before and after the
+  /// node's kernels (host launch gaps between nodes excluded).
+  double microseconds = 0;
 };
 
 struct RunOptions {
@@ -46,9 +48,9 @@ struct RunOptions {
   /// Fills the arena with 0xFF bytes (NaN for floats) before running: a debugging aid that makes
   /// any element a kernel forgets to write show up. Costs one pass over the arena.
   bool poison_arena = false;
-  /// When set, receives one entry per executed node, in order: the device is synchronised around
-  /// every node, so times include launch latency and nothing overlaps. A plan that replays a CUDA
-  /// graph runs node by node for a profiled run. A diagnostic, not for production runs.
+  /// When set, receives one entry per executed node, in order (see NodeProfile). A plan that
+  /// replays a CUDA graph runs node by node for a profiled run. A diagnostic, not for production
+  /// runs.
   std::vector<NodeProfile>* profile = nullptr;
 };
 

@@ -79,6 +79,31 @@ TEST(CudaGraphPlan, ReplaysEqualNodeByNodeRuns) {
   EXPECT_FALSE(eager.replays_cuda_graph());
 }
 
+// A profiled run of a replaying plan goes node by node: one device time per kernel node, and the
+// same results.
+TEST(CudaGraphPlan, ProfiledRunsTimeEveryNode) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(16);
+  const Graph g = small_op_chain(11, 16, 2, rng);
+  Plan plan(g, {.device = cuda::test::runtime().device(), .cuda_graph = true});
+  const std::map<std::string, Tensor> in{{"ids", random_ids({2, 1}, 11, rng)}, {"x", random_host({2, 1, 16}, rng)}};
+  plan.run(in);
+  const Tensor want = download(plan.run(in).at("h"));
+  ASSERT_TRUE(plan.replays_cuda_graph());
+  std::vector<NodeProfile> profile;
+  RunOptions options;
+  options.profile = &profile;
+  const Tensor got = download(plan.run(in, options).at("h"));
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.nbytes()), 0);
+  std::size_t kernels = 0;
+  for (const Node& n : plan.optimised_graph().nodes()) kernels += n.kind == OpKind::view ? 0 : 1;
+  ASSERT_EQ(profile.size(), kernels);
+  for (const NodeProfile& n : profile) {
+    EXPECT_NE(n.kind, OpKind::view);
+    EXPECT_GT(n.microseconds, 0.0);
+  }
+}
+
 TEST(CudaGraphPlan, HostInputsNeedRecording) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(12);

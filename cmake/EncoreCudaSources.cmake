@@ -22,7 +22,28 @@ file(GLOB ENCORE_CUDA_SOURCES CONFIGURE_DEPENDS
      ${PROJECT_SOURCE_DIR}/src/backends/cuda/*.cpp
      ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu)
 list(FILTER ENCORE_CUDA_SOURCES EXCLUDE REGEX "/src/backends/cuda/device_query\\.cpp$")
+# The Hopper attention kernel (wgmma, setmaxnreg) needs the arch-specific sm_90a target, which the
+# rest must not get (its code runs on sm_90 only): an object library of its own, compiled for
+# sm_90a alone, whose objects go into encore. attention.cu picks it at run time on sm_90 devices.
+set(ENCORE_CUDA_SM90A_SOURCES ${PROJECT_SOURCE_DIR}/kernels/cuda/attention_hopper.cu)
+list(REMOVE_ITEM ENCORE_CUDA_SOURCES ${ENCORE_CUDA_SM90A_SOURCES})
 target_sources(encore PRIVATE ${ENCORE_CUDA_SOURCES})
+
+if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 12.0)
+  add_library(encore_cuda_sm90a OBJECT ${ENCORE_CUDA_SM90A_SOURCES})
+  set_target_properties(encore_cuda_sm90a PROPERTIES
+    CUDA_ARCHITECTURES OFF              # no target-wide -gencode: only the sm_90a one below
+    POSITION_INDEPENDENT_CODE ${BUILD_SHARED_LIBS}
+    CUDA_RUNTIME_LIBRARY Static)
+  target_compile_features(encore_cuda_sm90a PRIVATE cuda_std_20)
+  # encore's own include directories and definitions (not its link interface: that would cycle).
+  target_include_directories(encore_cuda_sm90a PRIVATE $<TARGET_PROPERTY:encore,INCLUDE_DIRECTORIES>)
+  target_compile_definitions(encore_cuda_sm90a PRIVATE $<TARGET_PROPERTY:encore,COMPILE_DEFINITIONS>)
+  target_compile_options(encore_cuda_sm90a PRIVATE
+    --expt-relaxed-constexpr -lineinfo -Xcompiler=-Wall,-Wextra -gencode=arch=compute_90a,code=sm_90a)
+  target_sources(encore PRIVATE $<TARGET_OBJECTS:encore_cuda_sm90a>)
+  target_compile_definitions(encore PRIVATE ENCORE_ATTN_SM90A=1)
+endif()
 
 set_target_properties(encore PROPERTIES
   CUDA_SEPARABLE_COMPILATION OFF      # no device linking: every kernel is launched from its own .cu

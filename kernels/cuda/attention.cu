@@ -1,11 +1,13 @@
 // Scaled dot-product attention on CUDA: validation, dispatch, and the CUDA-core kernel.
 //
-// Two kernels share AttnParams and the mask semantics (attention_flash.cuh):
-// - attn_tc_kernel<DP, T> (tensor cores): f16/bf16 with D % 8 == 0 and D <= 128, rows 16-byte
-//   aligned (true for any slice of a fused QKV projection with D % 8 == 0). Instantiated for
-//   DP = 64 (D <= 64) and DP = 128 (64 < D <= 128) times {f16, bf16}: four kernels.
+// Three kernels share AttnParams and the mask semantics (attention_common.cuh):
+// - attn_hopper_kernel<DP, T> (attention_hopper.cu; wgmma + TMA, built for sm_90a only): f16/bf16
+//   with D in {64, 128}, 16-byte aligned rows; taken on sm_90 devices when the build has it.
+// - attn_tc_kernel<DP, T> (attention_flash.cuh; mma.sync): f16/bf16 with D % 8 == 0 and D <= 128,
+//   rows 16-byte aligned (true for any slice of a fused QKV projection with D % 8 == 0).
+//   Instantiated for DP = 64 (D <= 64) and DP = 128 (64 < D <= 128) times {f16, bf16}.
 // - attn_generic_kernel (CUDA cores, f32 math): every float dtype, any strides, D <= 256. One
-//   instantiation (dtypes decoded at run time). Used for f32 and whatever the TC kernel cannot take.
+//   instantiation (dtypes decoded at run time). Used for f32 and whatever the others cannot take.
 //
 // Masking semantics match the CPU kernel (kernels/cpu/attention.cpp): causal and key-padding masks
 // replace the scaled score by the fill (float lowest or -inf), an additive mask is then added in
@@ -256,6 +258,17 @@ void attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   ENCORE_CU_CHECK(path != Path::tensor_core || tc_ok, unsupported,
                   "attention: the tensor-core kernel cannot take this problem (dtype ", dtype_name(q.dtype()),
                   ", head dim ", D, ", strides or alignment)");
+  if (tc_ok && (path == Path::automatic || path == Path::hopper)) {
+    const char* why = "this build has no sm_90a code (nvcc < 12)";
+#if defined(ENCORE_ATTN_SM90A)
+    if (launch_hopper(p, l.rt.sm(), l.rt.multiprocessors(), l.stream, &why)) return;
+#endif
+    ENCORE_CU_CHECK(path != Path::hopper, unsupported, "attention: the wgmma kernel cannot take this problem: ",
+                    why);
+  }
+  ENCORE_CU_CHECK(path != Path::hopper, unsupported,
+                  "attention: the wgmma kernel cannot take this problem (dtype ", dtype_name(q.dtype()),
+                  ", head dim ", D, ", strides or alignment)");
   if (tc_ok && path != Path::generic) {
     const bool bf16 = q.dtype() == DType::BF16;
     if (D <= 64) bf16 ? launch_tc<64, __nv_bfloat16>(p, l.stream) : launch_tc<64, __half>(p, l.stream);
@@ -267,6 +280,15 @@ void attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   const dim3 grid(static_cast<unsigned>((Tq + kGQ - 1) / kGQ), static_cast<unsigned>(Ho), static_cast<unsigned>(B));
   attn_generic_kernel<<<grid, kGW * 32, smem, l.stream>>>(p);
   check_launch("attention");
+}
+
+bool hopper_available(const CudaContext& ctx) {
+#if defined(ENCORE_ATTN_SM90A)
+  return ctx.runtime != nullptr && ctx.runtime->sm() == 90;
+#else
+  (void)ctx;
+  return false;
+#endif
 }
 
 }  // namespace attn

@@ -1,11 +1,15 @@
 // CUDA attention, relative-position attention and rotary embedding against the CPU kernels on the
-// same inputs (the CPU runs in f32 on the already rounded f16/bf16 values). Both attention kernels
-// (tensor cores and CUDA cores) are exercised: head dims 24..160, causal with Tq != Tk, key padding
-// and additive masks with both fills (fully masked rows included), GQA/MQA/reverse SQA, fused-QKV
-// slices, decode-sized and empty problems; outputs poisoned before each launch.
+// same inputs (the CPU runs in f32 on the already rounded f16/bf16 values). The attention kernels
+// (mma.sync tensor cores, CUDA cores) are exercised: head dims 24..160, causal with Tq != Tk, key
+// padding and additive masks with both fills (fully masked rows included), GQA/MQA/reverse SQA,
+// fused-QKV slices, decode-sized and empty problems; outputs poisoned before each launch. The
+// wgmma kernel (Path::hopper, sm_90 only) is checked against the double reference (ref::attention)
+// on odd sizes, every mask, head mapping and aligned strided layout.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <tuple>
 #include <limits>
 #include <random>
 #include <string>
@@ -13,6 +17,7 @@
 #include "backends/cpu/kernels.h"
 #include "backends/cuda/cuda_test_util.h"
 #include "kernels/cuda/attention_internal.h"
+#include "reference/ref_attention.h"
 
 using namespace encore;
 using namespace encore::cuda::test;
@@ -176,6 +181,222 @@ TEST(CudaAttention, EmptyAndTinyProblems) {
   Tensor y = poisoned({2, 3, 64}, DType::F16);
   cuda::attention(q, kv, kv, {}, {.num_heads = 1}, y, context());
   EXPECT_TRUE(close_to(y, Tensor::zeros({2, 3, 64}, DType::F32), 0.0));
+}
+
+// ---- the wgmma kernel (Path::hopper) ----------------------------------------------------------------
+
+// How q/k/v lie in memory. Every layout keeps rows 16-byte aligned, as the kernel needs.
+enum class Layout { contiguous, fused, padded, time_major };
+
+struct HopCase {
+  std::int64_t B = 2, Tq = 77, Tk = 77;
+  int Hq = 2, Hkv = 2, D = 64;
+  DType dt = DType::F16;
+  bool causal = false;
+  MaskKind mask = MaskKind::none;
+  MaskFill fill = MaskFill::lowest;
+  Shape add_shape;  // additive mask shape (empty: [B, 1, Tq, Tk])
+  Layout layout = Layout::contiguous;
+  double range = 1.0;  // inputs uniform in [-range, range): larger is a peakier softmax
+  bool f32_out = false;  // output in f32 rather than the input dtype
+
+  std::string str() const {
+    return "B " + std::to_string(B) + " Tq " + std::to_string(Tq) + " Tk " + std::to_string(Tk) + " Hq " +
+           std::to_string(Hq) + " Hkv " + std::to_string(Hkv) + " D " + std::to_string(D) + " " + dtype_name(dt) +
+           (causal ? " causal" : "") + " mask " + std::to_string(static_cast<int>(mask)) +
+           (fill == MaskFill::neg_infinity ? " -inf" : "") + " layout " + std::to_string(static_cast<int>(layout)) +
+           " range " + std::to_string(range) + (f32_out ? " f32 out" : "");
+  }
+};
+
+/// A random [B, T, W] view in `layout` (fused: the slice [off, off + W) of a [B, T, total] buffer).
+Tensor laid_out(std::int64_t B, std::int64_t T, std::int64_t W, DType dt, Layout layout, std::mt19937& rng,
+                double range) {
+  switch (layout) {
+    case Layout::padded:  // rows of W + 24 elements, the view 8 elements in
+      return ref::random_tensor({B, T, W + 24}, dt, rng, -range, range).slice(2, 8, 8 + W);
+    case Layout::time_major:  // [T, B, W + 8] in memory: batch stride < token stride
+      return ref::random_tensor({T, B, W + 8}, dt, rng, -range, range).slice(2, 8, 8 + W).transpose(0, 1);
+    default: return ref::random_tensor({B, T, W}, dt, rng, -range, range);
+  }
+}
+
+::testing::AssertionResult matches_ref(const Tensor& y, const ref::RefTensor& want, double tol) {
+  const ref::RefTensor got = ref::from_tensor(download(y));
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    if (std::isnan(got.data[i]) && !std::isnan(want.data[i]))
+      return ::testing::AssertionFailure() << "element " << i << " is NaN (unwritten poison?) where the reference has "
+                                           << want.data[i];
+  const double err = ref::relative_error(got, want);
+  if (err <= tol) return ::testing::AssertionSuccess();
+  std::size_t worst = 0;
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    if (std::abs(got.data[i] - want.data[i]) > std::abs(got.data[worst] - want.data[worst])) worst = i;
+  return ::testing::AssertionFailure() << "relative error " << err << " > " << tol << "; worst element " << worst
+                                       << " of " << got.shape.str() << ": " << got.data[worst] << " vs "
+                                       << want.data[worst];
+}
+
+/// Runs `c` on Path::hopper against the double reference; also checks that Path::automatic takes
+/// the same kernel (bit-identical output) when `check_auto`.
+void check_hopper(const HopCase& c, std::mt19937& rng, bool check_auto = false) {
+  const std::int64_t qw = c.Hq * c.D, kw = c.Hkv * c.D;
+  Tensor q, k, v;
+  if (c.layout == Layout::fused) {
+    if (c.Tq == c.Tk) {  // self-attention: one [B, T, qw + 2 kw] projection
+      const Tensor qkv = ref::random_tensor({c.B, c.Tq, qw + 2 * kw}, c.dt, rng, -c.range, c.range);
+      q = qkv.slice(2, 0, qw), k = qkv.slice(2, qw, qw + kw), v = qkv.slice(2, qw + kw, qw + 2 * kw);
+    } else {  // cross-attention: q alone, k and v from one [B, Tk, 2 kw] projection
+      q = ref::random_tensor({c.B, c.Tq, qw}, c.dt, rng, -c.range, c.range);
+      const Tensor kv = ref::random_tensor({c.B, c.Tk, 2 * kw}, c.dt, rng, -c.range, c.range);
+      k = kv.slice(2, 0, kw), v = kv.slice(2, kw, 2 * kw);
+    }
+  } else {
+    q = laid_out(c.B, c.Tq, qw, c.dt, c.layout, rng, c.range);
+    k = laid_out(c.B, c.Tk, kw, c.dt, c.layout, rng, c.range);
+    v = laid_out(c.B, c.Tk, kw, c.dt, c.layout == Layout::time_major ? Layout::padded : c.layout, rng, c.range);
+  }
+  Tensor mask;
+  if (c.mask == MaskKind::key_padding) {
+    mask = Tensor::empty({c.B, c.Tk}, DType::Bool);
+    std::bernoulli_distribution keep(0.7);
+    for (std::int64_t b = 0; b < c.B; ++b)
+      for (std::int64_t j = 0; j < c.Tk; ++j) mask.at<bool>({b, j}) = b != 1 && keep(rng);  // batch 1: all masked
+  } else if (c.mask == MaskKind::additive) {
+    const Shape s = c.add_shape.empty() ? Shape{c.B, 1, c.Tq, c.Tk} : c.add_shape;
+    mask = ref::random_tensor(s, DType::F32, rng, -4.0, 0.0);
+    std::bernoulli_distribution hide(0.2);
+    float* m = mask.data_ptr<float>();
+    for (std::int64_t i = 0; i < mask.numel(); ++i)
+      if (hide(rng)) m[i] = std::numeric_limits<float>::lowest();
+  }
+  const AttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv, .causal = c.causal, .mask = c.mask,
+                             .fill = c.fill};
+  const ref::RefTensor mref = mask.defined() ? ref::from_tensor(mask) : ref::RefTensor();
+  const ref::RefTensor want = ref::attention(ref::from_tensor(q), ref::from_tensor(k), ref::from_tensor(v),
+                                             mask.defined() ? &mref : nullptr, attrs);
+  const int Ho = std::max(c.Hq, c.Hkv);
+  const DType out = c.f32_out ? DType::F32 : c.dt;
+  const Tensor qd = upload_view(q), kd = upload_view(k), vd = upload_view(v);
+  const Tensor md = mask.defined() ? upload(mask) : Tensor();
+  Tensor y = poisoned({c.B, c.Tq, Ho * c.D}, out);
+  cuda::attn::attention_impl(qd, kd, vd, md, attrs, y, context(), Path::hopper);
+  EXPECT_TRUE(matches_ref(y, want, 1e-2)) << c.str();
+  if (check_auto) {
+    Tensor ya = poisoned({c.B, c.Tq, Ho * c.D}, out);
+    cuda::attn::attention_impl(qd, kd, vd, md, attrs, ya, context(), Path::automatic);
+    const Tensor a = download(ya), h = download(y);
+    EXPECT_EQ(std::memcmp(a.data(), h.data(), static_cast<std::size_t>(a.nbytes())), 0)
+        << "Path::automatic did not take the wgmma kernel: " << c.str();
+  }
+}
+
+#define ENCORE_REQUIRE_HOPPER()                                                                    \
+  do {                                                                                             \
+    ENCORE_REQUIRE_GPU();                                                                          \
+    if (!cuda::attn::hopper_available(context())) GTEST_SKIP() << "no sm_90 device or no sm_90a build"; \
+  } while (0)
+
+TEST(CudaAttentionHopper, OddSizesAndLayouts) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(71);
+  const std::tuple<std::int64_t, std::int64_t, std::int64_t> sizes[] = {
+      {1, 1, 1}, {2, 77, 77}, {1, 197, 197}, {2, 130, 300}, {3, 300, 45}, {1, 64, 128}, {2, 129, 257}};
+  const Layout layouts[] = {Layout::contiguous, Layout::fused, Layout::padded, Layout::time_major};
+  int n = 0;
+  for (int D : {64, 128})
+    for (DType dt : {DType::F16, DType::BF16})
+      for (const auto& [B, tq, tk] : sizes) {
+        const Layout layout = layouts[n++ % 4];
+        check_hopper({.B = B, .Tq = tq, .Tk = tk, .D = D, .dt = dt, .layout = layout}, rng, /*check_auto=*/true);
+      }
+  // A peaky softmax (scores up to ~100): the running max moves a lot between tiles.
+  for (DType dt : {DType::F16, DType::BF16})
+    check_hopper({.B = 2, .Tq = 200, .Tk = 400, .D = 64, .dt = dt, .range = 3.0}, rng);
+  // f32 output from f16 inputs.
+  check_hopper({.B = 1, .Tq = 70, .Tk = 140, .D = 128, .dt = DType::F16, .f32_out = true}, rng);
+}
+
+TEST(CudaAttentionHopper, Causal) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(72);
+  // Tq == Tk; decode-like Tq < Tk (offset Tk - Tq); Tq > Tk (leading rows fully masked).
+  const std::pair<std::int64_t, std::int64_t> sizes[] = {{130, 130}, {1, 200}, {5, 77},
+                                                         {70, 50},   {200, 65}, {333, 333}};
+  for (const auto& [tq, tk] : sizes)
+    for (DType dt : {DType::BF16, DType::F16})
+      for (MaskFill fill : {MaskFill::lowest, MaskFill::neg_infinity})
+        for (int D : {64, 128})
+          check_hopper({.Tq = tq, .Tk = tk, .D = D, .dt = dt, .causal = true, .fill = fill,
+                        .layout = tq == tk ? Layout::fused : Layout::padded},
+                       rng);
+}
+
+TEST(CudaAttentionHopper, KeyPaddingMasks) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(73);
+  for (DType dt : {DType::BF16, DType::F16})
+    for (MaskFill fill : {MaskFill::lowest, MaskFill::neg_infinity})
+      for (bool causal : {false, true})
+        for (std::int64_t tk : {67, 190})
+          check_hopper({.B = 3, .Tq = 67, .Tk = tk, .D = 64, .dt = dt, .causal = causal, .mask = MaskKind::key_padding,
+                        .fill = fill},
+                       rng);
+}
+
+TEST(CudaAttentionHopper, AdditiveMasks) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(74);
+  const std::int64_t B = 2, T = 150, H = 3;
+  for (const Shape& s : {Shape{B, 1, T, T}, Shape{T, T}, Shape{B, H, T, T}, Shape{1, 1, 1, T}, Shape{B, 1, 1, T}})
+    for (DType dt : {DType::F16, DType::BF16})
+      for (bool causal : {false, true})
+        check_hopper({.B = B, .Tq = T, .Tk = T, .Hq = H, .Hkv = H, .D = 64, .dt = dt, .causal = causal,
+                      .mask = MaskKind::additive, .add_shape = s, .layout = Layout::fused},
+                     rng);
+  check_hopper({.B = B, .Tq = 90, .Tk = 260, .Hq = 2, .Hkv = 2, .D = 128, .dt = DType::BF16,
+                .mask = MaskKind::additive, .fill = MaskFill::neg_infinity},
+               rng);
+}
+
+TEST(CudaAttentionHopper, GroupedAndReverseSparseQueryHeads) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(75);
+  const std::pair<int, int> heads[] = {{8, 2}, {6, 1}, {2, 4}, {1, 3}};
+  for (const auto& [hq, hkv] : heads)
+    for (DType dt : {DType::F16, DType::BF16}) {
+      check_hopper({.Tq = 150, .Tk = 170, .Hq = hq, .Hkv = hkv, .D = 64, .dt = dt, .layout = Layout::padded}, rng);
+      if (hq < hkv)  // a per-output-head additive mask [B, Ho, Tq, Tk]
+        check_hopper({.Tq = 40, .Tk = 40, .Hq = hq, .Hkv = hkv, .D = 128, .dt = dt, .mask = MaskKind::additive,
+                      .add_shape = Shape{2, hkv, 40, 40}},
+                     rng);
+    }
+}
+
+TEST(CudaAttentionHopper, ManyBlocks) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(76);
+  // Enough blocks for the two-warpgroup configuration (>= half the multiprocessors), several
+  // K/V tiles per block (the ring wraps), causal blocks scheduled longest first.
+  for (bool causal : {false, true})
+    for (int D : {64, 128})
+      check_hopper({.B = 3, .Tq = 500, .Tk = 500, .Hq = 6, .Hkv = 6, .D = D, .dt = causal ? DType::BF16 : DType::F16,
+                    .causal = causal, .layout = D == 64 ? Layout::fused : Layout::time_major},
+                   rng, /*check_auto=*/true);
+}
+
+TEST(CudaAttentionHopper, RefusesWhatItCannotTake) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(77);
+  // D = 80 takes the mma.sync kernel; f32 the CUDA-core one; both refuse Path::hopper.
+  for (const auto& [D, dt] : {std::pair{80, DType::F16}, std::pair{64, DType::F32}}) {
+    const Tensor q = upload(ref::random_tensor({1, 8, D}, dt, rng));
+    Tensor y = poisoned({1, 8, D}, dt);
+    EXPECT_THROW(cuda::attn::attention_impl(q, q, q, {}, {.num_heads = 1}, y, context(), Path::hopper), Error);
+    cuda::attn::attention_impl(q, q, q, {}, {.num_heads = 1}, y, context(), Path::automatic);
+    const ref::RefTensor r = ref::from_tensor(q.to(Device::cpu()));
+    EXPECT_TRUE(matches_ref(y, ref::attention(r, r, r, nullptr, {.num_heads = 1}), dt == DType::F32 ? 1e-5 : 1e-2));
+  }
 }
 
 // ---- relative-position attention ------------------------------------------------------------------------

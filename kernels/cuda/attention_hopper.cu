@@ -1,0 +1,490 @@
+// Scaled dot-product attention on Hopper tensor cores (wgmma + TMA), FlashAttention-3 style.
+// Compiled for sm_90a only (cmake/EncoreCudaSources.cmake); attention.cu calls launch_hopper()
+// on an sm_90 device and falls back to the mma.sync kernel wherever this one cannot run.
+//
+// A block has 1 or 2 consumer warpgroups of 64 query rows each (one (batch, output head)) and one
+// producer warpgroup, which gives its registers to the consumers (setmaxnreg: 40 vs 232 for
+// D = 64; the accumulators of S, O and P alone take 128-160 per thread), so one block runs per
+// multiprocessor. The producer's first thread issues TMA copies: the block's Q once, then K and
+// V tiles of 128 keys into a ring of kStages slots; each slot has a "full" mbarrier (completed by
+// the copy's transaction bytes) and an "empty" one (one arrival per consumer warp once the tile
+// has been read). Out-of-range rows arrive as zeros from the TMA, so no bounds checks on loads.
+//
+// A consumer warpgroup, per key tile j:
+//   S_j = Q K_j^T      wgmma m64n128k16, both operands in shared memory (issued, not awaited)
+//   O  += P_{j-1} V_{j-1}  wgmma m64nDk16, P in registers (issued behind S_j)
+//   wait for S_j; release K_j; mask + online softmax of S_j (exp2) while P V runs on the tensor
+//   cores; wait for P V; release V_{j-1}; rescale O; P_j = S_j packed to 16 bits.
+// The S accumulator layout per warp is the mma.m16n8k16 C layout, which is also the A-register
+// layout of the next wgmma, so P never goes through shared memory (as in attention_flash.cuh).
+//
+// Mask semantics are attention.cu's (mask_score): per element, only in tiles where a mask, the
+// end of the keys or the causal diagonal can apply. Causal blocks stop at the last visible tile
+// when that cannot change the result (see key_tiles), and run longest-first.
+#include <cuda.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/cuda/attention_wgmma.cuh"
+
+namespace encore::cuda::attn {
+namespace {
+
+using namespace hop;
+
+constexpr int kRows = 64;    // query rows per consumer warpgroup (the wgmma M)
+constexpr int kKeys = 128;   // keys per K/V tile (the N of S = Q K^T)
+constexpr int kMaxGroups = 2;
+constexpr int kMaxThreads = (kMaxGroups + 1) * 128;  // + the producer warpgroup
+// setmaxnreg budgets, within the launch's 168 per thread: 128 * (2 * 232 + 40) = 128 * (2 * 240 + 24)
+// = 64512 <= 65536. D = 128 (64 more accumulators) takes the larger consumer share.
+template <int DP>
+constexpr int kProducerRegs = DP == 64 ? 40 : 24;
+template <int DP>
+constexpr int kConsumerRegs = DP == 64 ? 232 : 240;
+
+template <int DP>
+struct Cfg {
+  static constexpr int kBlocks = DP / 64;               // 128-byte column blocks per row
+  static constexpr int kStages = DP == 64 ? 3 : 2;      // K/V ring depth (shared memory bound)
+  static constexpr unsigned kQBytes = kRows * DP * 2;   // one warpgroup's Q
+  static constexpr unsigned kTileBytes = kKeys * DP * 2;  // one K or one V tile
+  static constexpr std::size_t smem(int groups) {
+    return 1024 + groups * kQBytes + 2 * kStages * kTileBytes + 8 * (1 + 4 * kStages);
+  }
+};
+
+/// TMA descriptors of q, k, v; `*_bt`: that map's dims are {column, batch, token} (the batch
+/// stride is the smaller one, e.g. a time-major view), else {column, token, batch}.
+struct Maps {
+  CUtensorMap q, k, v;
+  bool q_bt = false, k_bt = false, v_bt = false;
+};
+
+/// A box of rows [row, row + box rows) of batch b from one of the maps.
+__device__ __forceinline__ void tma_rows(void* dst, const CUtensorMap* map, bool bt, std::uint64_t* bar, int col,
+                                         int row, int b) {
+  tma_load(dst, map, bar, col, bt ? b : row, bt ? row : b);
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <typename T>
+__device__ __forceinline__ unsigned pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ unsigned pack2<__half>(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+template <>
+__device__ __forceinline__ unsigned pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
+/// Key tiles a block of query rows [q0, q0 + rows) visits. Causal: keys after the last row's
+/// diagonal are masked for every row of the block. With fill -inf they contribute nothing; with
+/// fill lowest they contribute exp(lowest - m) = 0 once a row has a real score, which every row
+/// has when there is no other mask and the first row sees key 0 (otherwise all tiles are read).
+__device__ __forceinline__ int key_tiles(const AttnParams& p, i64 q0, i64 rows) {
+  i64 end = p.Tk;
+  if (p.causal && (p.fill_neg_inf || (p.kpm == nullptr && p.add == nullptr && q0 + p.causal_offset >= 0))) {
+    const i64 last = min(q0 + rows, p.Tq) - 1 + p.causal_offset;
+    end = min(end, max(last + 1, i64{0}));
+  }
+  return static_cast<int>((end + kKeys - 1) / kKeys);
+}
+
+/// S = Q K^T for one K slot (issued and committed, not awaited).
+template <int DP, typename T>
+__device__ __forceinline__ void issue_s(float (&s)[64], std::uint32_t q_addr, std::uint32_t k_addr) {
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < DP / 16; ++kk) {
+    const std::uint32_t off = (kk & 3) * 32u;  // k-step within the 128-byte row
+    const std::uint64_t da = desc_sw128(q_addr + (kk >> 2) * (kRows * 128u) + off, 16, 1024);
+    const std::uint64_t db = desc_sw128(k_addr + (kk >> 2) * (kKeys * 128u) + off, 16, 1024);
+    Wgmma<T>::ss_n128(s, da, db, kk > 0 ? 1 : 0);
+  }
+  wg_commit();
+}
+
+/// O += P V for one V slot (issued and committed, not awaited).
+template <int DP, typename T>
+__device__ __forceinline__ void issue_pv(float (&o)[DP / 2], const unsigned (&pf)[32], std::uint32_t v_addr) {
+  wg_fence();
+#pragma unroll
+  for (int c = 0; c < kKeys / 16; ++c) {
+    const unsigned a[4] = {pf[4 * c], pf[4 * c + 1], pf[4 * c + 2], pf[4 * c + 3]};
+    const std::uint64_t db = desc_sw128(v_addr + c * (16 * 128u), kKeys * 128u, 1024);
+    if constexpr (DP == 64) Wgmma<T>::rs_n64(o, a, db);
+    else Wgmma<T>::rs_n128(o, a, db);
+  }
+  wg_commit();
+}
+
+/// How much masking a tile needs: none; only keys past Tk (-inf, an int compare); or per-element
+/// mask_score (key padding, an additive mask, the causal diagonal, or a scale <= 0).
+enum class TileMask { none, tail, full };
+
+/// Masks one S tile of raw scores (keys j0..j0+127; this thread's rows row0 and row0 + 8) and runs
+/// the online softmax on it: s becomes the unnormalised probabilities, m/l the running max (of
+/// scaled scores) and partial sum, alpha the factor the previous output must be rescaled by.
+__device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                             const AttnParams& p, TileMask mask, i64 j0, i64 row0, i64 b, int qh,
+                                             int oh, int t4) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  if (mask == TileMask::full) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float v = s[4 * i + e] * p.scale;
+        const i64 qi = row0 + (e >> 1) * 8, kj = j0 + 8 * i + 2 * t4 + (e & 1);
+        if (kj >= p.Tk) v = -INFINITY;  // past the end: no contribution at all
+        else if (qi < p.Tq) v = mask_score(p, v, b, qh, oh, qi, kj);
+        s[4 * i + e] = v;
+      }
+    }
+  } else if (mask == TileMask::tail) {
+    const int left = static_cast<int>(p.Tk - j0);  // keys of this tile that exist
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (8 * i + 2 * t4 + (e & 1) >= left) s[4 * i + e] = -INFINITY;
+  }
+  // none/tail: raw scores (scale > 0, so the max commutes with scaling) and at least one real
+  // score per row, so m_new is finite: p = exp2(s * scale * log2e - m_new * log2e), one FMA.
+  const float c = p.scale * kLog2e;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    if (mask != TileMask::full) mx *= p.scale;
+    const float m_new = fmaxf(m[h], mx);
+    float rs = 0.0f;
+    if (m_new == -INFINITY) {  // only -inf so far: nothing contributes
+      alpha[h] = 1.0f;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) s[4 * i + 2 * h] = s[4 * i + 2 * h + 1] = 0.0f;
+    } else {
+      alpha[h] = fast_exp2((m[h] - m_new) * kLog2e);
+      if (mask == TileMask::full) {  // fill values: subtract first (lowest - lowest = 0, not inf - inf)
+#pragma unroll
+        for (int i = 0; i < 16; ++i)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float pe = fast_exp2((s[4 * i + 2 * h + e] - m_new) * kLog2e);
+            s[4 * i + 2 * h + e] = pe;
+            rs += pe;
+          }
+      } else {
+        const float mb = m_new * kLog2e;
+#pragma unroll
+        for (int i = 0; i < 16; ++i)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float pe = fast_exp2(fmaf(s[4 * i + 2 * h + e], c, -mb));
+            s[4 * i + 2 * h + e] = pe;
+            rs += pe;
+          }
+      }
+    }
+    l[h] = l[h] * alpha[h] + rs;  // per-lane partial sum; the quad is summed at the end
+    m[h] = m_new;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void pack_p(unsigned (&pf)[32], const float (&s)[64]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) pf[i] = pack2<T>(s[2 * i], s[2 * i + 1]);
+}
+
+/// The block's shared memory: Q, the K/V ring, and the ring's barriers.
+struct Smem {
+  unsigned char *q, *k, *v;
+  std::uint64_t *full_q, *full_k, *full_v, *empty_k, *empty_v;
+};
+
+/// A consumer warpgroup's whole work (see the file comment).
+template <int DP, typename T>
+__device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int ntiles, i64 q0, int oh, int qh,
+                                        i64 b) {
+  using C = Cfg<DP>;
+  constexpr int ST = C::kStages;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // Consumer warpgroup `grp`: rows qg0..qg0+63; this thread's rows row0 and row0 + 8.
+  const int grp = warp >> 2, t4 = lane & 3;
+  const i64 qg0 = q0 + static_cast<i64>(grp) * kRows;
+  const i64 row0 = qg0 + (warp & 3) * 16 + (lane >> 2);
+  const std::uint32_t q_addr = smem_u32(sm.q + grp * C::kQBytes);
+  const std::uint32_t k_addr = smem_u32(sm.k), v_addr = smem_u32(sm.v);
+
+  float o[DP / 2], s[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
+  unsigned pf[32];
+#pragma unroll
+  for (int i = 0; i < DP / 2; ++i) o[i] = 0.0f;
+  // Per-element masking only where a mask or the diagonal can apply; the end of the keys alone
+  // is the cheap tail case.
+  auto tile_mask = [&](i64 j0) {
+    if (p.kpm != nullptr || p.add != nullptr || !(p.scale > 0.0f) ||
+        (p.causal && j0 + kKeys - 1 > qg0 + p.causal_offset))
+      return TileMask::full;
+    // (D = 128 has no registers to spare for a third softmax variant: its tail takes the full path.)
+    return j0 + kKeys > p.Tk ? (DP == 64 ? TileMask::tail : TileMask::full) : TileMask::none;
+  };
+
+  if (ntiles > 0) {
+    mbar_wait(sm.full_q, 0);
+    mbar_wait(&sm.full_k[0], 0);
+    issue_s<DP, T>(s, q_addr, k_addr);
+    wg_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 64; ++i) pin(s[i]);
+    if (lane == 0) mbar_arrive(&sm.empty_k[0]);
+    softmax_tile(s, m, l, alpha, p, tile_mask(0), 0, row0, b, qh, oh, t4);
+    pack_p<T>(pf, s);
+
+    for (int j = 1; j < ntiles; ++j) {
+      const int sk = j % ST, sv = (j - 1) % ST;
+      mbar_wait(&sm.full_k[sk], (j / ST) & 1);
+      issue_s<DP, T>(s, q_addr, k_addr + sk * C::kTileBytes);
+      mbar_wait(&sm.full_v[sv], ((j - 1) / ST) & 1);
+      issue_pv<DP, T>(o, pf, v_addr + sv * C::kTileBytes);
+      wg_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
+#pragma unroll
+      for (int i = 0; i < 64; ++i) pin(s[i]);
+      if (lane == 0) mbar_arrive(&sm.empty_k[sk]);
+      const i64 j0 = static_cast<i64>(j) * kKeys;
+      softmax_tile(s, m, l, alpha, p, tile_mask(j0), j0, row0, b, qh, oh, t4);
+      wg_wait<0>();
+#pragma unroll
+      for (int i = 0; i < DP / 2; ++i) pin(o[i]);
+#pragma unroll
+      for (int i = 0; i < 32; ++i) pin(pf[i]);
+      if (lane == 0) mbar_arrive(&sm.empty_v[sv]);
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        o[4 * i] *= alpha[0], o[4 * i + 1] *= alpha[0];
+        o[4 * i + 2] *= alpha[1], o[4 * i + 3] *= alpha[1];
+      }
+      pack_p<T>(pf, s);
+    }
+    const int sv = (ntiles - 1) % ST;
+    mbar_wait(&sm.full_v[sv], ((ntiles - 1) / ST) & 1);
+    issue_pv<DP, T>(o, pf, v_addr + sv * C::kTileBytes);
+    wg_wait<0>();
+#pragma unroll
+    for (int i = 0; i < DP / 2; ++i) pin(o[i]);
+#pragma unroll
+    for (int i = 0; i < 32; ++i) pin(pf[i]);
+  }
+
+  // O / l; rows past Tq are not stored. l == 0 (every score -inf, or no tile) gives zeros.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float lt = l[h];
+    lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+    lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+    const i64 qi = row0 + 8 * h;
+    if (qi >= p.Tq) continue;
+    const float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
+    const i64 off = ((b * p.Tq + qi) * p.Ho + oh) * DP;
+    if (p.dt_out == p.dt_in) {
+      T* y = static_cast<T*>(p.y) + off;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i)
+        *reinterpret_cast<unsigned*>(y + 8 * i + 2 * t4) =
+            pack2<T>(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+    } else {
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        kc::store_f(p.y, off + 8 * i + 2 * t4, p.dt_out, o[4 * i + 2 * h] * inv);
+        kc::store_f(p.y, off + 8 * i + 2 * t4 + 1, p.dt_out, o[4 * i + 2 * h + 1] * inv);
+      }
+    }
+  }
+}
+
+template <int DP, typename T>
+__global__ void __launch_bounds__(kMaxThreads, 1)
+    attn_hopper_kernel(const AttnParams p, const __grid_constant__ Maps maps) {
+  using C = Cfg<DP>;
+  constexpr int ST = C::kStages;
+  extern __shared__ unsigned char smem_raw[];
+  // 128B-swizzle atoms start on 1024-byte boundaries.
+  unsigned char* base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const int groups = static_cast<int>(blockDim.x) / 128 - 1;
+  Smem sm;
+  sm.q = base;                                  // [groups][kBlocks][64 rows][128 B]
+  sm.k = sm.q + groups * C::kQBytes;            // [ST][kBlocks][128 keys][128 B]
+  sm.v = sm.k + ST * C::kTileBytes;             // [ST][kBlocks][128 keys][128 B]
+  sm.full_q = reinterpret_cast<std::uint64_t*>(sm.v + ST * C::kTileBytes);
+  sm.full_k = sm.full_q + 1;
+  sm.full_v = sm.full_k + ST;
+  sm.empty_k = sm.full_v + ST;
+  sm.empty_v = sm.empty_k + ST;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int qblk = p.causal ? static_cast<int>(gridDim.x - 1 - blockIdx.x) : static_cast<int>(blockIdx.x);
+  const i64 q0 = static_cast<i64>(qblk) * kRows * groups;
+  const int oh = blockIdx.y;
+  const i64 b = blockIdx.z;
+  int qh, kvh;
+  map_heads(p, oh, qh, kvh);
+  const int ntiles = key_tiles(p, q0, static_cast<i64>(kRows) * groups);
+
+  if (threadIdx.x == 0) {
+    mbar_init(sm.full_q, 1);
+    for (int s = 0; s < ST; ++s) {
+      mbar_init(&sm.full_k[s], 1);
+      mbar_init(&sm.full_v[s], 1);
+      mbar_init(&sm.empty_k[s], 4 * groups);
+      mbar_init(&sm.empty_v[s], 4 * groups);
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  // The two roles are the two branches of one if/else (setmaxnreg needs that); no block-wide
+  // barrier after this point.
+  if (warp >= 4 * groups) {  // producer warpgroup: its first thread issues every copy
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs<DP>));
+    if (warp == 4 * groups && lane == 0 && ntiles > 0) {
+      const int bi = static_cast<int>(b);
+      mbar_expect_tx(sm.full_q, groups * C::kQBytes);
+      for (int g = 0; g < groups; ++g)
+        for (int c = 0; c < C::kBlocks; ++c)
+          tma_rows(sm.q + g * C::kQBytes + c * (kRows * 128), &maps.q, maps.q_bt, sm.full_q, qh * DP + c * 64,
+                   static_cast<int>(q0) + g * kRows, bi);
+      for (int j = 0; j < ntiles; ++j) {
+        const int s = j % ST;
+        const unsigned released = ((j / ST) & 1) ^ 1;  // parity of the slot's previous release
+        if (j >= ST) mbar_wait(&sm.empty_k[s], released);
+        mbar_expect_tx(&sm.full_k[s], C::kTileBytes);
+        for (int c = 0; c < C::kBlocks; ++c)
+          tma_rows(sm.k + s * C::kTileBytes + c * (kKeys * 128), &maps.k, maps.k_bt, &sm.full_k[s], kvh * DP + c * 64,
+                   j * kKeys, bi);
+        if (j >= ST) mbar_wait(&sm.empty_v[s], released);
+        mbar_expect_tx(&sm.full_v[s], C::kTileBytes);
+        for (int c = 0; c < C::kBlocks; ++c)
+          tma_rows(sm.v + s * C::kTileBytes + c * (kKeys * 128), &maps.v, maps.v_bt, &sm.full_v[s], kvh * DP + c * 64,
+                   j * kKeys, bi);
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs<DP>));
+    consume<DP, T>(p, sm, ntiles, q0, oh, qh, b);
+  }
+}
+
+// ---- host ----------------------------------------------------------------------------------------------
+
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/// cuTensorMapEncodeTiled through the runtime (no link against libcuda); null when unavailable.
+EncodeTiled encode_tiled() {
+  static const EncodeTiled fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      f = nullptr;
+    }
+    return reinterpret_cast<EncodeTiled>(f);
+  }();
+  return fn;
+}
+
+/// A 3-d map of a [B, T, width] f16/bf16 view (element strides st, sb), read in boxes of 64
+/// columns x box_rows tokens, 128B-swizzled; false when the encoder refuses it. The dims go in
+/// increasing stride order, as the encoder documents them: {column, token, batch}, or {column,
+/// batch, token} (then `bt`) when the batch stride is the smaller.
+bool make_map(CUtensorMap& map, bool& bt, EncodeTiled fn, const void* ptr, bool bf16, i64 width, i64 rows, i64 batch,
+              i64 st, i64 sb, unsigned box_rows) {
+  if (rows == 1) st = width;  // an extent-1 dim may carry any stride: give it one the encoder takes
+  if (batch == 1) sb = rows * st;
+  bt = sb < st;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(width), static_cast<cuuint64_t>(bt ? batch : rows),
+                              static_cast<cuuint64_t>(bt ? rows : batch)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(bt ? sb : st) * 2, static_cast<cuuint64_t>(bt ? st : sb) * 2};
+  const cuuint32_t box[3] = {64, bt ? 1u : box_rows, bt ? box_rows : 1u};
+  const cuuint32_t elem[3] = {1, 1, 1};
+  return fn(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, const_cast<void*>(ptr),
+            dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/// Whether the process has loaded this kernel's sm_90a code (checked once).
+template <int DP, typename T>
+bool kernel_loaded() {
+  static const bool ok = [] {
+    cudaFuncAttributes a{};
+    const bool loaded = cudaFuncGetAttributes(&a, attn_hopper_kernel<DP, T>) == cudaSuccess;
+    if (!loaded) cudaGetLastError();
+    return loaded;
+  }();
+  return ok;
+}
+
+template <int DP, typename T>
+bool launch(const AttnParams& p, const Maps& maps, int groups, cudaStream_t stream, const char** why) {
+  if (!kernel_loaded<DP, T>()) {
+    if (why != nullptr) *why = "this binary's sm_90a code does not load on the device";
+    return false;
+  }
+  kc::check_cuda(cudaFuncSetAttribute(attn_hopper_kernel<DP, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(Cfg<DP>::smem(kMaxGroups))),
+                 "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  const i64 rows = static_cast<i64>(kRows) * groups;
+  const dim3 grid(static_cast<unsigned>((p.Tq + rows - 1) / rows), static_cast<unsigned>(p.Ho),
+                  static_cast<unsigned>(p.B));
+  attn_hopper_kernel<DP, T><<<grid, (groups + 1) * 128, Cfg<DP>::smem(groups), stream>>>(p, maps);
+  kc::check_launch("attention (wgmma)");
+  return true;
+}
+
+}  // namespace
+
+bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, cudaStream_t stream, const char** why) {
+  auto refuse = [why](const char* reason) {
+    if (why != nullptr) *why = reason;
+    return false;
+  };
+  if (device_sm != 90) return refuse("the device is not sm_90 (the kernel is built for sm_90a)");
+  if (p.dt_in != kc::kF16 && p.dt_in != kc::kBF16) return refuse("the dtype is not f16 or bf16");
+  if (p.D != 64 && p.D != 128) return refuse("the head dim is not 64 or 128");
+  if (p.Tq >= (i64{1} << 31) - kKeys || p.Tk >= (i64{1} << 31) - kKeys) return refuse("too many tokens for TMA");
+  const EncodeTiled fn = encode_tiled();
+  if (fn == nullptr) return refuse("the driver has no cuTensorMapEncodeTiled");
+  const bool bf16 = p.dt_in == kc::kBF16;
+  Maps maps;
+  if (!make_map(maps.q, maps.q_bt, fn, p.q, bf16, static_cast<i64>(p.Hq) * p.D, p.Tq, p.B, p.q_st, p.q_sb, kRows) ||
+      !make_map(maps.k, maps.k_bt, fn, p.k, bf16, static_cast<i64>(p.Hkv) * p.D, p.Tk, p.B, p.k_st, p.k_sb, kKeys) ||
+      !make_map(maps.v, maps.v_bt, fn, p.v, bf16, static_cast<i64>(p.Hkv) * p.D, p.Tk, p.B, p.v_st, p.v_sb, kKeys))
+    return refuse("the TMA encoder refused the q/k/v layout (strides or alignment)");
+  // Two consumer warpgroups per block share each K/V tile (half the L2 traffic) and keep the
+  // tensor cores busy while one does its softmax; problems too small to fill half the device with
+  // such blocks use one, for twice the blocks (one block per multiprocessor either way: registers).
+  const i64 big_blocks = (p.Tq + 2 * kRows - 1) / (2 * kRows) * p.Ho * p.B;
+  const int groups = 2 * big_blocks >= num_sms ? 2 : 1;
+  if (p.D == 64) return bf16 ? launch<64, __nv_bfloat16>(p, maps, groups, stream, why)
+                             : launch<64, __half>(p, maps, groups, stream, why);
+  return bf16 ? launch<128, __nv_bfloat16>(p, maps, groups, stream, why)
+              : launch<128, __half>(p, maps, groups, stream, why);
+}
+
+}  // namespace encore::cuda::attn

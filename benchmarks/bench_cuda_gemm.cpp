@@ -2,6 +2,12 @@
 // best algorithm) at ViT-B / GPT-2 shapes, f16 and f32 (TF32 off, encore's default). Times are GPU
 // time from CUDA events (manual time), so encore's host-side overhead shows where it delays the
 // launch. A table of the ratios (encore / raw: 1.00 = no overhead) is printed at the end.
+//
+// Decode shapes (BM_DecodeLinear): GPT-2 small's projections at M = 1 and 8 through linear's GEMV
+// kernels and through cuBLASLt (set_gemv_enabled), each timed as a CUDA graph of 128 calls (launch
+// overhead amortised) cycling through enough weight copies to exceed the L2 cache, so the weight
+// streams from HBM as in a real decode step. A second table gives us per call, weight GB/s, the
+// HBM floor at 4.0 TB/s and the ratio.
 // Without a GPU every benchmark is skipped; in a build without CUDA this file is a stub.
 #include <benchmark/benchmark.h>
 
@@ -20,12 +26,14 @@ BENCHMARK(BM_CudaGemmUnavailable);
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "backends/cuda/cublas_gemm.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/runtime.h"
 #include "encore/core/tensor.h"
@@ -190,6 +198,128 @@ BENCHMARK_CAPTURE(BM_RawCublasLt, f16, DType::F16)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_EncoreLinear, f32, DType::F32)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_RawCublasLt, f32, DType::F32)->Apply(shapes);
 
+// ---- decode shapes: GEMV kernels vs cuBLASLt ------------------------------------------------------------
+
+struct DecodeTiming {
+  double gemv = 0, cublaslt = 0, weight_bytes = 0;
+};
+std::map<std::string, DecodeTiming>& decode_timings() {
+  static std::map<std::string, DecodeTiming> t;
+  return t;
+}
+
+// One decode projection, args {M, K, N, out_in, gemv}: in_out [K, N] with bias (GELU-tanh when N =
+// 4K, the MLP's fc), out_in [N, K] without bias (the LM head). Per iteration: one replay of a graph
+// of kCalls linear calls; the reported time is per call.
+void BM_DecodeLinear(benchmark::State& state, DType dt) {
+  constexpr int kCalls = 128;
+  if (!gpu_present()) {
+    state.SkipWithError("no CUDA GPU present");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const bool out_in = state.range(3) != 0, gemv = state.range(4) != 0;
+  cuda::CudaRuntime& rt = cuda::CudaRuntime::get(Device::cuda(0));
+  const cudaStream_t stream = rt.stream();
+  const bool saved = cuda::gemv_enabled();
+  cuda::set_gemv_enabled(gemv);
+  const LinearAttrs attrs{out_in ? WeightLayout::out_in : WeightLayout::in_out,
+                          !out_in && N == 4 * K ? Activation::gelu_tanh : Activation::none};
+
+  // Enough weight copies that one pass over them exceeds twice the L2 cache (at most 64).
+  int l2 = 0;
+  cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, rt.ordinal());
+  const double weight_bytes = static_cast<double>(K * N * static_cast<std::int64_t>(dtype_size(dt)));
+  const int copies = static_cast<int>(std::clamp(2.0 * l2 / weight_bytes + 1.0, 1.0, 64.0));
+  std::mt19937 rng(1);
+  std::vector<Tensor> ws;
+  for (int i = 0; i < copies; ++i) ws.push_back(random_device(out_in ? Shape{N, K} : Shape{K, N}, dt, rng));
+  const Tensor x = random_device({M, K}, dt, rng);
+  const Tensor bias = out_in ? Tensor() : random_device({N}, dt, rng);
+  const Tensor y = Tensor::empty({M, N}, dt, Device::cuda(0));
+  const cuda::CudaContext ctx = rt.context(false);
+
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  bool ok = check(cudaEventCreate(&start), state, "cudaEventCreate") &&
+            check(cudaEventCreate(&stop), state, "cudaEventCreate");
+  if (ok && cuda::linear_takes_gemv(x, ws[0], attrs) != gemv) {
+    state.SkipWithError("linear does not take the path asked for");
+    ok = false;
+  }
+  if (ok) {
+    for (const Tensor& w : ws) cuda::linear(x, w, bias, attrs, y, ctx);  // plans, split buffers: not captured
+    rt.synchronize();
+    ok = check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), state, "cudaStreamBeginCapture");
+  }
+  if (ok) {
+    for (int i = 0; i < kCalls; ++i) cuda::linear(x, ws[static_cast<std::size_t>(i % copies)], bias, attrs, y, ctx);
+    ok = check(cudaStreamEndCapture(stream, &graph), state, "cudaStreamEndCapture") &&
+         check(cudaGraphInstantiate(&exec, graph, 0), state, "cudaGraphInstantiate") &&
+         check(cudaGraphLaunch(exec, stream), state, "cudaGraphLaunch") &&  // warm-up
+         check(cudaStreamSynchronize(stream), state, "cudaStreamSynchronize");
+  }
+  if (!ok) {
+    for (auto _ : state) {
+    }
+  } else {
+    double total = 0;
+    for (auto _ : state) {
+      cudaEventRecord(start, stream);
+      cudaGraphLaunch(exec, stream);
+      cudaEventRecord(stop, stream);
+      cudaEventSynchronize(stop);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, start, stop);
+      const double per_call = ms / 1e3 / kCalls;
+      state.SetIterationTime(per_call);
+      total += per_call;
+    }
+    const double s = state.iterations() > 0 ? total / static_cast<double>(state.iterations()) : 0;
+    if (s > 0) state.counters["GB/s"] = weight_bytes / s / 1e9;
+    const std::string name = std::string(dtype_name(dt)) + (out_in ? " out_in" : " in_out") + " M=" +
+                             std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N);
+    DecodeTiming& t = decode_timings()[name];
+    (gemv ? t.gemv : t.cublaslt) = s;
+    t.weight_bytes = weight_bytes;
+  }
+  if (exec != nullptr) cudaGraphExecDestroy(exec);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  if (start != nullptr) cudaEventDestroy(start);
+  if (stop != nullptr) cudaEventDestroy(stop);
+  cuda::set_gemv_enabled(saved);
+}
+
+// GPT-2 small decode: qkv, attention out / cross q / cross out, MLP fc (+GELU), MLP proj, LM head.
+void decode_shapes(benchmark::internal::Benchmark* b) {
+  const std::vector<std::array<std::int64_t, 3>> projections = {
+      {768, 2304, 0}, {768, 768, 0}, {768, 3072, 0}, {3072, 768, 0}, {768, 50257, 1}};
+  for (const std::int64_t m : {1, 8})
+    for (const auto& [k, n, out_in] : projections)
+      for (const std::int64_t gemv : {1, 0}) b->Args({m, k, n, out_in, gemv});
+  // Fixed iterations: the manual time is per call, 1/128 of an iteration's GPU time, so a time-based
+  // stop would replay the graph 128 times more often than needed.
+  b->ArgNames({"M", "K", "N", "out_in", "gemv"})->UseManualTime()->Iterations(50)->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK_CAPTURE(BM_DecodeLinear, f16, DType::F16)->Apply(decode_shapes);
+
+void print_decode_table() {
+  if (decode_timings().empty()) return;
+  std::printf("\n%-36s %9s %9s %9s %9s %9s %8s\n", "decode linear (per call, graph)", "gemv us", "GB/s", "cuBLASLt",
+              "GB/s", "floor us", "speedup");
+  for (const auto& [name, t] : decode_timings()) {
+    const auto gbs = [&](double s) { return s > 0 ? t.weight_bytes / s / 1e9 : 0.0; };
+    std::printf("%-36s %9.2f %9.0f %9.2f %9.0f %9.2f %8.2f\n", name.c_str(), t.gemv * 1e6, gbs(t.gemv),
+                t.cublaslt * 1e6, gbs(t.cublaslt), t.weight_bytes / 4.0e12 * 1e6,
+                t.gemv > 0 ? t.cublaslt / t.gemv : 0.0);
+  }
+  std::printf("floor: weight bytes / 4.0 TB/s; speedup: cuBLASLt time / GEMV time\n");
+}
+
 void print_ratios() {
   if (timings().empty()) return;
   std::printf("\n%-32s %12s %12s %8s\n", "linear (GPU time per call)", "encore us", "cublasLt us", "ratio");
@@ -211,6 +341,7 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   print_ratios();
+  print_decode_table();
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "kernels/cuda/gemm_activation.cuh"
 #include "kernels/cuda/gemm_kernels.h"
 
 namespace encore::cuda::kernels {
@@ -24,22 +25,6 @@ __device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat1
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-
-__device__ __forceinline__ float activate(float x, Act act) {
-  switch (act) {
-    case Act::none: return x;
-    case Act::gelu: return 0.5f * x * erfcf(-x * 0.70710678118654752f);  // erfc keeps the negative tail
-    case Act::gelu_tanh: {
-      const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.0f + tanhf(u));
-    }
-    case Act::relu: return x < 0.0f ? 0.0f : x;  // NaN propagates like torch.relu
-    case Act::silu: return x / (1.0f + expf(-x));
-    case Act::sigmoid: return 1.0f / (1.0f + expf(-x));
-    case Act::tanh: return tanhf(x);
-  }
-  return x;
-}
 
 template <typename T, typename B>
 __global__ void bias_activation_kernel(T* y, std::int64_t total, std::int64_t channels, std::int64_t inner,

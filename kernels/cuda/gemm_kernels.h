@@ -26,6 +26,33 @@ cudaError_t launch_bias_activation(void* y, FloatType y_type, std::int64_t total
                                    std::int64_t inner, const void* bias, FloatType bias_type,
                                    std::int64_t bias_stride, Act act, cudaStream_t stream);
 
+/// Most rows of x the GEMV kernels (gemv.cu) take: decode steps (beams, small batches).
+inline constexpr std::int64_t kGemvMaxRows = 16;
+
+/// y[m, n] = act(sum_k x[m, k] w(k, n) + bias[n]) for M <= kGemvMaxRows, f32 accumulation, y
+/// rounded once. Strides are in elements. The weight is read once for all rows.
+struct GemvArgs {
+  FloatType type = FloatType::f32;  ///< of x, w and y
+  std::int64_t M = 0, N = 0, K = 0;  ///< all > 0
+  const void* x = nullptr;           ///< element (m, k) at x[m * x_row_stride + k * x_col_stride]
+  std::int64_t x_row_stride = 0, x_col_stride = 1;
+  const void* w = nullptr;  ///< element (k, n) at w[k * ldw + n], or w[n * ldw + k] when k_contiguous
+  std::int64_t ldw = 0;
+  bool k_contiguous = false;
+  const void* bias = nullptr;  ///< element n at bias[n * bias_stride], or null
+  FloatType bias_type = FloatType::f32;
+  std::int64_t bias_stride = 1;
+  Act act = Act::none;
+  void* y = nullptr;  ///< dense [M, N]
+};
+
+/// Queues the GEMV on `stream` (device `ordinal` current; `multiprocessors` of it). Splits of K
+/// across CTAs are summed in a fixed order by the last CTA of each column tile (bitwise
+/// reproducible); their partial sums and tile counters live in a buffer kept per (device, stream)
+/// that survives CUDA-graph replays. Weights whose rows are not 16-byte aligned are read element by
+/// element (slower, same results).
+cudaError_t launch_gemv(const GemvArgs& args, int ordinal, int multiprocessors, cudaStream_t stream);
+
 /// dst (dense, row-major) = src viewed with `shape`/`strides` (elements); elem_size 1, 2, 4 or 8.
 struct StridedLayout {
   int rank = 0;

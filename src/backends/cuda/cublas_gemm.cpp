@@ -6,10 +6,17 @@
 //
 // Plans (the matmul descriptor, layouts and heuristic algorithm) are cached per runtime and shape
 // key, so the heuristic runs once per shape.
+//
+// linear with at most 16 rows of x (decode steps) can take the weight-streaming GEMV of
+// kernels/cuda/gemv.cu instead (ENCORE_CUDA_GEMV=1). It is off by default: on the H200, graph-
+// replayed, cuBLASLt is faster at every GPT-2 decode shape but one (docs/benchmarks.md).
 #include "backends/cuda/cublas_gemm.h"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -416,6 +423,55 @@ void run_gemm(CudaRuntime& rt, const GemmProblem& p) {
 
 // ---- linear ---------------------------------------------------------------------------------------
 
+namespace {
+
+std::atomic<int> g_gemv_mode{-1};  // -1: environment not read yet; 0 off; 1 on
+
+// The GEMV kernel's view of linear(x, w) (bias, activation and y left unset), when it has one.
+std::optional<kernels::GemvArgs> gemv_view(const Tensor& x, const Tensor& w, const LinearAttrs& attrs) {
+  if (!gemv_enabled() || x.rank() < 1 || w.rank() != 2 || !is_gemm_float(x.dtype())) return std::nullopt;
+  const std::int64_t K = x.dim(-1);
+  if (K <= 0) return std::nullopt;
+  const std::int64_t M = x.numel() / K;
+  if (M < 1 || M > kernels::kGemvMaxRows) return std::nullopt;
+  const std::int64_t row_stride = collapsed_row_stride(x);
+  const GemmOperand b = matrix_operand(w, attrs.layout == WeightLayout::out_in);  // W as [K, N]
+  if (row_stride < 0 || b.ptr == nullptr) return std::nullopt;
+  kernels::GemvArgs a;
+  a.type = float_type(x.dtype());
+  a.M = M;
+  a.K = K;
+  a.N = attrs.layout == WeightLayout::out_in ? w.dim(0) : w.dim(1);
+  a.x = x.data();
+  a.x_row_stride = row_stride;
+  a.x_col_stride = x.strides()[x.rank() - 1];
+  a.w = b.ptr;
+  a.ldw = b.ld;
+  a.k_contiguous = b.transposed;
+  return a;
+}
+
+}  // namespace
+
+bool gemv_enabled() {
+  int mode = g_gemv_mode.load(std::memory_order_relaxed);
+  if (mode < 0) {
+    const char* e = std::getenv("ENCORE_CUDA_GEMV");
+    mode = e != nullptr && std::strcmp(e, "1") == 0 ? 1 : 0;
+    int expected = -1;
+    if (!g_gemv_mode.compare_exchange_strong(expected, mode)) mode = expected;  // set_gemv_enabled won
+  }
+  return mode == 1;
+}
+
+void set_gemv_enabled(bool on) { g_gemv_mode.store(on ? 1 : 0); }
+
+bool linear_takes_gemv(const Tensor& x, const Tensor& w, const LinearAttrs& attrs) {
+  if (!x.defined() || !w.defined()) return false;
+  const std::optional<kernels::GemvArgs> a = gemv_view(x, w, attrs);
+  return a.has_value() && a->N > 0;
+}
+
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearAttrs& attrs, const Tensor& y,
             const CudaContext& ctx) {
   CudaRuntime& rt = runtime_of(ctx, "linear");
@@ -447,6 +503,19 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearAt
   const std::int64_t M = K == 0 ? (N == 0 ? 0 : y.numel() / N) : x.numel() / K;
   if (M == 0 || N == 0) return;
   DeviceGuard guard(rt.ordinal());
+
+  // Decode-sized x (M <= 16): one pass over the weight beats cuBLASLt's GEMM tiles (gemv.cu).
+  if (std::optional<kernels::GemvArgs> g = gemv_view(x, w, attrs)) {
+    g->act = to_act(attrs.activation);
+    g->y = y.data();
+    if (bias.defined()) {
+      g->bias = bias.data();
+      g->bias_type = float_type(bias.dtype());
+      g->bias_stride = bias.strides()[0];
+    }
+    ENCORE_CUDA_CHECK(kernels::launch_gemv(*g, rt.ordinal(), rt.multiprocessors(), rt.stream()));
+    return;
+  }
 
   GemmProblem p;
   p.dtype = x.dtype();

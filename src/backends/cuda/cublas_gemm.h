@@ -80,6 +80,18 @@ struct LtCall {
 /// Queues `call`; false (nothing queued) when cuBLASLt has no algorithm for it.
 bool lt_matmul(CudaRuntime& rt, const LtCall& call);
 
+/// Whether linear() may run decode-sized problems on the GEMV kernels (kernels/cuda/gemv.cu)
+/// instead of cuBLASLt: only when the environment sets ENCORE_CUDA_GEMV=1 (read on first use;
+/// cuBLASLt measured faster on the H200 at the GPT-2 decode shapes).
+/// set_gemv_enabled overrides that for the whole process (tests and benchmarks compare the paths).
+bool gemv_enabled();
+void set_gemv_enabled(bool on);
+
+/// True when linear(x, w, ...) runs on the GEMV kernels now: gemv_enabled(), K = x.dim(-1) > 0,
+/// 1 <= M = x.numel() / K <= 16, the leading dims of x collapse into one row stride, and the
+/// weight has a unit stride along one of its dims (any alignment; 16-byte aligned rows are faster).
+bool linear_takes_gemv(const Tensor& x, const Tensor& w, const LinearAttrs& attrs);
+
 /// Number of cuBLASLt plans cached for rt so far (tests and benchmarks).
 std::size_t gemm_plan_count(const CudaRuntime& rt);
 

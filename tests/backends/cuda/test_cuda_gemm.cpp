@@ -1,7 +1,13 @@
 // CUDA GEMM family (linear, matmul, conv2d/conv1d, int8 linear) against the CPU kernels on the
 // same inputs: f32 with TF32 off to 1e-5, f16/bf16 to 1e-2 (relative L2). The CPU side runs in f32
-// on the already rounded inputs. Outputs are poisoned (0xFF) before every launch.
+// on the already rounded inputs. Outputs are poisoned (0xFF) before every launch. linear's GEMV
+// kernels (M <= 16) are also checked against the double reference, run to run (bitwise), against
+// the cuBLASLt path and under CUDA-graph replay.
+#include <cuda_runtime_api.h>
+
 #include <cmath>
+#include <cstring>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -12,6 +18,7 @@
 #include "backends/cpu/onednn_int8.h"
 #include "backends/cuda/cublas_gemm.h"
 #include "cuda_test_util.h"
+#include "reference/ref_gemm.h"
 
 namespace encore::cuda {
 namespace {
@@ -29,6 +36,18 @@ constexpr Activation kActivations[] = {Activation::none, Activation::gelu,    Ac
                                        Activation::silu, Activation::sigmoid, Activation::tanh};
 
 std::string trace(DType dt, const std::string& what) { return std::string(dtype_name(dt)) + " " + what; }
+
+// Forces linear's GEMV path (M <= 16) on or off for a scope, whatever ENCORE_CUDA_GEMV says.
+class GemvMode {
+ public:
+  explicit GemvMode(bool on) : saved_(gemv_enabled()) { set_gemv_enabled(on); }
+  ~GemvMode() { set_gemv_enabled(saved_); }
+  GemvMode(const GemvMode&) = delete;
+  GemvMode& operator=(const GemvMode&) = delete;
+
+ private:
+  bool saved_;
+};
 
 enum class XKind { dense, row_slice, transposed, scattered };
 enum class WKind { dense, transposed_view };
@@ -95,13 +114,16 @@ TEST(CudaLinear, ShapesAndLayouts) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(1);
   const std::int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {1, 768, 2304}, {64, 128, 96}, {197, 64, 72}};
-  for (DType dt : kFloatTypes)
-    for (const auto& s : shapes)
-      for (WeightLayout layout : {WeightLayout::out_in, WeightLayout::in_out}) {
-        SCOPED_TRACE(trace(dt, fmt::format("M {} K {} N {} layout {}", s[0], s[1], s[2], static_cast<int>(layout))));
-        check_linear(make_x(XKind::dense, s[0], s[1], dt, rng), make_w(WKind::dense, layout, s[1], s[2], dt, rng),
-                     make_bias(BiasKind::dense, s[2], dt, rng), layout, Activation::none, dt);
-      }
+  for (const bool gemv : {true, false})  // small M: the GEMV kernels, then cuBLASLt
+    for (DType dt : kFloatTypes)
+      for (const auto& s : shapes)
+        for (WeightLayout layout : {WeightLayout::out_in, WeightLayout::in_out}) {
+          const GemvMode mode(gemv);
+          SCOPED_TRACE(trace(dt, fmt::format("M {} K {} N {} layout {} gemv {}", s[0], s[1], s[2],
+                                             static_cast<int>(layout), gemv)));
+          check_linear(make_x(XKind::dense, s[0], s[1], dt, rng), make_w(WKind::dense, layout, s[1], s[2], dt, rng),
+                       make_bias(BiasKind::dense, s[2], dt, rng), layout, Activation::none, dt);
+        }
 }
 
 TEST(CudaLinear, Activations) {
@@ -135,13 +157,16 @@ TEST(CudaLinear, StridedInputsAndWeights) {
 TEST(CudaLinear, BiasVariants) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(4);
-  for (DType dt : kFloatTypes)
-    for (BiasKind bias : {BiasKind::none, BiasKind::dense, BiasKind::f32, BiasKind::strided})
-      for (Activation act : {Activation::none, Activation::relu, Activation::gelu_tanh}) {
-        SCOPED_TRACE(trace(dt, fmt::format("bias {} {}", static_cast<int>(bias), activation_name(act))));
-        check_linear(make_x(XKind::dense, 9, 40, dt, rng), make_w(WKind::dense, WeightLayout::in_out, 40, 30, dt, rng),
-                     make_bias(bias, 30, dt, rng), WeightLayout::in_out, act, dt);
-      }
+  for (const bool gemv : {true, false})  // M = 9: the GEMV kernels, then cuBLASLt's epilogues
+    for (DType dt : kFloatTypes)
+      for (BiasKind bias : {BiasKind::none, BiasKind::dense, BiasKind::f32, BiasKind::strided})
+        for (Activation act : {Activation::none, Activation::relu, Activation::gelu_tanh}) {
+          const GemvMode mode(gemv);
+          SCOPED_TRACE(trace(dt, fmt::format("bias {} {} gemv {}", static_cast<int>(bias), activation_name(act), gemv)));
+          check_linear(make_x(XKind::dense, 9, 40, dt, rng),
+                       make_w(WKind::dense, WeightLayout::in_out, 40, 30, dt, rng), make_bias(bias, 30, dt, rng),
+                       WeightLayout::in_out, act, dt);
+        }
 }
 
 TEST(CudaLinear, DegenerateShapes) {
@@ -173,6 +198,7 @@ TEST(CudaLinear, Tf32IsOptIn) {
 
 TEST(CudaLinear, PlansAreCachedPerShape) {
   ENCORE_REQUIRE_GPU();
+  const GemvMode cublaslt(false);  // M = 11 would take the GEMV kernels (no plans)
   std::mt19937 rng(7);
   const Pair x = test::random_pair({11, 24}, DType::F16, rng), w = test::random_pair({40, 24}, DType::F16, rng);
   Tensor y = poisoned({11, 40}, DType::F16);
@@ -205,6 +231,245 @@ TEST(CudaLinear, ArgumentErrors) {
   const Tensor xi = upload(Tensor::zeros({3, 8}, DType::I32));
   EXPECT_EQ(code_of([&] { linear(xi, w_ok.device, Tensor(), LinearAttrs{}, y, test::context()); }),
             ErrorCode::unsupported);
+}
+
+// ---- linear: GEMV kernels (M <= 16) ------------------------------------------------------------------
+
+Shape linear_out_shape(const Tensor& x, const Tensor& w, WeightLayout layout) {
+  Shape s = x.shape();
+  s[s.rank() - 1] = layout == WeightLayout::out_in ? w.dim(0) : w.dim(1);
+  return s;
+}
+
+// cuda::linear into a poisoned y.
+Tensor run_linear(const Pair& x, const Pair& w, const Pair& bias, const LinearAttrs& attrs, DType dt) {
+  Tensor y = poisoned(linear_out_shape(x.host, w.host, attrs.layout), dt);
+  linear(x.device, w.device, bias.device, attrs, y, test::context());
+  return y;
+}
+
+// y against the double-precision reference on the same (already rounded) host inputs.
+::testing::AssertionResult matches_reference(const Tensor& y, const Pair& x, const Pair& w, const Pair& bias,
+                                             const LinearAttrs& attrs, double tol) {
+  const ref::RefTensor b = bias.host.defined() ? ref::from_tensor(bias.host) : ref::RefTensor();
+  const ref::RefTensor want = ref::linear(ref::from_tensor(x.host), ref::from_tensor(w.host),
+                                          bias.host.defined() ? &b : nullptr, attrs.layout, attrs.activation);
+  const ref::RefTensor got = ref::from_tensor(test::download(y));
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    if (std::isnan(got.data[i])) return ::testing::AssertionFailure() << "element " << i << " is NaN (unwritten?)";
+  const double err = ref::relative_error(got, want);
+  if (err <= tol) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "relative error " << err << " > " << tol;
+}
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  const Tensor ha = test::download(a), hb = test::download(b);
+  return ha.nbytes() == hb.nbytes() && std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
+}
+
+// A [rows, cols] weight as columns [first, first + cols) of a [rows, wide] tensor, wide a multiple
+// of 8: 16-byte aligned rows with a partial last vector (first = 0) or a misaligned base (first = 1).
+Pair sliced_weight(std::int64_t rows, std::int64_t cols, std::int64_t first, DType dt, std::mt19937& rng) {
+  const std::int64_t wide = (cols + 1 + 7) / 8 * 8;
+  const Tensor h = ref::random_tensor({rows, wide}, dt, rng).slice(1, first, first + cols);
+  return {h, upload_view(h)};
+}
+
+TEST(CudaGemv, MatchesDoubleReference) {
+  ENCORE_REQUIRE_GPU();
+  const GemvMode on(true);
+  std::mt19937 rng(21);
+  // Odd K and N (scalar weight loads where rows are not 16-byte aligned) and aligned ones.
+  const std::int64_t kn[][2] = {{7, 33}, {33, 7}, {770, 1000}, {1000, 770}, {64, 2304}};
+  int variant = 0;
+  for (DType dt : kFloatTypes)
+    for (const std::int64_t M : {1, 2, 3, 5, 8, 16})
+      for (const auto& [K, N] : kn)
+        for (WeightLayout layout : {WeightLayout::out_in, WeightLayout::in_out}) {
+          const Activation act = kActivations[variant % 7];
+          const BiasKind bias_kind = variant % 2 == 0 ? BiasKind::dense : BiasKind::none;
+          ++variant;
+          SCOPED_TRACE(trace(dt, fmt::format("M {} K {} N {} layout {} {} bias {}", M, K, N, static_cast<int>(layout),
+                                             activation_name(act), static_cast<int>(bias_kind))));
+          const Pair x = test::random_pair({M, K}, dt, rng), w = make_w(WKind::dense, layout, K, N, dt, rng);
+          const Pair bias = make_bias(bias_kind, N, dt, rng);
+          const LinearAttrs attrs{layout, act};
+          ASSERT_TRUE(linear_takes_gemv(x.device, w.device, attrs));
+          EXPECT_TRUE(matches_reference(run_linear(x, w, bias, attrs, dt), x, w, bias, attrs, tolerance(dt)));
+        }
+}
+
+TEST(CudaGemv, StridedOperands) {
+  ENCORE_REQUIRE_GPU();
+  const GemvMode on(true);
+  std::mt19937 rng(22);
+  const std::int64_t M = 5, K = 203, N = 997;  // 203 and 997: partial vectors for f32 and 16-bit
+  for (DType dt : kFloatTypes)
+    for (WeightLayout layout : {WeightLayout::out_in, WeightLayout::in_out}) {
+      const bool out_in = layout == WeightLayout::out_in;
+      const LinearAttrs attrs{layout, Activation::gelu};
+      // x: a column slice of a wider tensor (odd offset), a transposed view, collapsing batch dims
+      // [1, 5, K] and [5, 1, K] of a slice, and batch dims that do not collapse (cuBLASLt).
+      const Tensor x3 = ref::random_tensor({M, 1, 2 * K}, dt, rng).slice(2, K, 2 * K);
+      std::vector<std::pair<std::string, Pair>> xs;
+      xs.emplace_back("row slice", make_x(XKind::row_slice, M, K, dt, rng));
+      xs.emplace_back("transposed", make_x(XKind::transposed, M, K, dt, rng));
+      xs.emplace_back("rank 3 slice", Pair{x3, upload_view(x3)});
+      xs.emplace_back("rank 3", test::random_pair({1, M, K}, dt, rng));
+      // w: transposed views (the other kernel), aligned rows with a tail, a misaligned base.
+      std::vector<std::pair<std::string, Pair>> ws;
+      ws.emplace_back("dense", make_w(WKind::dense, layout, K, N, dt, rng));
+      ws.emplace_back("transposed view", make_w(WKind::transposed_view, layout, K, N, dt, rng));
+      ws.emplace_back("padded rows", sliced_weight(out_in ? N : K, out_in ? K : N, 0, dt, rng));
+      ws.emplace_back("misaligned", sliced_weight(out_in ? N : K, out_in ? K : N, 1, dt, rng));
+      for (const auto& [xname, x] : xs)
+        for (const auto& [wname, w] : ws)
+          for (BiasKind bias_kind : {BiasKind::f32, BiasKind::strided}) {
+            SCOPED_TRACE(trace(dt, fmt::format("layout {} x {} w {} bias {}", static_cast<int>(layout), xname, wname,
+                                               static_cast<int>(bias_kind))));
+            const Pair bias = make_bias(bias_kind, N, dt, rng);
+            ASSERT_TRUE(linear_takes_gemv(x.device, w.device, attrs));
+            EXPECT_TRUE(matches_reference(run_linear(x, w, bias, attrs, dt), x, w, bias, attrs, tolerance(dt)));
+          }
+      const Pair scattered = make_x(XKind::scattered, M, K, dt, rng), w = make_w(WKind::dense, layout, K, N, dt, rng);
+      EXPECT_FALSE(linear_takes_gemv(scattered.device, w.device, attrs));
+      EXPECT_TRUE(matches_reference(run_linear(scattered, w, Pair{}, attrs, dt), scattered, w, Pair{}, attrs,
+                                    tolerance(dt)));
+    }
+}
+
+TEST(CudaGemv, SelectionBounds) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(23);
+  const Pair w = test::random_pair({32, 24}, DType::F16, rng);
+  const LinearAttrs attrs{};
+  const GemvMode on(true);
+  EXPECT_TRUE(linear_takes_gemv(test::random_pair({16, 24}, DType::F16, rng).device, w.device, attrs));
+  EXPECT_TRUE(linear_takes_gemv(test::random_pair({2, 8, 24}, DType::F16, rng).device, w.device, attrs));
+  EXPECT_FALSE(linear_takes_gemv(test::random_pair({17, 24}, DType::F16, rng).device, w.device, attrs));
+  EXPECT_FALSE(linear_takes_gemv(test::random_pair({3, 0}, DType::F16, rng).device,
+                                 test::random_pair({32, 0}, DType::F16, rng).device, attrs));
+  const GemvMode off(false);
+  EXPECT_FALSE(linear_takes_gemv(test::random_pair({1, 24}, DType::F16, rng).device, w.device, attrs));
+}
+
+// Shapes that split K over CTAs and, K-contiguous, loop CTAs over column tiles (LM-head-like; on an
+// H200's 132 SMs [9000, 1000] out_in loops at every M and also splits K at M = 16).
+TEST(CudaGemv, SplitsAndTileLoops) {
+  ENCORE_REQUIRE_GPU();
+  const GemvMode on(true);
+  std::mt19937 rng(24);
+  struct Case {
+    std::int64_t K, N;
+    WeightLayout layout;
+  };
+  const Case cases[] = {{3072, 768, WeightLayout::in_out},
+                        {768, 3072, WeightLayout::in_out},
+                        {4099, 40, WeightLayout::in_out},
+                        {1000, 9000, WeightLayout::out_in},
+                        {5000, 96, WeightLayout::out_in}};
+  for (DType dt : {DType::F16, DType::F32})
+    for (const std::int64_t M : {1, 8, 16})
+      for (const Case& c : cases) {
+        SCOPED_TRACE(trace(dt, fmt::format("M {} K {} N {} layout {}", M, c.K, c.N, static_cast<int>(c.layout))));
+        const Pair x = test::random_pair({M, c.K}, dt, rng), w = make_w(WKind::dense, c.layout, c.K, c.N, dt, rng);
+        const Pair bias = make_bias(BiasKind::dense, c.N, dt, rng);
+        const LinearAttrs attrs{c.layout, Activation::gelu_tanh};
+        EXPECT_TRUE(matches_reference(run_linear(x, w, bias, attrs, dt), x, w, bias, attrs, tolerance(dt)));
+      }
+}
+
+TEST(CudaGemv, BitwiseReproducible) {
+  ENCORE_REQUIRE_GPU();
+  const GemvMode on(true);
+  std::mt19937 rng(25);
+  struct Case {
+    std::int64_t M, K, N;
+    WeightLayout layout;
+  };
+  const Case cases[] = {{1, 3072, 768, WeightLayout::in_out},
+                        {5, 768, 2304, WeightLayout::in_out},
+                        {1, 768, 768, WeightLayout::out_in},
+                        {16, 1000, 9000, WeightLayout::out_in}};
+  for (DType dt : kFloatTypes) {
+    std::vector<Pair> xs, ws, bs;
+    std::vector<Tensor> first;
+    for (const Case& c : cases) {
+      xs.push_back(test::random_pair({c.M, c.K}, dt, rng));
+      ws.push_back(make_w(WKind::dense, c.layout, c.K, c.N, dt, rng));
+      bs.push_back(make_bias(BiasKind::dense, c.N, dt, rng));
+      first.push_back(run_linear(xs.back(), ws.back(), bs.back(), LinearAttrs{c.layout, Activation::relu}, dt));
+    }
+    // Interleaved repeats: the split counters must be back at zero after every launch.
+    for (int rep = 0; rep < 5; ++rep)
+      for (std::size_t i = 0; i < std::size(cases); ++i) {
+        SCOPED_TRACE(trace(dt, fmt::format("case {} repeat {}", i, rep)));
+        const Tensor again =
+            run_linear(xs[i], ws[i], bs[i], LinearAttrs{cases[i].layout, Activation::relu}, dt);
+        EXPECT_TRUE(same_bytes(again, first[i]));
+      }
+  }
+}
+
+TEST(CudaGemv, AgreesWithCublasLt) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(26);
+  for (DType dt : kFloatTypes)
+    for (const std::int64_t M : {1, 4, 16})
+      for (WeightLayout layout : {WeightLayout::out_in, WeightLayout::in_out}) {
+        SCOPED_TRACE(trace(dt, fmt::format("M {} layout {}", M, static_cast<int>(layout))));
+        const Pair x = test::random_pair({M, 768}, dt, rng), w = make_w(WKind::dense, layout, 768, 2304, dt, rng);
+        const Pair bias = make_bias(BiasKind::dense, 2304, dt, rng);
+        const LinearAttrs attrs{layout, Activation::gelu_tanh};
+        Tensor by_gemv, by_cublaslt;
+        {
+          const GemvMode on(true);
+          ASSERT_TRUE(linear_takes_gemv(x.device, w.device, attrs));
+          by_gemv = run_linear(x, w, bias, attrs, dt);
+        }
+        {
+          const GemvMode off(false);
+          ASSERT_FALSE(linear_takes_gemv(x.device, w.device, attrs));
+          by_cublaslt = run_linear(x, w, bias, attrs, dt);
+        }
+        EXPECT_TRUE(close_to(by_gemv, as_f32(test::download(by_cublaslt)), tolerance(dt)));
+      }
+}
+
+// Recorded into a CUDA graph (after a warm-up outside it) and replayed: the same bytes as eager runs.
+TEST(CudaGemv, GraphReplayMatchesEager) {
+  ENCORE_REQUIRE_GPU();
+  const GemvMode on(true);
+  std::mt19937 rng(27);
+  CudaRuntime& rt = test::runtime();
+  const cudaStream_t stream = rt.stream();
+  for (DType dt : {DType::F16, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Pair x = test::random_pair({1, 768}, dt, rng), x8 = test::random_pair({8, 768}, dt, rng);
+    const Pair w_in_out = make_w(WKind::dense, WeightLayout::in_out, 768, 768, dt, rng);
+    const Pair w_out_in = make_w(WKind::dense, WeightLayout::out_in, 768, 5000, dt, rng);
+    const Pair bias = make_bias(BiasKind::dense, 768, dt, rng);
+    const LinearAttrs a1{WeightLayout::in_out, Activation::gelu_tanh}, a2{WeightLayout::out_in, Activation::none};
+    const Tensor eager1 = run_linear(x, w_in_out, bias, a1, dt), eager2 = run_linear(x8, w_out_in, Pair{}, a2, dt);
+    Tensor y1 = poisoned(eager1.shape(), dt), y2 = poisoned(eager2.shape(), dt);
+    rt.synchronize();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    linear(x.device, w_in_out.device, bias.device, a1, y1, test::context());
+    linear(x8.device, w_out_in.device, Tensor(), a2, y2, test::context());
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int rep = 0; rep < 3; ++rep) {
+      rt.memset(y1.data(), 0xFF, y1.nbytes());
+      rt.memset(y2.data(), 0xFF, y2.nbytes());
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      EXPECT_TRUE(same_bytes(y1, eager1)) << "replay " << rep;
+      EXPECT_TRUE(same_bytes(y2, eager2)) << "replay " << rep;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
 }
 
 // ---- matmul ---------------------------------------------------------------------------------------

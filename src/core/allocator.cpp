@@ -81,4 +81,8 @@ Storage::~Storage() {
   if (allocator_ != nullptr) allocator_->deallocate(data_, bytes_, device_);
 }
 
+void Allocator::copy_within(std::span<const Region> regions, Device device) {
+  for (const Region& r : regions) copy(r.dst, device, r.src, device, r.bytes);
+}
+
 }  // namespace encore

@@ -150,11 +150,24 @@ void KvCache::release_block(int block) {
   if (--refcount_[static_cast<std::size_t>(block)] == 0) free_blocks_.push_back(block);
 }
 
+// Block copies are collected and issued together by flush_copies() (one batched device copy);
+// a copy into a block that a pending copy reads from flushes first, so batch order never matters.
 void KvCache::copy_block(int from, int to) {
-  for (int l = 0; l < config_.num_layers; ++l) {
-    keys_[l].select(0, to).copy_from(keys_[l].select(0, from));
-    values_[l].select(0, to).copy_from(values_[l].select(0, from));
-  }
+  if (pending_sources_.size() != static_cast<std::size_t>(num_blocks_)) pending_sources_.assign(static_cast<std::size_t>(num_blocks_), 0);
+  if (pending_sources_[static_cast<std::size_t>(to)] != 0) flush_copies();
+  pending_sources_[static_cast<std::size_t>(from)] = 1;
+  for (int l = 0; l < config_.num_layers; ++l)
+    for (const Tensor* t : {&keys_[l], &values_[l]}) {
+      const Tensor dst = t->select(0, to), src = t->select(0, from);
+      pending_copies_.push_back(Allocator::Region{dst.data(), src.data(), dst.nbytes()});
+    }
+}
+
+void KvCache::flush_copies() {
+  if (pending_copies_.empty()) return;
+  allocator_for(config_.device.type).copy_within(pending_copies_, config_.device);
+  pending_copies_.clear();
+  std::fill(pending_sources_.begin(), pending_sources_.end(), 0);
 }
 
 // Each mirror update of a device cache is a host-to-device copy on the decode path: only what
@@ -209,6 +222,7 @@ void KvCache::reserve(std::int64_t n) {
     for (i64 i = have; i < need; ++i) row[i] = take_block(), changed = true;
     host_reserved_[b] = std::max(have, need) * bs;
   }
+  flush_copies();
   if (changed) sync_tables(true, false);
 }
 
@@ -245,6 +259,7 @@ void KvCache::write(int layer, const Tensor& k, const Tensor& v) {
       row[i] = copy, changed = true;
     }
   }
+  flush_copies();
   if (changed) sync_tables(true, false);
 
   const bool on_host = config_.device.is_cpu();

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <span>
 
 #include "encore/core/device.h"
 
@@ -25,6 +26,18 @@ class Allocator {
   /// the host. Blocks until the copy is complete.
   virtual void copy(void* dst, Device dst_device, const void* src, Device src_device,
                     std::size_t bytes) = 0;
+
+  /// One region of copy_within.
+  struct Region {
+    void* dst = nullptr;
+    const void* src = nullptr;
+    std::size_t bytes = 0;
+  };
+  /// Copies many non-overlapping regions within `device`'s memory. Ordered like the device's
+  /// kernels: after the work queued before it, before the work queued after it; it need not block
+  /// the caller (CUDA queues one batched copy on the device's stream). Regions must not overlap
+  /// one another (their order inside the batch is unspecified). The default loops over copy().
+  virtual void copy_within(std::span<const Region> regions, Device device);
 };
 
 /// The process-wide aligned host allocator.

@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "encore/core/allocator.h"
 #include "encore/core/tensor.h"
 
 namespace encore {
@@ -75,6 +76,7 @@ class KvCache {
   int take_block();
   void release_block(int block);
   void copy_block(int from, int to);
+  void flush_copies();
   void sync_tables(bool table, bool lengths);
 
   KvCacheConfig config_;
@@ -87,6 +89,8 @@ class KvCache {
   std::vector<std::int64_t> host_reserved_;   // [batch]: tokens with a block behind them
   std::vector<int> refcount_;                 // per block
   std::vector<int> free_blocks_;
+  std::vector<Allocator::Region> pending_copies_;  // block copies not yet issued
+  std::vector<char> pending_sources_;              // per block: a pending copy reads it
 };
 
 }  // namespace encore

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include "backends/cuda/caching_allocator.h"
@@ -105,6 +106,9 @@ class CudaRuntime {
   void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes);
   /// cudaMemsetAsync on the stream.
   void memset(void* ptr, int value, std::size_t bytes);
+  /// Device-to-device copies of non-overlapping regions of this device, queued on the stream as
+  /// one batch (not waited for: stream order makes later kernels and copies see them).
+  void copy_within(std::span<const Allocator::Region> regions);
 
  private:
   explicit CudaRuntime(int ordinal);

@@ -390,5 +390,27 @@ TEST(CudaRuntime, OutOfMemoryNamesRequestAndFreeMemory) {
   EXPECT_EQ(t.to(Device::cpu()).to_float_vector(), std::vector<float>(16, 0.0f));
 }
 
+// Allocator::copy_within on CUDA: one batched, stream-ordered device copy of many regions; later
+// work on the stream (the download) sees every region.
+TEST(CudaRuntime, CopyWithinCopiesEveryRegionInStreamOrder) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = test::runtime().device();
+  const std::int64_t n = 4096;
+  Tensor host = Tensor::empty({n}, DType::F32);
+  for (std::int64_t i = 0; i < n; ++i) host.data_ptr<float>()[i] = static_cast<float>(i);
+  const Tensor src = host.to(dev);
+  Tensor dst = Tensor::zeros({n}, DType::F32).to(dev);
+  std::vector<Allocator::Region> regions;
+  auto* d = static_cast<float*>(dst.data());
+  const auto* s = static_cast<const float*>(src.data());
+  for (std::int64_t i = 0; i + 7 < n; i += 16)  // 256 regions of 7 floats, reversed placement
+    regions.push_back({d + (n - 16 - i), s + i, 7 * sizeof(float)});
+  allocator_for(DeviceType::CUDA).copy_within(regions, dev);
+  const Tensor back = dst.to(Device::cpu());
+  for (std::int64_t i = 0; i + 7 < n; i += 16)
+    for (std::int64_t j = 0; j < 16; ++j)
+      ASSERT_EQ(back.data_ptr<float>()[n - 16 - i + j], j < 7 ? static_cast<float>(i + j) : 0.0f) << i << " " << j;
+}
+
 }  // namespace
 }  // namespace encore::cuda

@@ -55,12 +55,16 @@ bool ranks_before(float a, std::size_t ia, float b, std::size_t ib) {
 std::vector<std::size_t> top_k_indices(std::span<const float> v, std::size_t k) {
   std::vector<std::size_t> best;
   best.reserve(k + 1);
+  float worst = 0.0f;  // v[best.back()] once k are held
   for (std::size_t i = 0; i < v.size(); ++i) {
-    if (best.size() == k && !ranks_before(v[i], i, v[best.back()], best.back())) continue;
+    // Fast reject first: a plain compare fails only for NaN (either side) and ties, which the
+    // exact ordering then decides.
+    if (best.size() == k && (v[i] < worst || !ranks_before(v[i], i, worst, best.back()))) continue;
     auto pos = best.end();
     while (pos != best.begin() && ranks_before(v[i], i, v[*(pos - 1)], *(pos - 1))) --pos;
     best.insert(pos, i);
     if (best.size() > k) best.pop_back();
+    if (best.size() == k) worst = v[best.back()];
   }
   return best;
 }

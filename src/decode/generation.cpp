@@ -69,6 +69,7 @@ void validate(const DecoderSession& session, int batch, const GenerationOptions&
 // log-probability is read off directly (no pass over the vocabulary).
 std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int cur_len, detail::SplitMix64& rng,
                         bool log_probs, float& logprob) {
+  const float eos_before = o.eos_token_id >= 0 ? scores[static_cast<std::size_t>(o.eos_token_id)] : 0.0f;
   const bool masked = detail::mask_eos_for_min_length(scores, o, cur_len);
   int token = 0;
   if (o.do_sample) {
@@ -77,8 +78,15 @@ std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int
   } else {
     token = detail::argmax(scores);
   }
-  const bool unchanged = log_probs && !masked && !o.do_sample;
-  logprob = unchanged ? scores[static_cast<std::size_t>(token)] : detail::log_softmax_at(scores, token);
+  const float chosen = scores[static_cast<std::size_t>(token)];
+  if (log_probs && !o.do_sample && !masked) {
+    logprob = chosen;
+  } else if (log_probs && !o.do_sample && eos_before < -1e-6f) {
+    // Masking eos out of normalised log-probs renormalises by 1 - p(eos): no pass over the row.
+    logprob = chosen - static_cast<float>(std::log1p(-std::exp(static_cast<double>(eos_before))));
+  } else {
+    logprob = detail::log_softmax_at(scores, token);
+  }
   return static_cast<std::int32_t>(token);
 }
 

@@ -53,10 +53,16 @@ float log_softmax_at(std::span<const float> x, int index) {
 }
 
 int argmax(std::span<const float> x) {
+  if (x.empty() || std::isnan(x[0])) return 0;
   int best = 0;
+  float best_value = x[0];
   for (int i = 1; i < static_cast<int>(x.size()); ++i) {
-    if (std::isnan(x[best])) break;
-    if (x[i] > x[best] || std::isnan(x[i])) best = i;
+    const float v = x[i];
+    if (v > best_value) {
+      best_value = v, best = i;
+    } else if (v != v) {
+      return i;  // the first NaN wins, as in torch.argmax
+    }
   }
   return best;
 }

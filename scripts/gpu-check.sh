@@ -14,7 +14,9 @@
 # (default "build test sanitize bench caption"; "configure" alone only configures), ENCORE_SANITIZER_FILTER (gtest filter for the sanitizer
 # runs), ENCORE_SANITIZER_TIMEOUT (seconds per binary and tool, 900), ENCORE_SANITIZER_TOOLS
 # ("memcheck racecheck"), ENCORE_SANITIZER_BINARIES (name substrings; default all), ENCORE_BENCH_MIN_TIME
-# (0.05), ENCORE_BENCH_FILTER (regex of bench_cuda_* names to run; default all), ENCORE_CAPTION_ITERS (10).
+# (0.05), ENCORE_BENCH_FILTER (regex of bench_cuda_* names to run; default all), ENCORE_CAPTION_ITERS (10),
+# ENCORE_TEST_LABELS ("cuda all": the ctest runs, `cuda` = the CUDA-labelled tests, `all` = everything),
+# ENCORE_CAPTION_PEERS (1: also time Hugging Face eager; 0: encore only).
 # Exit status: 0 when the build, every test and every sanitizer run are clean.
 set -uo pipefail  # not -e: every step runs and is reported
 cd "$(dirname "$0")/.." || exit 2
@@ -113,7 +115,7 @@ ctest_counts() {
   echo "${total:-0} ${failed:-0} ${skipped:-0}"
 }
 if has_step test && [ "$built" -eq 1 ]; then
-  for label in cuda all; do
+  for label in ${ENCORE_TEST_LABELS:-cuda all}; do
     log "ctest ($label)"
     if [ "$label" = cuda ]; then args=(-L cuda -j 4); else args=(-j 8); fi
     ctest --test-dir "$build" --output-on-failure "${args[@]}" >"$logs/ctest-$label.log" 2>&1
@@ -202,6 +204,7 @@ if has_step caption && [ "$built" -eq 1 ]; then
         "$bench" caption --model "$model" --device cuda --dtype "$dt" --batch "$b" --beams "$k" --new-tokens 16 \
           --warmup 2 --iters "$iters" --json "$logs/caption-encore-$tag.json" >"$logs/caption-encore-$tag.log" 2>&1 || ok=0
         hf_dt=fp32; [ "$dt" = f16 ] && hf_dt=fp16
+        [ "${ENCORE_CAPTION_PEERS:-1}" = 1 ] || continue
         python3 tools/bench/caption_peers.py --model "$model" --engine torch --device cuda --dtype "$hf_dt" --batch "$b" \
           --beams "$k" --new-tokens 16 --iters "$iters" --json "$logs/caption-hf-$tag.json" >"$logs/caption-hf-$tag.log" 2>&1 || ok=0
       done

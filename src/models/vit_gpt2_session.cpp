@@ -33,7 +33,7 @@ Session::Session(const VitGpt2Config& config, const Weights& weights, DType dtyp
       max_length_(max_length),
       rows_(static_cast<int>(encoder_states.dim(0)) * beams),
       cache_(cache_config(config, dtype, plan_options.device, rows_, max_length)),
-      cross_plan_(build_cross_plan(encoder_states, beams)) {
+      cross_plan_(build_cross_plan(encoder_states)) {
   compute_cross_kv(encoder_states);
   step_plan_.emplace(build_step_graph(), plan_options_);
 }
@@ -50,13 +50,11 @@ void Session::restart(const Tensor& encoder_states) {
   compute_cross_kv(encoder_states);
 }
 
-// Cross-attention keys/values depend only on the image: computed once per caption call, for every
-// row (beams of one image share its encoder states through the gather).
-Plan Session::build_cross_plan(const Tensor& encoder_states, int beams) const {
-  Tensor rows = Tensor::empty({rows_}, DType::I32);
-  for (int r = 0; r < rows_; ++r) rows.data_ptr<std::int32_t>()[r] = r / beams;
+// Cross-attention keys/values depend only on the image: computed once per caption call and per
+// image (not per beam: the step graph lets an image's beams share them).
+Plan Session::build_cross_plan(const Tensor& encoder_states) const {
   Graph g;
-  Value e = g.gather(g.input("encoder_states", dtype_, encoder_states.shape()), g.constant(rows.to(plan_options_.device)), 0);
+  Value e = g.input("encoder_states", dtype_, encoder_states.shape());
   for (std::size_t l = 0; l < weights_.decoder.size(); ++l) {
     const DecoderLayer& w = weights_.decoder[l];
     g.output("kv" + std::to_string(l), g.linear(e, g.constant(w.xkv_w), g.constant(w.xkv_b), kConv1D));
@@ -85,6 +83,7 @@ Graph Session::build_step_graph() const {
   const int heads = static_cast<int>(c.dec_heads);
   const Activation act = c.dec_activation == "gelu_new" ? Activation::gelu_tanh : Activation::gelu;
   const LayerNormAttrs ln{.eps = c.dec_layer_norm_eps};
+  const std::int64_t images = rows_ / beams_;
   Graph g;
   auto k = [&g](const Tensor& t) { return g.constant(t); };
   // One input for ids and positions: one host-to-device copy per step instead of two.
@@ -100,9 +99,13 @@ Graph Session::build_step_graph() const {
     g.kv_cache_write(g.slice(qkv, -1, d, 2 * d), g.slice(qkv, -1, 2 * d, 3 * d), kc, vc, table, lengths);
     Value a = g.decode_attention(g.slice(qkv, -1, 0, d), kc, vc, table, lengths, {.num_heads = heads});
     h = g.add(h, g.linear(a, k(l.proj_w), k(l.proj_b), kConv1D));
+    // An image's beams are consecutive rows: as `beams` query tokens of one sequence they attend
+    // to that image's keys/values together (cross-attention has no mask), [B, beams, d].
     Value q = g.linear(g.layer_norm(h, k(l.lnx_w), k(l.lnx_b), ln), k(l.xq_w), k(l.xq_b), kConv1D);
     Value kv = k(cross_kv_[i]);
-    Value x = g.attention(q, g.slice(kv, -1, 0, d), g.slice(kv, -1, d, 2 * d), {}, {.num_heads = heads});
+    Value x = g.attention(g.reshape(q, {images, beams_, d}), g.slice(kv, -1, 0, d), g.slice(kv, -1, d, 2 * d), {},
+                          {.num_heads = heads});
+    x = g.reshape(x, {rows_, 1, d});
     h = g.add(h, g.linear(x, k(l.xproj_w), k(l.xproj_b), kConv1D));
     Value m = g.layer_norm(h, k(l.ln2_w), k(l.ln2_b), ln);
     h = g.add(h, g.linear(g.activation(g.linear(m, k(l.fc_w), k(l.fc_b), kConv1D), act), k(l.fc2_w), k(l.fc2_b), kConv1D));

@@ -31,7 +31,7 @@ class Session final : public DecoderSession {
   bool step_returns_log_probs() const override { return true; }
 
  private:
-  Plan build_cross_plan(const Tensor& encoder_states, int beams) const;
+  Plan build_cross_plan(const Tensor& encoder_states) const;
   void compute_cross_kv(const Tensor& encoder_states);
   Graph build_step_graph() const;
 
@@ -44,7 +44,7 @@ class Session final : public DecoderSession {
   int rows_;
   KvCache cache_;
   Plan cross_plan_;               // encoder states -> cross K/V of every layer
-  std::vector<Tensor> cross_kv_;  // per layer: [rows, T_enc, 2D], outputs of cross_plan_ (rewritten in place)
+  std::vector<Tensor> cross_kv_;  // per layer: [images, T_enc, 2D], outputs of cross_plan_ (rewritten in place)
   std::optional<Plan> step_plan_;
 };
 

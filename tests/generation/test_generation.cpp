@@ -243,6 +243,19 @@ TEST(Greedy, TiesPickTheLowestIndex) {
   EXPECT_EQ(r[0].ids, (Ids{0, 2, 2, 2}));
 }
 
+// torch.argmax counts NaN as the maximum and takes the first one; a NaN in the first slot wins too.
+TEST(Greedy, NaNCountsAsTheMaximumLikeTorch) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& [row, want] : std::vector<std::pair<std::vector<float>, int>>{
+           {{1.0f, 9.0f, nan, 3.0f, nan}, 2}, {{nan, 9.0f, 1.0f}, 0}, {{1.0f, 9.0f, 3.0f}, 1}}) {
+    auto fixed = [row = row](int, const Ids&) { return row; };
+    FakeSession s(1, static_cast<int>(row.size()), 1, fixed);
+    GenerationOptions o;
+    o.max_length = 2;
+    EXPECT_EQ(generate(s, 1, o)[0].ids, (Ids{0, want}));
+  }
+}
+
 TEST(Greedy, FinishedRowsAreFedPadAndResultsAreUnpadded) {
   // Item 0 says eos (3) at once, item 1 after three tokens.
   auto fn = [](int item, const Ids& h) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -112,6 +113,15 @@ class FixedLogitsSession final : public DecoderSession {
  public:
   FixedLogitsSession(int rows, int vocab) : rows_(rows), vocab_(vocab) {
     logits_ = filler({rows, vocab}, DType::F32, Device::cpu(), 1234);
+    // Normalised per row, as a real log-prob step is (generation relies on it for the min-length
+    // renormalisation shortcut).
+    float* p = logits_.data_ptr<float>();
+    for (int r = 0; r < rows; ++r, p += vocab) {
+      double sum = 0;
+      for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(p[i]));
+      const auto lse = static_cast<float>(std::log(sum));
+      for (int i = 0; i < vocab; ++i) p[i] -= lse;
+    }
   }
   int rows() const override { return rows_; }
   int vocab_size() const override { return vocab_; }

@@ -213,12 +213,13 @@ void BeamSearch::report(int b, bool search_over) {
 std::vector<GenerationResult> BeamSearch::run() {
   init();
   const std::size_t width = static_cast<std::size_t>(beams_) * vocab_;
-  std::vector<float> logits = read_logits(session_.step(tokens_), batch_ * beams_, vocab_);
+  Tensor logits = take_logits(session_.step(tokens_), batch_ * beams_, vocab_);
   for (;;) {
     all_hit_ = true;
     std::vector<Hyp> next_running(running_.size());
     for (int b = 0; b < batch_; ++b)
-      expand_item(b, std::span<float>(logits.data() + static_cast<std::size_t>(b) * width, width), next_running);
+      expand_item(b, std::span<float>(logits.data_ptr<float>() + static_cast<std::size_t>(b) * width, width),
+                  next_running);
     running_ = std::move(next_running);
     ++cur_len_;
     for (int b = 0; b < batch_; ++b) update_heuristic(b);
@@ -226,7 +227,7 @@ std::vector<GenerationResult> BeamSearch::run() {
     for (int b = 0; b < batch_; ++b) report(b, !more);
     if (!more) break;
     session_.reorder(parents_);
-    logits = read_logits(session_.step(tokens_), batch_ * beams_, vocab_);
+    logits = take_logits(session_.step(tokens_), batch_ * beams_, vocab_);
   }
   std::vector<GenerationResult> out(static_cast<std::size_t>(batch_));
   for (int b = 0; b < batch_; ++b) out[b] = GenerationResult{pool(b)[0].ids, pool(b)[0].score};

@@ -26,7 +26,7 @@
 namespace encore {
 namespace {
 
-using detail::read_logits;
+using detail::take_logits;
 
 void validate(const DecoderSession& session, int batch, const GenerationOptions& o) {
   const char* w = "GenerationOptions";
@@ -103,10 +103,10 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
 
   int cur_len = 1;
   int unfinished = batch;
-  std::vector<float> logits = read_logits(session.step(tokens), batch, vocab);
+  Tensor logits = take_logits(session.step(tokens), batch, vocab);
   for (;;) {
     for (int b = 0; b < batch; ++b) {
-      std::span<float> scores(logits.data() + static_cast<std::size_t>(b) * vocab, static_cast<std::size_t>(vocab));
+      std::span<float> scores(logits.data_ptr<float>() + static_cast<std::size_t>(b) * vocab, static_cast<std::size_t>(vocab));
       float logprob = 0.0f;
       const std::int32_t t = pick_token(scores, o, cur_len, rng, log_probs, logprob);
       if (finished[b]) {
@@ -128,7 +128,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
       detail::emit_token(o, b, tokens[b], out[b].ids, done);
     }
     if (unfinished == 0) break;
-    logits = read_logits(session.step(tokens), batch, vocab);
+    logits = take_logits(session.step(tokens), batch, vocab);
   }
   return out;
 }

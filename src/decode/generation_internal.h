@@ -13,9 +13,10 @@
 
 namespace encore::detail {
 
-/// Reads the logits returned by DecoderSession::step as a contiguous CPU f32 [rows, vocab] copy
-/// (converting dtype/device like HF's `.to(torch.float32)`); throws if the shape is wrong.
-std::vector<float> read_logits(const Tensor& logits, int rows, int vocab);
+/// The logits returned by DecoderSession::step as a writable contiguous CPU f32 [rows, vocab]
+/// tensor (converting dtype/device like HF's `.to(torch.float32)`): the session's own tensor when
+/// generate() holds the only reference to memory it owns, else a copy. Throws if the shape is wrong.
+Tensor take_logits(Tensor logits, int rows, int vocab);
 
 /// HF MinLengthLogitsProcessor: eos gets -inf while the sequence (start token included) is
 /// shorter than min_length. Returns whether it masked.

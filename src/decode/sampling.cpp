@@ -15,17 +15,18 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 }  // namespace
 
-std::vector<float> read_logits(const Tensor& logits, int rows, int vocab) {
+Tensor take_logits(Tensor logits, int rows, int vocab) {
   ENCORE_CHECK(logits.defined(), invalid_argument, "generate: DecoderSession::step returned no logits");
-  Tensor t = logits;
-  if (!t.device().is_cpu()) t = t.to(Device::cpu());
-  if (t.dtype() != DType::F32) t = t.to(DType::F32);  // HF also upcasts the last logits to fp32
-  ENCORE_CHECK(t.rank() == 2 && t.dim(0) == rows && t.dim(1) == vocab, invalid_argument,
+  ENCORE_CHECK(logits.rank() == 2 && logits.dim(0) == rows && logits.dim(1) == vocab, invalid_argument,
                "generate: DecoderSession::step returned logits of shape {}, expected [{}, {}]",
-               t.shape().str(), rows, vocab);
-  t = t.contiguous();
-  const float* p = t.data_ptr<float>();
-  return std::vector<float>(p, p + static_cast<std::size_t>(rows) * vocab);
+               logits.shape().str(), rows, vocab);
+  if (!logits.device().is_cpu()) logits = logits.to(Device::cpu());
+  if (logits.dtype() != DType::F32) logits = logits.to(DType::F32);  // HF also upcasts the last logits to fp32
+  // Generation writes into the scores (masks, warpers, beam sums): the session's own tensor is used
+  // only when nothing else can see it (sole owner of memory it allocated), else a copy.
+  const std::shared_ptr<Storage>& storage = logits.storage();
+  const bool private_copy = logits.is_contiguous() && storage.use_count() == 1 && storage->owns_memory();
+  return private_copy ? logits : logits.clone();
 }
 
 bool mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len) {

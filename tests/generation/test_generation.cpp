@@ -221,6 +221,36 @@ TEST(GenerationOptions, BatchAndRowsMustAgree) {
   expect_error([&] { generate(s, 0, o); }, ErrorCode::invalid_argument, "batch = 0");
 }
 
+// generate() writes into the scores (masks, beam sums) only when it holds the sole reference to
+// memory the tensor owns: a session's persistent tensor, or a borrowed buffer, stays untouched.
+TEST(GenerationOptions, SessionTensorsAreNotModified) {
+  class Keeper final : public DecoderSession {
+   public:
+    explicit Keeper(bool borrowed) {
+      for (int i = 0; i < 2 * 6; ++i) buffer_[i] = static_cast<float>(i % 6);
+      kept_ = borrowed ? Tensor::from_blob(buffer_, Shape{2, 6}, DType::F32)
+                       : Tensor::from_vector(std::vector<float>(buffer_, buffer_ + 12), Shape{2, 6});
+    }
+    int rows() const override { return 2; }
+    int vocab_size() const override { return 6; }
+    Tensor step(std::span<const std::int32_t>) override { return kept_; }
+    void reorder(std::span<const int>) override {}
+    std::vector<float> values() const { return kept_.to_float_vector(); }
+
+   private:
+    float buffer_[12];
+    Tensor kept_;
+  };
+  for (bool borrowed : {false, true})
+    for (int beams : {1, 2}) {
+      Keeper k(borrowed);
+      const std::vector<float> before = k.values();
+      GenerationOptions o{.max_length = 4, .min_length = 4, .num_beams = beams, .eos_token_id = 5};
+      (void)generate(k, 2 / beams, o);
+      EXPECT_EQ(k.values(), before) << (borrowed ? "borrowed" : "owned") << ", beams " << beams;
+    }
+}
+
 TEST(GenerationOptions, WrongLogitsShapeIsReported) {
   class Bad final : public DecoderSession {
    public:

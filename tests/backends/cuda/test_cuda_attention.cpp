@@ -47,6 +47,27 @@ struct Case {
   }
 };
 
+// The mask operand of a case: key padding (batch item 1 fully masked) or an additive mask with
+// ~20 % of entries at float lowest; undefined for the other kinds.
+Tensor random_mask(MaskKind kind, std::int64_t B, std::int64_t Tq, std::int64_t Tk, const Shape& add_shape,
+                   std::mt19937& rng) {
+  Tensor mask;
+  if (kind == MaskKind::key_padding) {
+    mask = Tensor::empty({B, Tk}, DType::Bool);
+    std::bernoulli_distribution keep(0.7);
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t j = 0; j < Tk; ++j) mask.at<bool>({b, j}) = b != 1 && keep(rng);  // batch 1: all masked
+  } else if (kind == MaskKind::additive) {
+    const Shape s = add_shape.empty() ? Shape{B, 1, Tq, Tk} : add_shape;
+    mask = ref::random_tensor(s, DType::F32, rng, -4.0, 0.0);
+    std::bernoulli_distribution hide(0.2);
+    float* m = mask.data_ptr<float>();
+    for (std::int64_t i = 0; i < mask.numel(); ++i)
+      if (hide(rng)) m[i] = std::numeric_limits<float>::lowest();
+  }
+  return mask;
+}
+
 void check(const Case& c, std::mt19937& rng) {
   const std::int64_t qw = c.Hq * c.D, kw = c.Hkv * c.D;
   Tensor q, k, v;
@@ -58,20 +79,7 @@ void check(const Case& c, std::mt19937& rng) {
     k = ref::random_strided({c.B, c.Tk, kw}, c.dt, rng);
     v = ref::random_tensor({c.B, c.Tk, kw}, c.dt, rng);
   }
-  Tensor mask;
-  if (c.mask == MaskKind::key_padding) {
-    mask = Tensor::empty({c.B, c.Tk}, DType::Bool);
-    std::bernoulli_distribution keep(0.7);
-    for (std::int64_t b = 0; b < c.B; ++b)
-      for (std::int64_t j = 0; j < c.Tk; ++j) mask.at<bool>({b, j}) = b != 1 && keep(rng);  // batch 1: all masked
-  } else if (c.mask == MaskKind::additive) {
-    const Shape s = c.add_shape.empty() ? Shape{c.B, 1, c.Tq, c.Tk} : c.add_shape;
-    mask = ref::random_tensor(s, DType::F32, rng, -4.0, 0.0);
-    std::bernoulli_distribution hide(0.2);
-    float* m = mask.data_ptr<float>();
-    for (std::int64_t i = 0; i < mask.numel(); ++i)
-      if (hide(rng)) m[i] = std::numeric_limits<float>::lowest();
-  }
+  const Tensor mask = random_mask(c.mask, c.B, c.Tq, c.Tk, c.add_shape, rng);
   const AttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv, .causal = c.causal, .mask = c.mask,
                              .fill = c.fill};
   const int Ho = std::max(c.Hq, c.Hkv);
@@ -256,20 +264,7 @@ void check_hopper(const HopCase& c, std::mt19937& rng, bool check_auto = false) 
     k = laid_out(c.B, c.Tk, kw, c.dt, c.layout, rng, c.range);
     v = laid_out(c.B, c.Tk, kw, c.dt, c.layout == Layout::time_major ? Layout::padded : c.layout, rng, c.range);
   }
-  Tensor mask;
-  if (c.mask == MaskKind::key_padding) {
-    mask = Tensor::empty({c.B, c.Tk}, DType::Bool);
-    std::bernoulli_distribution keep(0.7);
-    for (std::int64_t b = 0; b < c.B; ++b)
-      for (std::int64_t j = 0; j < c.Tk; ++j) mask.at<bool>({b, j}) = b != 1 && keep(rng);  // batch 1: all masked
-  } else if (c.mask == MaskKind::additive) {
-    const Shape s = c.add_shape.empty() ? Shape{c.B, 1, c.Tq, c.Tk} : c.add_shape;
-    mask = ref::random_tensor(s, DType::F32, rng, -4.0, 0.0);
-    std::bernoulli_distribution hide(0.2);
-    float* m = mask.data_ptr<float>();
-    for (std::int64_t i = 0; i < mask.numel(); ++i)
-      if (hide(rng)) m[i] = std::numeric_limits<float>::lowest();
-  }
+  const Tensor mask = random_mask(c.mask, c.B, c.Tq, c.Tk, c.add_shape, rng);
   const AttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv, .causal = c.causal, .mask = c.mask,
                              .fill = c.fill};
   const ref::RefTensor mref = mask.defined() ? ref::from_tensor(mask) : ref::RefTensor();

@@ -69,12 +69,13 @@ inline Tensor as_f32(const Tensor& host) { return host.dtype() == DType::F32 ? h
 /// Default tolerance of a dtype (ref::tolerance_for: f32 1e-5, 16-bit 1e-2).
 inline double tolerance(DType t) { return ref::tolerance_for(t); }
 
-/// Passes when ‖device_out − reference‖₂ / ‖reference‖₂ <= tol and nothing is NaN (poison).
-inline ::testing::AssertionResult close_to(const Tensor& device_out, const Tensor& reference, double tol) {
-  const Tensor got = download(device_out);
-  if (got.shape() != reference.shape())
-    return ::testing::AssertionFailure() << "shape " << got.shape().str() << " vs reference " << reference.shape().str();
-  const ref::RefTensor g = ref::from_tensor(got), r = ref::from_tensor(reference);
+/// Passes when the shapes agree, ‖device_out − reference‖₂ / ‖reference‖₂ <= tol and nothing is
+/// NaN (poison) where the reference is not.
+inline ::testing::AssertionResult close_to(const Tensor& device_out, const ref::RefTensor& reference, double tol) {
+  const ref::RefTensor g = ref::from_tensor(download(device_out));
+  const ref::RefTensor& r = reference;
+  if (g.shape != r.shape)
+    return ::testing::AssertionFailure() << "shape " << g.shape.str() << " vs reference " << r.shape.str();
   for (std::size_t i = 0; i < g.data.size(); ++i)
     if (std::isnan(g.data[i]) && !std::isnan(r.data[i]))
       return ::testing::AssertionFailure() << "element " << i << " is NaN (unwritten poison?) where the reference has "
@@ -85,7 +86,12 @@ inline ::testing::AssertionResult close_to(const Tensor& device_out, const Tenso
   for (std::size_t i = 0; i < g.data.size(); ++i)
     if (std::abs(g.data[i] - r.data[i]) > std::abs(g.data[worst] - r.data[worst])) worst = i;
   return ::testing::AssertionFailure() << "relative error " << err << " > " << tol << "; worst element " << worst
-                                       << ": " << g.data[worst] << " vs " << r.data[worst];
+                                       << " of " << g.shape.str() << ": " << g.data[worst] << " vs " << r.data[worst];
+}
+
+/// The same against a float reference tensor (e.g. the CPU kernel's output).
+inline ::testing::AssertionResult close_to(const Tensor& device_out, const Tensor& reference, double tol) {
+  return close_to(device_out, ref::from_tensor(reference), tol);
 }
 
 /// A random host tensor and its device copy (uniform in [lo, hi)).

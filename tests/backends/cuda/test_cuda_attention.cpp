@@ -229,22 +229,6 @@ Tensor laid_out(std::int64_t B, std::int64_t T, std::int64_t W, DType dt, Layout
   }
 }
 
-::testing::AssertionResult matches_ref(const Tensor& y, const ref::RefTensor& want, double tol) {
-  const ref::RefTensor got = ref::from_tensor(download(y));
-  for (std::size_t i = 0; i < got.data.size(); ++i)
-    if (std::isnan(got.data[i]) && !std::isnan(want.data[i]))
-      return ::testing::AssertionFailure() << "element " << i << " is NaN (unwritten poison?) where the reference has "
-                                           << want.data[i];
-  const double err = ref::relative_error(got, want);
-  if (err <= tol) return ::testing::AssertionSuccess();
-  std::size_t worst = 0;
-  for (std::size_t i = 0; i < got.data.size(); ++i)
-    if (std::abs(got.data[i] - want.data[i]) > std::abs(got.data[worst] - want.data[worst])) worst = i;
-  return ::testing::AssertionFailure() << "relative error " << err << " > " << tol << "; worst element " << worst
-                                       << " of " << got.shape.str() << ": " << got.data[worst] << " vs "
-                                       << want.data[worst];
-}
-
 /// Runs `c` on Path::hopper against the double reference; also checks that Path::automatic takes
 /// the same kernel (bit-identical output) when `check_auto`.
 void check_hopper(const HopCase& c, std::mt19937& rng, bool check_auto = false) {
@@ -276,7 +260,7 @@ void check_hopper(const HopCase& c, std::mt19937& rng, bool check_auto = false) 
   const Tensor md = mask.defined() ? upload(mask) : Tensor();
   Tensor y = poisoned({c.B, c.Tq, Ho * c.D}, out);
   cuda::attn::attention_impl(qd, kd, vd, md, attrs, y, context(), Path::hopper);
-  EXPECT_TRUE(matches_ref(y, want, 1e-2)) << c.str();
+  EXPECT_TRUE(close_to(y, want, 1e-2)) << c.str();
   if (check_auto) {
     Tensor ya = poisoned({c.B, c.Tq, Ho * c.D}, out);
     cuda::attn::attention_impl(qd, kd, vd, md, attrs, ya, context(), Path::automatic);
@@ -390,7 +374,7 @@ TEST(CudaAttentionHopper, RefusesWhatItCannotTake) {
     EXPECT_THROW(cuda::attn::attention_impl(q, q, q, {}, {.num_heads = 1}, y, context(), Path::hopper), Error);
     cuda::attn::attention_impl(q, q, q, {}, {.num_heads = 1}, y, context(), Path::automatic);
     const ref::RefTensor r = ref::from_tensor(q.to(Device::cpu()));
-    EXPECT_TRUE(matches_ref(y, ref::attention(r, r, r, nullptr, {.num_heads = 1}), dt == DType::F32 ? 1e-5 : 1e-2));
+    EXPECT_TRUE(close_to(y, ref::attention(r, r, r, nullptr, {.num_heads = 1}), dt == DType::F32 ? 1e-5 : 1e-2));
   }
 }
 

@@ -116,6 +116,7 @@ KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
   host_lengths_.assign(static_cast<std::size_t>(config.batch), 0);
   host_reserved_.assign(static_cast<std::size_t>(config.batch), 0);
   refcount_.assign(static_cast<std::size_t>(num_blocks_), 0);
+  pending_sources_.assign(static_cast<std::size_t>(num_blocks_), 0);
   clear();
 }
 
@@ -153,7 +154,6 @@ void KvCache::release_block(int block) {
 // Block copies are collected and issued together by flush_copies() (one batched device copy);
 // a copy into a block that a pending copy reads from flushes first, so batch order never matters.
 void KvCache::copy_block(int from, int to) {
-  if (pending_sources_.size() != static_cast<std::size_t>(num_blocks_)) pending_sources_.assign(static_cast<std::size_t>(num_blocks_), 0);
   if (pending_sources_[static_cast<std::size_t>(to)] != 0) flush_copies();
   pending_sources_[static_cast<std::size_t>(from)] = 1;
   for (int l = 0; l < config_.num_layers; ++l)

@@ -9,6 +9,9 @@
 // Wall-clock time per run() including the stream synchronisation; µs/node = time / kernel nodes.
 // Node-by-node cases also report us_<op>: a profiled run (RunOptions::profile: device time per
 // node from CUDA events) summed per op kind, and us_all_nodes, their sum.
+// Graph cases run with and without programmatic dependent launch (`pdl`, kernels/cuda/pdl.cuh) and
+// with linear's decode-sized rows on cuBLASLt or on the GEMV kernels (`gemv`), which take part in
+// PDL where cuBLASLt's kernels cannot.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -21,6 +24,7 @@
 #include "encore/graph/plan.h"
 
 #if defined(ENCORE_HAVE_CUDA)
+#include "backends/cuda/cublas_gemm.h"
 #include "backends/cuda/runtime.h"
 #endif
 
@@ -98,19 +102,26 @@ Chain tiny_chain(DType dt, std::mt19937& rng) {
   return c;
 }
 
-// Args: chain (0 gpt2_step, 1 tiny_chain), dtype (0 f32, 1 f16), cuda_graph (0/1).
+// Args: chain (0 gpt2_step, 1 tiny_chain), dtype (0 f32, 1 f16), cuda_graph (0/1), pdl (0/1), gemv (0/1).
 void BM_PlanRun(benchmark::State& state) {
   if (cuda::CudaRuntime::device_count() == 0) {
     state.SkipWithError("no CUDA GPU present");
     return;
   }
   const DType dt = state.range(1) == 0 ? DType::F32 : DType::F16;
-  const bool record = state.range(2) != 0;
+  const bool record = state.range(2) != 0, pdl = state.range(3) != 0, gemv = state.range(4) != 0;
+  cuda::CudaRuntime& rt = cuda::CudaRuntime::get(Device::cuda(0));
+  if (pdl && rt.sm() < 90) {
+    state.SkipWithError("programmatic dependent launch needs sm_90");
+    return;
+  }
+  const bool saved_pdl = rt.programmatic_launch(), saved_gemv = cuda::gemv_enabled();
+  rt.set_programmatic_launch(pdl);
+  cuda::set_gemv_enabled(gemv);
   std::mt19937 rng(3);
   Chain c = state.range(0) == 0 ? gpt2_step(dt, rng) : tiny_chain(dt, rng);
   // No fusion: keep the node count the ops above describe (fusion is measured elsewhere).
   Plan plan(c.graph, {.device = Device::cuda(0), .fuse = false, .cuda_graph = record});
-  cuda::CudaRuntime& rt = cuda::CudaRuntime::get(Device::cuda(0));
   for (int i = 0; i < 3; ++i) plan.run(c.inputs);  // eager, record, replay
   rt.synchronize();
   for (auto _ : state) {
@@ -136,7 +147,10 @@ void BM_PlanRun(benchmark::State& state) {
                                                       benchmark::Counter::kIsIterationInvariantRate |
                                                           benchmark::Counter::kInvert);
   state.SetLabel(std::string(state.range(0) == 0 ? "gpt2_step " : "tiny_chain ") + dtype_name(dt) +
-                 (record ? " cuda-graph" : " node-by-node") + (plan.replays_cuda_graph() ? "" : (record ? " (NOT RECORDED)" : "")));
+                 (record ? " cuda-graph" : " node-by-node") + (pdl ? " pdl" : "") + (gemv ? " gemv" : " cublaslt") +
+                 (plan.replays_cuda_graph() ? "" : (record ? " (NOT RECORDED)" : "")));
+  rt.set_programmatic_launch(saved_pdl);
+  cuda::set_gemv_enabled(saved_gemv);
 }
 
 #else
@@ -147,9 +161,12 @@ void BM_PlanRun(benchmark::State& state) { state.SkipWithError("built without th
 
 void Chains(benchmark::internal::Benchmark* b) {
   for (std::int64_t chain : {0, 1})
-    for (std::int64_t dt : {0, 1})
-      for (std::int64_t record : {0, 1}) b->Args({chain, dt, record});
-  b->ArgNames({"chain", "f16", "graph"});
+    for (std::int64_t dt : {0, 1}) {
+      b->Args({chain, dt, 0, 0, 0});
+      for (std::int64_t gemv : {0, 1})
+        for (std::int64_t pdl : {0, 1}) b->Args({chain, dt, 1, pdl, gemv});
+    }
+  b->ArgNames({"chain", "f16", "graph", "pdl", "gemv"});
 }
 
 BENCHMARK(BM_PlanRun)->Apply(Chains)->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -43,6 +43,7 @@ std::size_t generic_smem_bytes(int D) {
 // online softmax with shuffles, and each lane accumulates output columns lane, lane + 32, ...
 __global__ void __launch_bounds__(kGW * 32) attn_generic_kernel(const AttnParams p) {
   extern __shared__ float sm[];
+  pdl::begin();
   const int D = p.D;
   float* sQ = sm;                  // [kGQ][D], pre-scaled
   float* sK = sQ + kGQ * D;        // [kGN][D + 1]
@@ -145,13 +146,12 @@ __global__ void __launch_bounds__(kGW * 32) attn_generic_kernel(const AttnParams
 }
 
 template <int DP, typename T>
-void launch_tc(const AttnParams& p, cudaStream_t stream) {
+void launch_tc(const AttnParams& p, bool pdl, cudaStream_t stream) {
   const std::size_t smem = tc_smem_bytes<DP>();
   allow_smem(attn_tc_kernel<DP, T>, smem);
   const dim3 grid(static_cast<unsigned>((p.Tq + kTcRows - 1) / kTcRows), static_cast<unsigned>(p.Ho),
                   static_cast<unsigned>(p.B));
-  attn_tc_kernel<DP, T><<<grid, kTcThreads, smem, stream>>>(p);
-  check_launch("attention (tensor cores)");
+  check_cuda(pdl::launch(pdl, attn_tc_kernel<DP, T>, grid, dim3(kTcThreads), smem, stream, p), "attention (tensor cores)");
 }
 
 bool row_aligned16(const Tensor& t) {
@@ -261,7 +261,7 @@ void attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   if (tc_ok && (path == Path::automatic || path == Path::hopper)) {
     const char* why = "this build has no sm_90a code (nvcc < 12)";
 #if defined(ENCORE_ATTN_SM90A)
-    if (launch_hopper(p, l.rt.sm(), l.rt.multiprocessors(), l.stream, &why)) return;
+    if (launch_hopper(p, l.rt.sm(), l.rt.multiprocessors(), l.rt.programmatic_launch(), l.stream, &why)) return;
 #endif
     ENCORE_CU_CHECK(path != Path::hopper, unsupported, "attention: the wgmma kernel cannot take this problem: ",
                     why);
@@ -271,15 +271,15 @@ void attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
                   ", head dim ", D, ", strides or alignment)");
   if (tc_ok && path != Path::generic) {
     const bool bf16 = q.dtype() == DType::BF16;
-    if (D <= 64) bf16 ? launch_tc<64, __nv_bfloat16>(p, l.stream) : launch_tc<64, __half>(p, l.stream);
-    else bf16 ? launch_tc<128, __nv_bfloat16>(p, l.stream) : launch_tc<128, __half>(p, l.stream);
+    const bool pdl = l.rt.programmatic_launch();
+    if (D <= 64) bf16 ? launch_tc<64, __nv_bfloat16>(p, pdl, l.stream) : launch_tc<64, __half>(p, pdl, l.stream);
+    else bf16 ? launch_tc<128, __nv_bfloat16>(p, pdl, l.stream) : launch_tc<128, __half>(p, pdl, l.stream);
     return;
   }
   const std::size_t smem = generic_smem_bytes(p.D);
   allow_smem(attn_generic_kernel, smem);
   const dim3 grid(static_cast<unsigned>((Tq + kGQ - 1) / kGQ), static_cast<unsigned>(Ho), static_cast<unsigned>(B));
-  attn_generic_kernel<<<grid, kGW * 32, smem, l.stream>>>(p);
-  check_launch("attention");
+  l.kernel("attention", attn_generic_kernel, grid, kGW * 32, smem, p);
 }
 
 bool hopper_available(const CudaContext& ctx) {

@@ -60,7 +60,8 @@ __device__ __forceinline__ float mask_score(const AttnParams& p, float s, i64 b,
 /// defines ENCORE_ATTN_SM90A). Takes f16/bf16 with D in {64, 128}, unit element strides, rows and
 /// the base 16-byte aligned (the caller checks these). Launches on `stream` and returns true, or
 /// returns false having launched nothing when this device or build cannot run it (then `why` says
-/// why). `device_sm` is major * 10 + minor; `num_sms` sizes the grid choice.
-bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, cudaStream_t stream, const char** why);
+/// why). `device_sm` is major * 10 + minor; `num_sms` sizes the grid choice; `pdl`: launch with
+/// programmatic dependent launch (kernels/cuda/pdl.cuh).
+bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, bool pdl, cudaStream_t stream, const char** why);
 
 }  // namespace encore::cuda::attn

@@ -114,6 +114,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_tc_kernel(const AttnParams p)
   constexpr int KD = DP / 16, ND = DP / 8, NT = kTcKeys / 8;
   constexpr float kLog2e = 1.4426950408889634f;
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  pdl::begin();
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + kTcRows * LD;       // [2][kTcKeys][LD]
   T* sV = sK + 2 * kTcKeys * LD;   // [2][kTcKeys][LD]

@@ -322,6 +322,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   using C = Cfg<DP>;
   constexpr int ST = C::kStages;
   extern __shared__ unsigned char smem_raw[];
+  pdl::begin();
   // 128B-swizzle atoms start on 1024-byte boundaries.
   unsigned char* base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const int groups = static_cast<int>(blockDim.x) / 128 - 1;
@@ -441,7 +442,7 @@ bool kernel_loaded() {
 }
 
 template <int DP, typename T>
-bool launch(const AttnParams& p, const Maps& maps, int groups, cudaStream_t stream, const char** why) {
+bool launch(const AttnParams& p, const Maps& maps, int groups, bool pdl, cudaStream_t stream, const char** why) {
   if (!kernel_loaded<DP, T>()) {
     if (why != nullptr) *why = "this binary's sm_90a code does not load on the device";
     return false;
@@ -452,14 +453,15 @@ bool launch(const AttnParams& p, const Maps& maps, int groups, cudaStream_t stre
   const i64 rows = static_cast<i64>(kRows) * groups;
   const dim3 grid(static_cast<unsigned>((p.Tq + rows - 1) / rows), static_cast<unsigned>(p.Ho),
                   static_cast<unsigned>(p.B));
-  attn_hopper_kernel<DP, T><<<grid, (groups + 1) * 128, Cfg<DP>::smem(groups), stream>>>(p, maps);
-  kc::check_launch("attention (wgmma)");
+  kc::check_cuda(pdl::launch(pdl, attn_hopper_kernel<DP, T>, grid, dim3((groups + 1) * 128), Cfg<DP>::smem(groups),
+                             stream, p, maps),
+                 "attention (wgmma)");
   return true;
 }
 
 }  // namespace
 
-bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, cudaStream_t stream, const char** why) {
+bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, bool pdl, cudaStream_t stream, const char** why) {
   auto refuse = [why](const char* reason) {
     if (why != nullptr) *why = reason;
     return false;
@@ -481,10 +483,10 @@ bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, cudaStream_t
   // such blocks use one, for twice the blocks (one block per multiprocessor either way: registers).
   const i64 big_blocks = (p.Tq + 2 * kRows - 1) / (2 * kRows) * p.Ho * p.B;
   const int groups = 2 * big_blocks >= num_sms ? 2 : 1;
-  if (p.D == 64) return bf16 ? launch<64, __nv_bfloat16>(p, maps, groups, stream, why)
-                             : launch<64, __half>(p, maps, groups, stream, why);
-  return bf16 ? launch<128, __nv_bfloat16>(p, maps, groups, stream, why)
-              : launch<128, __half>(p, maps, groups, stream, why);
+  if (p.D == 64) return bf16 ? launch<64, __nv_bfloat16>(p, maps, groups, pdl, stream, why)
+                             : launch<64, __half>(p, maps, groups, pdl, stream, why);
+  return bf16 ? launch<128, __nv_bfloat16>(p, maps, groups, pdl, stream, why)
+              : launch<128, __half>(p, maps, groups, pdl, stream, why);
 }
 
 }  // namespace encore::cuda::attn

@@ -39,6 +39,8 @@ namespace {
 template <class Core>
 __global__ void __launch_bounds__(256, 1) decode_kernel(const Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
+  // Lean is launched cooperatively, without PDL (its CTAs spin on each other): begin() is a no-op.
+  pdl::begin();
   if (p.mode == kModeLean)
     lean_body<Core>(p, smem);
   else
@@ -331,8 +333,9 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws);
   p.mode = kModeSplit, p.splits = s, p.ws = st.ws;
   void* args[] = {&p};
+  const bool use_pdl = l.rt.programmatic_launch();
   kc::check_cuda(
-      cudaLaunchKernel(kern.fn, dim3(static_cast<unsigned>(ctas)), dim3(threads), args, split_smem, l.stream),
+      pdl::launch_c(use_pdl, kern.fn, dim3(static_cast<unsigned>(ctas)), dim3(threads), split_smem, l.stream, args),
       "decode_attention: split kernel launch");
   if (s > 1) {
     const std::size_t csmem = sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb;
@@ -342,7 +345,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                     " splits are too many for the combine kernel");
     const dim3 grid(static_cast<unsigned>(B * p.Hv),
                     static_cast<unsigned>((kern.rb * D + kCombineElements - 1) / kCombineElements));
-    kc::check_cuda(cudaLaunchKernel(comb, grid, dim3(kCombineThreads), args, csmem, l.stream),
+    kc::check_cuda(pdl::launch_c(use_pdl, comb, grid, dim3(kCombineThreads), csmem, l.stream, args),
                    "decode_attention: split combine launch");
   }
   info.strategy = s > 1 ? DecodeStrategy::split : DecodeStrategy::plain;

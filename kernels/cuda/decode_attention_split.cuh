@@ -45,6 +45,7 @@ inline constexpr int kCombineElements = 512;  // outputs per combine CTA
 template <int RB>
 __global__ void __launch_bounds__(kCombineThreads) split_combine_kernel(const Params p) {
   extern __shared__ __align__(16) float csm[];
+  pdl::begin();
   const int head = blockIdx.x, b = head / p.Hv, v = head % p.Hv, h = v / p.MT, mt = v % p.MT;
   const i64 len = seq_length(p, b);
   const int pieces = static_cast<int>(lean::split_pieces(lean::tiles_for_length(len, p.tile), p.splits));

@@ -93,6 +93,7 @@ __device__ __forceinline__ float binary_f(float a, float b, int op) {
 }
 
 __global__ void pointwise_kernel(const PwParams p) {
+  pdl::begin();
   for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < p.n;
        i += static_cast<i64>(gridDim.x) * blockDim.x) {
     i64 off[3];
@@ -127,8 +128,7 @@ void launch_pointwise(Launch& l, PwParams& p, const Shape& shape, const Shape& s
   p.n = shape.numel();
   if (p.n == 0) return;
   p.ix = make_indexer<3>(shape, std::array<Shape, 3>{sa, sb, sy});
-  pointwise_kernel<<<blocks_for(p.n), kThreads, 0, l.stream>>>(p);
-  check_launch(name);
+  l.kernel(name, pointwise_kernel, blocks_for(p.n), kThreads, 0, p);
 }
 
 // ---- cast and raw copies ------------------------------------------------------------------------------
@@ -163,6 +163,7 @@ __device__ __forceinline__ I saturate_i(i64 v) {
 }
 
 __global__ void cast_kernel(const MoveParams p) {
+  pdl::begin();
   for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < p.n;
        i += static_cast<i64>(gridDim.x) * blockDim.x) {
     i64 off[2];
@@ -194,6 +195,7 @@ __global__ void cast_kernel(const MoveParams p) {
 }
 
 __global__ void copy_kernel(const MoveParams p) {
+  pdl::begin();
   for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < p.n;
        i += static_cast<i64>(gridDim.x) * blockDim.x) {
     i64 off[2];
@@ -217,9 +219,7 @@ void move(Launch& l, const Tensor& x, const Tensor& y, const char* name) {
   p.tx = code(x.dtype());
   p.ty = code(y.dtype());
   p.es = static_cast<int>(dtype_size(x.dtype()));
-  if (x.dtype() == y.dtype()) copy_kernel<<<blocks_for(p.n), kThreads, 0, l.stream>>>(p);
-  else cast_kernel<<<blocks_for(p.n), kThreads, 0, l.stream>>>(p);
-  check_launch(name);
+  l.kernel(name, x.dtype() == y.dtype() ? copy_kernel : cast_kernel, blocks_for(p.n), kThreads, 0, p);
 }
 
 // ---- pad, gather, scatter_add, embedding ------------------------------------------------------------
@@ -274,6 +274,7 @@ __device__ __forceinline__ void zero_elem(void* y, i64 o, int es) {
 }
 
 __global__ void gather_kernel(const IndexParams p) {
+  pdl::begin();
   for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < p.n;
        i += static_cast<i64>(gridDim.x) * blockDim.x) {
     i64 off[3];
@@ -289,6 +290,7 @@ __global__ void gather_kernel(const IndexParams p) {
 }
 
 __global__ void embedding_kernel(const IndexParams p) {
+  pdl::begin();
   for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < p.n;
        i += static_cast<i64>(gridDim.x) * blockDim.x) {
     i64 off[3];
@@ -535,8 +537,7 @@ void gather(const Tensor& x, const Tensor& index, const GatherAttrs& attrs, cons
   p.axis_stride = x.strides()[axis];
   p.index_stride = index.strides()[0];
   p.bad = guard.device();
-  gather_kernel<<<blocks_for(p.n), kThreads, 0, l.stream>>>(p);
-  check_launch("gather");
+  l.kernel("gather", gather_kernel, blocks_for(p.n), kThreads, 0, p);
   guard.check("gather", "index", str_cat("is out of range for dimension ", axis, " of extent ", p.extent));
 }
 
@@ -623,8 +624,7 @@ void embedding(const Tensor& table, const Tensor& ids, const Tensor& y, const Cu
   p.row_len = dim;
   p.raw = same;
   p.bad = guard.device();
-  embedding_kernel<<<blocks_for(p.n), kThreads, 0, l.stream>>>(p);
-  check_launch("embedding");
+  l.kernel("embedding", embedding_kernel, blocks_for(p.n), kThreads, 0, p);
   guard.check("embedding", "id", str_cat("is out of range for a vocabulary of ", vocab, " rows"));
 }
 

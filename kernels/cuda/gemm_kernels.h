@@ -44,6 +44,9 @@ struct GemvArgs {
   std::int64_t bias_stride = 1;
   Act act = Act::none;
   void* y = nullptr;  ///< dense [M, N]
+  /// Launch with programmatic dependent launch (kernels/cuda/pdl.cuh): the CTAs prefetch their
+  /// weights into L2 while the previous kernel finishes, then wait for it.
+  bool pdl = false;
 };
 
 /// Queues the GEMV on `stream` (device `ordinal` current; `multiprocessors` of it). Splits of K

@@ -33,6 +33,7 @@
 
 #include "kernels/cuda/gemm_activation.cuh"
 #include "kernels/cuda/gemm_kernels.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace encore::cuda::kernels {
 namespace {
@@ -230,6 +231,10 @@ __global__ void __launch_bounds__(kThreads) gemv_n_kernel(const Params p) {
   const int kc = p.R * kThreadRows;  // == KC
   const T* w = static_cast<const T*>(p.w);
 
+  // The weight rows of this CTA (one 128-byte run each) head for L2 while the previous kernel ends.
+  for (i64 k = kbeg + tid; k < kend; k += kThreads) pdl::prefetch_l2(w + k * p.ldw + n0);
+  pdl::begin();
+
   // Row i of this thread is k = kbeg + kr + 32 i (i < R); rows past kend read as 0.
   const auto load_rows = [&](int i0, uint4 (&buf)[U]) {
 #pragma unroll
@@ -357,6 +362,17 @@ __global__ void __launch_bounds__(kThreads) gemv_k_kernel(const Params p) {
   float4* xs = smem4;
   float* red = reinterpret_cast<float*>(smem4 + MT * H * nvec);
   const T* w = static_cast<const T*>(p.w);
+
+  {  // The first tile's weight rows head for L2 while the previous kernel ends (later tiles overlap
+     // this CTA's own work; all of them could overflow L2 for an LM head).
+    const i64 n_first = static_cast<i64>(blockIdx.x) * CW;
+    const i64 lines = ((kend - kbeg) * static_cast<i64>(sizeof(T)) + 127) / 128;
+    for (i64 i = tid; i < CW * lines; i += kThreads) {
+      const i64 n = n_first + i / lines;
+      if (n < p.N) pdl::prefetch_l2(reinterpret_cast<const char*>(w + n * p.ldw + kbeg) + (i % lines) * 128);
+    }
+  }
+  pdl::begin();
 
   // Position j of this lane is vector lane + 32 j of the split (j < R); columns past N read as 0.
   const auto load_batch = [&](int tile, int j0, uint4 (&buf)[U][CPW]) {
@@ -602,8 +618,8 @@ cudaError_t launch_typed(const GemvArgs& a, int ordinal, int multiprocessors, cu
   const KernelFn fn = pick<T>(a.k_contiguous, MT);
   const cudaError_t e = allow_smem(ordinal, fn, smem);
   if (e != cudaSuccess) return e;
-  fn<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(p.S)), kThreads, smem, stream>>>(p);
-  return cudaGetLastError();
+  return pdl::launch(a.pdl, fn, dim3(static_cast<unsigned>(gx), static_cast<unsigned>(p.S)), dim3(kThreads), smem,
+                     stream, p);
 }
 
 }  // namespace

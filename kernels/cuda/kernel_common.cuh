@@ -17,10 +17,12 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/runtime.h"
 #include "encore/core/tensor.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace encore::cuda::kc {
 
@@ -349,6 +351,14 @@ struct Launch {
   DeviceGuard guard;
   cudaStream_t stream;
   Launch(const CudaContext& ctx, const char* op) : rt(runtime_checked(ctx, op)), guard(rt.ordinal()), stream(rt.stream()) {}
+
+  /// Launches `fn`, a kernel that keeps the contract of kernels/cuda/pdl.cuh, on the stream: with
+  /// programmatic dependent launch where the runtime enables it. Throws Error(backend) naming
+  /// `what` when the launch fails.
+  template <typename... P, typename... A>
+  void kernel(const char* what, void (*fn)(P...), dim3 grid, dim3 block, std::size_t smem, A&&... args) {
+    check_cuda(pdl::launch(rt.programmatic_launch(), fn, grid, block, smem, stream, std::forward<A>(args)...), what);
+  }
 
  private:
   static CudaRuntime& runtime_checked(const CudaContext& ctx, const char* op) {

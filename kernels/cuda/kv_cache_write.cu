@@ -24,6 +24,7 @@ struct KvWriteParams {
 };
 
 __global__ void kv_cache_write_kernel(const KvWriteParams p) {
+  pdl::begin();
   for (i64 w = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; w < p.n;
        w += static_cast<i64>(gridDim.x) * blockDim.x) {
     const i64 e = w % p.d, rest = w / p.d, h = rest % p.heads, bt = rest / p.heads, t = bt % p.tq, b = bt / p.tq;
@@ -59,8 +60,7 @@ void kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_ca
   p.es = static_cast<int>(dtype_size(k_new.dtype()));
   if (p.n == 0) return;
   Launch l(ctx, "kv_cache_write");
-  kv_cache_write_kernel<<<blocks_for(p.n), kThreads, 0, l.stream>>>(p);
-  check_launch("kv_cache_write");
+  l.kernel("kv_cache_write", kv_cache_write_kernel, blocks_for(p.n), kThreads, 0, p);
 }
 
 }  // namespace encore::cuda

@@ -71,6 +71,7 @@ __device__ __forceinline__ bool aligned16(const void* p, i64 elem, int es) {
 __global__ void row_norm_kernel(const RowNormParams p) {
   extern __shared__ float cache[];
   __shared__ float red[32];
+  pdl::begin();
   const i64 C = p.C;
   for (i64 row = blockIdx.x; row < p.count; row += gridDim.x) {
     i64 off[4];
@@ -185,8 +186,7 @@ void row_norm(const char* op, const Tensor& x, const Tensor* residual, const Ten
   const int threads = threads_for_row(p.C, 8, 512);
   const std::size_t smem = p.cache ? static_cast<std::size_t>(p.C) * sizeof(float) : 0;
   const unsigned blocks = static_cast<unsigned>(std::min<i64>(p.count, 1 << 20));
-  row_norm_kernel<<<blocks, threads, smem, l.stream>>>(p);
-  check_launch(op);
+  l.kernel(op, row_norm_kernel, blocks, threads, smem, p);
 }
 
 // ---- group_norm ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ __device__ __forceinline__ float out_value(float x, float m, float inv_or_logsum
 }
 
 __global__ void softmax_thread_kernel(const SoftmaxParams p) {
+  pdl::begin();
   for (i64 line = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; line < p.L.count;
        line += static_cast<i64>(gridDim.x) * blockDim.x) {
     i64 off[2];
@@ -49,6 +50,7 @@ __global__ void softmax_thread_kernel(const SoftmaxParams p) {
 __global__ void softmax_block_kernel(const SoftmaxParams p) {
   extern __shared__ float cache[];
   __shared__ float red[32];
+  pdl::begin();
   const i64 n = p.L.len, sx = p.L.step[0], sy = p.L.step[1];
   for (i64 line = blockIdx.x; line < p.L.count; line += gridDim.x) {
     i64 off[2];
@@ -87,14 +89,13 @@ void softmax(const Tensor& x, const SoftmaxAttrs& attrs, bool log, const Tensor&
   p.log = log;
   p.per_thread = p.L.step[0] != 1 && p.L.count >= 1024;
   if (p.per_thread) {
-    softmax_thread_kernel<<<blocks_for(p.L.count), kThreads, 0, l.stream>>>(p);
+    l.kernel(op, softmax_thread_kernel, blocks_for(p.L.count), kThreads, 0, p);
   } else {
     p.cache = p.L.len <= kCacheFloats;
     const std::size_t smem = p.cache ? static_cast<std::size_t>(p.L.len) * sizeof(float) : 0;
     const unsigned blocks = static_cast<unsigned>(std::min<i64>(p.L.count, 1 << 20));
-    softmax_block_kernel<<<blocks, threads_for_row(p.L.len, 4, 1024), smem, l.stream>>>(p);
+    l.kernel(op, softmax_block_kernel, blocks, threads_for_row(p.L.len, 4, 1024), smem, p);
   }
-  check_launch(op);
 }
 
 }  // namespace encore::cuda

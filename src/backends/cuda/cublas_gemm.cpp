@@ -513,6 +513,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearAt
       g->bias_type = float_type(bias.dtype());
       g->bias_stride = bias.strides()[0];
     }
+    g->pdl = rt.programmatic_launch();
     ENCORE_CUDA_CHECK(kernels::launch_gemv(*g, rt.ordinal(), rt.multiprocessors(), rt.stream()));
     return;
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -170,6 +171,8 @@ CudaRuntime::CudaRuntime(int ordinal) : ordinal_(ordinal), allocator_(ordinal) {
   name_ = prop.name;
   total_memory_ = prop.totalGlobalMem;
   multiprocessors_ = prop.multiProcessorCount;
+  const char* pdl = std::getenv("ENCORE_CUDA_PDL");
+  pdl_ = sm_ >= 90 && !(pdl != nullptr && std::strcmp(pdl, "0") == 0);
 
   // Does this binary have code for the device? (Loads one kernel; nothing is launched.)
   const cudaError_t probe = kernels::probe_kernel_image();

@@ -84,6 +84,13 @@ class CudaRuntime {
   const std::string& name() const noexcept { return name_; }
   std::size_t total_memory() const noexcept { return total_memory_; }
   int multiprocessors() const noexcept { return multiprocessors_; }
+  /// Whether kernels that support it are launched with programmatic dependent launch (PDL: the
+  /// next kernel's CTAs start while this one finishes and wait for it on the device; sm_90+).
+  /// On by default where the device has it; ENCORE_CUDA_PDL=0 turns it off (read once).
+  bool programmatic_launch() const noexcept { return pdl_; }
+  /// Overrides that choice (tests and benchmarks compare both; never while kernels are launched
+  /// from another thread). Has no effect below sm_90.
+  void set_programmatic_launch(bool on) noexcept { pdl_ = on && sm_ >= 90; }
 
   cudaStream_t stream() const noexcept { return stream_; }
   /// cuBLAS handle bound to stream() with the shared workspace; default math mode (no TF32).
@@ -119,6 +126,7 @@ class CudaRuntime {
   int ordinal_;
   int sm_ = 0;
   int multiprocessors_ = 0;
+  bool pdl_ = false;
   std::size_t total_memory_ = 0;
   std::string name_;
   cudaStream_t stream_ = nullptr;

@@ -1,7 +1,8 @@
 // Plans recorded as CUDA graphs (PlanOptions::cuda_graph): replays equal node-by-node runs of the
 // same graph for changing inputs, a decode step over a growing KV cache replays correctly as the
 // lengths (read from device memory) grow, scratch blocks a recording addresses are not handed out
-// again while the plan lives, and cancellation still works before a replay.
+// again while the plan lives, cancellation still works before a replay, and programmatic dependent
+// launch changes no bits.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "backends/cuda/cublas_gemm.h"
 #include "cuda_test_util.h"
 #include "encore/core/error.h"
 #include "encore/decode/kv_cache.h"
@@ -199,6 +201,78 @@ TEST(CudaGraphPlan, DecodeStepReplaysOverAGrowingCache) {
       const auto want = eager.run({{"x", x}});
       const auto got = graphed.run({{"x", x}});
       expect_bitwise_equal(got.at("y"), want.at("y"));
+      if (::testing::Test::HasFailure()) FAIL() << "step " << t;
+    }
+    EXPECT_TRUE(graphed.replays_cuda_graph());
+  }
+}
+
+// Programmatic dependent launch (kernels/cuda/pdl.cuh) starts a kernel before its predecessor has
+// finished; a kernel that touched memory before waiting would race with it, and the memory planner
+// reuses buffers between them. A decoder-like chain (layer norms, GEMV linears with split-K
+// partials, GELU, residual adds, kv_cache_write then decode_attention over a paged cache, cross
+// attention, softmax) gives the same bits with PDL as without it, node by node and replayed, in f32
+// and f16, as the cache grows across a block boundary.
+TEST(CudaGraphPlan, ProgrammaticLaunchChangesNoBits) {
+  ENCORE_REQUIRE_GPU();
+  cuda::CudaRuntime& rt = cuda::test::runtime();
+  struct Restore {
+    cuda::CudaRuntime& rt;
+    bool pdl = rt.programmatic_launch(), gemv = cuda::gemv_enabled();
+    ~Restore() {
+      rt.set_programmatic_launch(pdl);
+      cuda::set_gemv_enabled(gemv);
+    }
+  } restore{rt};
+  cuda::set_gemv_enabled(true);
+  rt.set_programmatic_launch(true);
+  EXPECT_EQ(rt.programmatic_launch(), rt.sm() >= 90);  // on wherever the device has it
+
+  std::mt19937 rng(17);
+  const Device dev = rt.device();
+  const int rows = 3, heads = 2, dim = 64, width = heads * dim, enc = 37;
+  for (DType dt : {DType::F32, DType::F16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    KvCache cache({.num_layers = 4, .batch = rows, .num_kv_heads = heads, .head_dim = dim, .max_length = 32,
+                   .block_size = 16, .dtype = dt, .device = dev});
+    Graph g;
+    auto k = [&](const Shape& s, float scale) { return g.constant(random_host(s, rng, scale).to(dt).to(dev)); };
+    const LinearAttrs conv1d{.layout = WeightLayout::in_out};
+    Value h = g.input("x", dt, {rows, 1, width});
+    Value table = g.constant(cache.block_table()), lengths = g.constant(cache.lengths());
+    for (int l = 0; l < 4; ++l) {
+      auto norm = [&](Value v) { return g.layer_norm(v, k({width}, 1.0f), k({width}, 0.1f), {.eps = 1e-5f}); };
+      Value qkv = g.linear(norm(h), k({width, 3 * width}, 0.1f), k({3 * width}, 0.1f), conv1d);
+      Value kc = g.constant(cache.keys(l)), vc = g.constant(cache.values(l));
+      g.kv_cache_write(g.slice(qkv, -1, width, 2 * width), g.slice(qkv, -1, 2 * width, 3 * width), kc, vc, table,
+                       lengths);
+      Value a = g.decode_attention(g.slice(qkv, -1, 0, width), kc, vc, table, lengths, {.num_heads = heads});
+      h = g.add(h, g.linear(a, k({width, width}, 0.1f), k({width}, 0.1f)));
+      Value q = g.reshape(g.linear(norm(h), k({width, width}, 0.1f), {}), {1, rows, width});
+      Value kv = k({1, enc, 2 * width}, 1.0f);
+      Value x = g.attention(q, g.slice(kv, -1, 0, width), g.slice(kv, -1, width, 2 * width), {}, {.num_heads = heads});
+      h = g.add(h, g.linear(g.reshape(x, {rows, 1, width}), k({width, width}, 0.1f), k({width}, 0.1f)));
+      Value m = g.activation(g.linear(norm(h), k({2 * width, width}, 0.1f), k({2 * width}, 0.1f)), Activation::gelu_tanh);
+      h = g.add(h, g.linear(m, k({2 * width, width}, 0.1f), {}, conv1d));
+    }
+    g.output("probs", g.softmax(h, -1));
+    g.output("h", h);
+    Plan eager(g, {.device = dev});
+    Plan graphed(g, {.device = dev, .cuda_graph = true});
+    for (int t = 0; t < 20; ++t) {  // every variant writes the same cache slot with the same values
+      cache.reserve(1);
+      cache.advance(1);
+      const Tensor x = random_host({rows, 1, width}, rng).to(dt).to(dev);
+      rt.set_programmatic_launch(false);
+      const auto want = eager.run({{"x", x}});
+      rt.set_programmatic_launch(true);
+      const auto node_by_node = eager.run({{"x", x}});
+      const auto replayed = graphed.run({{"x", x}});
+      for (const char* name : {"probs", "h"}) {
+        SCOPED_TRACE(name);
+        expect_bitwise_equal(node_by_node.at(name), want.at(name));
+        expect_bitwise_equal(replayed.at(name), want.at(name));
+      }
       if (::testing::Test::HasFailure()) FAIL() << "step " << t;
     }
     EXPECT_TRUE(graphed.replays_cuda_graph());

@@ -4,7 +4,7 @@
 // launch. A table of the ratios (encore / raw: 1.00 = no overhead) is printed at the end.
 //
 // Decode shapes (BM_DecodeLinear): GPT-2 small's projections at M = 1 and 8 through linear's GEMV
-// kernels and through cuBLASLt (set_gemv_enabled), each timed as a CUDA graph of 128 calls (launch
+// kernels and through cuBLASLt (set_gemv_policy), each timed as a CUDA graph of 128 calls (launch
 // overhead amortised) cycling through enough weight copies to exceed the L2 cache, so the weight
 // streams from HBM as in a real decode step. A second table gives us per call, weight GB/s, the
 // HBM floor at 4.0 TB/s and the ratio.
@@ -223,8 +223,8 @@ void BM_DecodeLinear(benchmark::State& state, DType dt) {
   const bool out_in = state.range(3) != 0, gemv = state.range(4) != 0;
   cuda::CudaRuntime& rt = cuda::CudaRuntime::get(Device::cuda(0));
   const cudaStream_t stream = rt.stream();
-  const bool saved = cuda::gemv_enabled();
-  cuda::set_gemv_enabled(gemv);
+  const cuda::GemvPolicy saved = cuda::gemv_policy();
+  cuda::set_gemv_policy(gemv ? cuda::GemvPolicy::always : cuda::GemvPolicy::never);
   const LinearAttrs attrs{out_in ? WeightLayout::out_in : WeightLayout::in_out,
                           !out_in && N == 4 * K ? Activation::gelu_tanh : Activation::none};
 
@@ -246,7 +246,7 @@ void BM_DecodeLinear(benchmark::State& state, DType dt) {
   cudaEvent_t start = nullptr, stop = nullptr;
   bool ok = check(cudaEventCreate(&start), state, "cudaEventCreate") &&
             check(cudaEventCreate(&stop), state, "cudaEventCreate");
-  if (ok && cuda::linear_takes_gemv(x, ws[0], attrs) != gemv) {
+  if (ok && cuda::linear_takes_gemv(rt, x, ws[0], attrs) != gemv) {
     state.SkipWithError("linear does not take the path asked for");
     ok = false;
   }
@@ -290,7 +290,7 @@ void BM_DecodeLinear(benchmark::State& state, DType dt) {
   if (graph != nullptr) cudaGraphDestroy(graph);
   if (start != nullptr) cudaEventDestroy(start);
   if (stop != nullptr) cudaEventDestroy(stop);
-  cuda::set_gemv_enabled(saved);
+  cuda::set_gemv_policy(saved);
 }
 
 // GPT-2 small decode: qkv, attention out / cross q / cross out, MLP fc (+GELU), MLP proj, LM head.

@@ -115,9 +115,10 @@ void BM_PlanRun(benchmark::State& state) {
     state.SkipWithError("programmatic dependent launch needs sm_90");
     return;
   }
-  const bool saved_pdl = rt.programmatic_launch(), saved_gemv = cuda::gemv_enabled();
+  const bool saved_pdl = rt.programmatic_launch();
+  const cuda::GemvPolicy saved_gemv = cuda::gemv_policy();
   rt.set_programmatic_launch(pdl);
-  cuda::set_gemv_enabled(gemv);
+  cuda::set_gemv_policy(gemv ? cuda::GemvPolicy::always : cuda::GemvPolicy::never);
   std::mt19937 rng(3);
   Chain c = state.range(0) == 0 ? gpt2_step(dt, rng) : tiny_chain(dt, rng);
   // No fusion: keep the node count the ops above describe (fusion is measured elsewhere).
@@ -150,7 +151,7 @@ void BM_PlanRun(benchmark::State& state) {
                  (record ? " cuda-graph" : " node-by-node") + (pdl ? " pdl" : "") + (gemv ? " gemv" : " cublaslt") +
                  (plan.replays_cuda_graph() ? "" : (record ? " (NOT RECORDED)" : "")));
   rt.set_programmatic_launch(saved_pdl);
-  cuda::set_gemv_enabled(saved_gemv);
+  cuda::set_gemv_policy(saved_gemv);
 }
 
 #else

@@ -47,6 +47,9 @@ struct GemvArgs {
   /// Launch with programmatic dependent launch (kernels/cuda/pdl.cuh): the CTAs prefetch their
   /// weights into L2 while the previous kernel finishes, then wait for it.
   bool pdl = false;
+  /// Thread-block clusters may hold the splits of K (sm_90+): they are summed through distributed
+  /// shared memory instead of a global workspace.
+  bool clusters = false;
 };
 
 /// Queues the GEMV on `stream` (device `ordinal` current; `multiprocessors` of it). Splits of K

@@ -8,8 +8,8 @@
 // key, so the heuristic runs once per shape.
 //
 // linear with at most 16 rows of x (decode steps) can take the weight-streaming GEMV of
-// kernels/cuda/gemv.cu instead (ENCORE_CUDA_GEMV=1). It is off by default: on the H200, graph-
-// replayed, cuBLASLt is faster at every GPT-2 decode shape but one (docs/benchmarks.md).
+// kernels/cuda/gemv.cu instead (GemvPolicy): by default only for one f16/bf16 row with
+// programmatic dependent launch, where it measured faster than cuBLASLt in a decode step.
 #include "backends/cuda/cublas_gemm.h"
 
 #include <algorithm>
@@ -425,15 +425,20 @@ void run_gemm(CudaRuntime& rt, const GemmProblem& p) {
 
 namespace {
 
-std::atomic<int> g_gemv_mode{-1};  // -1: environment not read yet; 0 off; 1 on
+std::atomic<int> g_gemv_policy{-1};  // -1: environment not read yet; else a GemvPolicy
 
-// The GEMV kernel's view of linear(x, w) (bias, activation and y left unset), when it has one.
-std::optional<kernels::GemvArgs> gemv_view(const Tensor& x, const Tensor& w, const LinearAttrs& attrs) {
-  if (!gemv_enabled() || x.rank() < 1 || w.rank() != 2 || !is_gemm_float(x.dtype())) return std::nullopt;
+// The GEMV kernel's view of linear(x, w) (bias, activation and y left unset), when the policy
+// gives it one.
+std::optional<kernels::GemvArgs> gemv_view(const CudaRuntime& rt, const Tensor& x, const Tensor& w,
+                                           const LinearAttrs& attrs) {
+  const GemvPolicy policy = gemv_policy();
+  if (policy == GemvPolicy::never || x.rank() < 1 || w.rank() != 2 || !is_gemm_float(x.dtype())) return std::nullopt;
   const std::int64_t K = x.dim(-1);
   if (K <= 0) return std::nullopt;
   const std::int64_t M = x.numel() / K;
   if (M < 1 || M > kernels::kGemvMaxRows) return std::nullopt;
+  if (policy == GemvPolicy::automatic && (M != 1 || x.dtype() == DType::F32 || !rt.programmatic_launch()))
+    return std::nullopt;
   const std::int64_t row_stride = collapsed_row_stride(x);
   const GemmOperand b = matrix_operand(w, attrs.layout == WeightLayout::out_in);  // W as [K, N]
   if (row_stride < 0 || b.ptr == nullptr) return std::nullopt;
@@ -453,22 +458,26 @@ std::optional<kernels::GemvArgs> gemv_view(const Tensor& x, const Tensor& w, con
 
 }  // namespace
 
-bool gemv_enabled() {
-  int mode = g_gemv_mode.load(std::memory_order_relaxed);
+GemvPolicy gemv_policy() {
+  int mode = g_gemv_policy.load(std::memory_order_relaxed);
   if (mode < 0) {
     const char* e = std::getenv("ENCORE_CUDA_GEMV");
-    mode = e != nullptr && std::strcmp(e, "1") == 0 ? 1 : 0;
+    const GemvPolicy p = e == nullptr                ? GemvPolicy::automatic
+                         : std::strcmp(e, "1") == 0 ? GemvPolicy::always
+                         : std::strcmp(e, "0") == 0 ? GemvPolicy::never
+                                                    : GemvPolicy::automatic;
+    mode = static_cast<int>(p);
     int expected = -1;
-    if (!g_gemv_mode.compare_exchange_strong(expected, mode)) mode = expected;  // set_gemv_enabled won
+    if (!g_gemv_policy.compare_exchange_strong(expected, mode)) mode = expected;  // set_gemv_policy won
   }
-  return mode == 1;
+  return static_cast<GemvPolicy>(mode);
 }
 
-void set_gemv_enabled(bool on) { g_gemv_mode.store(on ? 1 : 0); }
+void set_gemv_policy(GemvPolicy policy) { g_gemv_policy.store(static_cast<int>(policy)); }
 
-bool linear_takes_gemv(const Tensor& x, const Tensor& w, const LinearAttrs& attrs) {
+bool linear_takes_gemv(const CudaRuntime& rt, const Tensor& x, const Tensor& w, const LinearAttrs& attrs) {
   if (!x.defined() || !w.defined()) return false;
-  const std::optional<kernels::GemvArgs> a = gemv_view(x, w, attrs);
+  const std::optional<kernels::GemvArgs> a = gemv_view(rt, x, w, attrs);
   return a.has_value() && a->N > 0;
 }
 
@@ -505,7 +514,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearAt
   DeviceGuard guard(rt.ordinal());
 
   // Decode-sized x (M <= 16): one pass over the weight beats cuBLASLt's GEMM tiles (gemv.cu).
-  if (std::optional<kernels::GemvArgs> g = gemv_view(x, w, attrs)) {
+  if (std::optional<kernels::GemvArgs> g = gemv_view(rt, x, w, attrs)) {
     g->act = to_act(attrs.activation);
     g->y = y.data();
     if (bias.defined()) {
@@ -514,6 +523,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearAt
       g->bias_stride = bias.strides()[0];
     }
     g->pdl = rt.programmatic_launch();
+    g->clusters = rt.sm() >= 90;
     ENCORE_CUDA_CHECK(kernels::launch_gemv(*g, rt.ordinal(), rt.multiprocessors(), rt.stream()));
     return;
   }

@@ -80,17 +80,24 @@ struct LtCall {
 /// Queues `call`; false (nothing queued) when cuBLASLt has no algorithm for it.
 bool lt_matmul(CudaRuntime& rt, const LtCall& call);
 
-/// Whether linear() may run decode-sized problems on the GEMV kernels (kernels/cuda/gemv.cu)
-/// instead of cuBLASLt: only when the environment sets ENCORE_CUDA_GEMV=1 (read on first use;
-/// cuBLASLt measured faster on the H200 at the GPT-2 decode shapes).
-/// set_gemv_enabled overrides that for the whole process (tests and benchmarks compare the paths).
-bool gemv_enabled();
-void set_gemv_enabled(bool on);
+/// When linear() runs decode-sized problems (M <= 16 rows of x) on the GEMV kernels
+/// (kernels/cuda/gemv.cu) instead of cuBLASLt.
+/// - automatic: one row of f16/bf16 x, and only where kernels are launched with programmatic
+///   dependent launch (CudaRuntime::programmatic_launch): then the GEMV's weights stream in while
+///   the previous kernel ends, and a graph-replayed GPT-2 decode step is faster on it. Without PDL,
+///   in f32 and at 8 rows cuBLASLt measured faster on the H200 (docs/benchmarks.md).
+/// - always / never: every structurally possible M <= 16 problem / none.
+/// ENCORE_CUDA_GEMV=1 means always, =0 never, otherwise automatic (read on first use);
+/// set_gemv_policy overrides it for the whole process (tests and benchmarks compare the paths).
+enum class GemvPolicy { automatic, always, never };
+GemvPolicy gemv_policy();
+void set_gemv_policy(GemvPolicy policy);
 
-/// True when linear(x, w, ...) runs on the GEMV kernels now: gemv_enabled(), K = x.dim(-1) > 0,
-/// 1 <= M = x.numel() / K <= 16, the leading dims of x collapse into one row stride, and the
-/// weight has a unit stride along one of its dims (any alignment; 16-byte aligned rows are faster).
-bool linear_takes_gemv(const Tensor& x, const Tensor& w, const LinearAttrs& attrs);
+/// True when linear(x, w, ...) on `rt` runs on the GEMV kernels now: the policy admits it,
+/// K = x.dim(-1) > 0, 1 <= M = x.numel() / K <= 16, the leading dims of x collapse into one row
+/// stride, and the weight has a unit stride along one of its dims (any alignment; 16-byte aligned
+/// rows are faster).
+bool linear_takes_gemv(const CudaRuntime& rt, const Tensor& x, const Tensor& w, const LinearAttrs& attrs);
 
 /// Number of cuBLASLt plans cached for rt so far (tests and benchmarks).
 std::size_t gemm_plan_count(const CudaRuntime& rt);

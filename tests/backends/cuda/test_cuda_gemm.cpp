@@ -40,13 +40,14 @@ std::string trace(DType dt, const std::string& what) { return std::string(dtype_
 // Forces linear's GEMV path (M <= 16) on or off for a scope, whatever ENCORE_CUDA_GEMV says.
 class GemvMode {
  public:
-  explicit GemvMode(bool on) : saved_(gemv_enabled()) { set_gemv_enabled(on); }
-  ~GemvMode() { set_gemv_enabled(saved_); }
+  explicit GemvMode(bool on) : GemvMode(on ? GemvPolicy::always : GemvPolicy::never) {}
+  explicit GemvMode(GemvPolicy policy) : saved_(gemv_policy()) { set_gemv_policy(policy); }
+  ~GemvMode() { set_gemv_policy(saved_); }
   GemvMode(const GemvMode&) = delete;
   GemvMode& operator=(const GemvMode&) = delete;
 
  private:
-  bool saved_;
+  GemvPolicy saved_;
 };
 
 enum class XKind { dense, row_slice, transposed, scattered };
@@ -294,7 +295,7 @@ TEST(CudaGemv, MatchesDoubleReference) {
           const Pair x = test::random_pair({M, K}, dt, rng), w = make_w(WKind::dense, layout, K, N, dt, rng);
           const Pair bias = make_bias(bias_kind, N, dt, rng);
           const LinearAttrs attrs{layout, act};
-          ASSERT_TRUE(linear_takes_gemv(x.device, w.device, attrs));
+          ASSERT_TRUE(linear_takes_gemv(test::runtime(), x.device, w.device, attrs));
           EXPECT_TRUE(matches_reference(run_linear(x, w, bias, attrs, dt), x, w, bias, attrs, tolerance(dt)));
         }
 }
@@ -328,11 +329,11 @@ TEST(CudaGemv, StridedOperands) {
             SCOPED_TRACE(trace(dt, fmt::format("layout {} x {} w {} bias {}", static_cast<int>(layout), xname, wname,
                                                static_cast<int>(bias_kind))));
             const Pair bias = make_bias(bias_kind, N, dt, rng);
-            ASSERT_TRUE(linear_takes_gemv(x.device, w.device, attrs));
+            ASSERT_TRUE(linear_takes_gemv(test::runtime(), x.device, w.device, attrs));
             EXPECT_TRUE(matches_reference(run_linear(x, w, bias, attrs, dt), x, w, bias, attrs, tolerance(dt)));
           }
       const Pair scattered = make_x(XKind::scattered, M, K, dt, rng), w = make_w(WKind::dense, layout, K, N, dt, rng);
-      EXPECT_FALSE(linear_takes_gemv(scattered.device, w.device, attrs));
+      EXPECT_FALSE(linear_takes_gemv(test::runtime(), scattered.device, w.device, attrs));
       EXPECT_TRUE(matches_reference(run_linear(scattered, w, Pair{}, attrs, dt), scattered, w, Pair{}, attrs,
                                     tolerance(dt)));
     }
@@ -344,17 +345,35 @@ TEST(CudaGemv, SelectionBounds) {
   const Pair w = test::random_pair({32, 24}, DType::F16, rng);
   const LinearAttrs attrs{};
   const GemvMode on(true);
-  EXPECT_TRUE(linear_takes_gemv(test::random_pair({16, 24}, DType::F16, rng).device, w.device, attrs));
-  EXPECT_TRUE(linear_takes_gemv(test::random_pair({2, 8, 24}, DType::F16, rng).device, w.device, attrs));
-  EXPECT_FALSE(linear_takes_gemv(test::random_pair({17, 24}, DType::F16, rng).device, w.device, attrs));
-  EXPECT_FALSE(linear_takes_gemv(test::random_pair({3, 0}, DType::F16, rng).device,
+  EXPECT_TRUE(linear_takes_gemv(test::runtime(), test::random_pair({16, 24}, DType::F16, rng).device, w.device, attrs));
+  EXPECT_TRUE(linear_takes_gemv(test::runtime(), test::random_pair({2, 8, 24}, DType::F16, rng).device, w.device, attrs));
+  EXPECT_FALSE(linear_takes_gemv(test::runtime(), test::random_pair({17, 24}, DType::F16, rng).device, w.device, attrs));
+  EXPECT_FALSE(linear_takes_gemv(test::runtime(), test::random_pair({3, 0}, DType::F16, rng).device,
                                  test::random_pair({32, 0}, DType::F16, rng).device, attrs));
   const GemvMode off(false);
-  EXPECT_FALSE(linear_takes_gemv(test::random_pair({1, 24}, DType::F16, rng).device, w.device, attrs));
+  EXPECT_FALSE(linear_takes_gemv(test::runtime(), test::random_pair({1, 24}, DType::F16, rng).device, w.device, attrs));
+  // automatic: one f16/bf16 row, and only with programmatic dependent launch.
+  CudaRuntime& rt = test::runtime();
+  const GemvMode automatic(GemvPolicy::automatic);
+  const bool saved_pdl = rt.programmatic_launch();
+  for (const bool pdl : {false, true}) {
+    rt.set_programmatic_launch(pdl);
+    SCOPED_TRACE(rt.programmatic_launch() ? "pdl" : "no pdl");
+    const Pair w32 = test::random_pair({32, 24}, DType::F32, rng), wb = test::random_pair({32, 24}, DType::BF16, rng);
+    EXPECT_EQ(linear_takes_gemv(rt, test::random_pair({1, 24}, DType::F16, rng).device, w.device, attrs),
+              rt.programmatic_launch());
+    EXPECT_EQ(linear_takes_gemv(rt, test::random_pair({1, 1, 24}, DType::BF16, rng).device, wb.device, attrs),
+              rt.programmatic_launch());
+    EXPECT_FALSE(linear_takes_gemv(rt, test::random_pair({2, 24}, DType::F16, rng).device, w.device, attrs));
+    EXPECT_FALSE(linear_takes_gemv(rt, test::random_pair({1, 24}, DType::F32, rng).device, w32.device, attrs));
+  }
+  rt.set_programmatic_launch(saved_pdl);
 }
 
 // Shapes that split K over CTAs and, K-contiguous, loop CTAs over column tiles (LM-head-like; on an
-// H200's 132 SMs [9000, 1000] out_in loops at every M and also splits K at M = 16).
+// H200's 132 SMs [9000, 1000] out_in loops at every M and also splits K at M = 16). In_out splits
+// are summed within a thread-block cluster on sm_90 when they are at most 8 (K 768 and 3072), and
+// through the global workspace otherwise (K 4099 needs 9).
 TEST(CudaGemv, SplitsAndTileLoops) {
   ENCORE_REQUIRE_GPU();
   const GemvMode on(true);
@@ -424,12 +443,12 @@ TEST(CudaGemv, AgreesWithCublasLt) {
         Tensor by_gemv, by_cublaslt;
         {
           const GemvMode on(true);
-          ASSERT_TRUE(linear_takes_gemv(x.device, w.device, attrs));
+          ASSERT_TRUE(linear_takes_gemv(test::runtime(), x.device, w.device, attrs));
           by_gemv = run_linear(x, w, bias, attrs, dt);
         }
         {
           const GemvMode off(false);
-          ASSERT_FALSE(linear_takes_gemv(x.device, w.device, attrs));
+          ASSERT_FALSE(linear_takes_gemv(test::runtime(), x.device, w.device, attrs));
           by_cublaslt = run_linear(x, w, bias, attrs, dt);
         }
         EXPECT_TRUE(close_to(by_gemv, as_f32(test::download(by_cublaslt)), tolerance(dt)));

@@ -218,13 +218,14 @@ TEST(CudaGraphPlan, ProgrammaticLaunchChangesNoBits) {
   cuda::CudaRuntime& rt = cuda::test::runtime();
   struct Restore {
     cuda::CudaRuntime& rt;
-    bool pdl = rt.programmatic_launch(), gemv = cuda::gemv_enabled();
+    bool pdl = rt.programmatic_launch();
+    cuda::GemvPolicy gemv = cuda::gemv_policy();
     ~Restore() {
       rt.set_programmatic_launch(pdl);
-      cuda::set_gemv_enabled(gemv);
+      cuda::set_gemv_policy(gemv);
     }
   } restore{rt};
-  cuda::set_gemv_enabled(true);
+  cuda::set_gemv_policy(cuda::GemvPolicy::always);
   rt.set_programmatic_launch(true);
   EXPECT_EQ(rt.programmatic_launch(), rt.sm() >= 90);  // on wherever the device has it
 

@@ -10,14 +10,20 @@
 //   BM_LinearBiasGelu       with the fused bias + GELU epilogue
 //   BM_LinearNewM           first call for a new M: primitive creation + one run (packing excluded)
 //   BM_LinearBf16Mode/M/K/N/native: bf16 linear with Bf16Mode::native (1) or via_f32 (0)
+//   BM_DecodeLinear/M/K/N/rows: decode-sized f32 linear (GPT-2 Conv1D layout, bias) cycling over
+//                           distinct weights (~512 MiB, so they stream from memory as in a decode
+//                           step) on the few-rows kernel (rows = 1, kernels/cpu/linear_rows.h) or
+//                           oneDNN (0); GB/s = weight bytes read per second
 // Threads: $ENCORE_BENCH_THREADS or 2. GFLOPS counts 2*M*K*N per iteration.
 // scripts/bench_linear_ratio.py runs this binary and prints encore / oneDNN per shape.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
+#include <vector>
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/onednn_context.h"
@@ -136,6 +142,25 @@ void run_raw(benchmark::State& state, dnnl::memory::data_type dt) {
   set_flops(state, M, K, N);
 }
 
+void BM_DecodeLinear(benchmark::State& state) {
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const std::int64_t saved = cpu::onednn::tuning().linear_rows_max;
+  cpu::onednn::tuning().linear_rows_max = state.range(3) != 0 ? 32 : 0;
+  const std::int64_t bytes = K * N * 4, copies = std::max<std::int64_t>(2, (std::int64_t{512} << 20) / bytes);
+  std::vector<Tensor> ws;
+  for (std::int64_t i = 0; i < copies; ++i) ws.push_back(random({K, N}, DType::F32, static_cast<std::uint32_t>(10 + i)));
+  const Tensor x = random({M, K}, DType::F32, 1), b = random({N}, DType::F32, 3);
+  const Tensor y = Tensor::empty({M, N}, DType::F32);
+  const cpu::CpuContext ctx{bench_threads()};
+  const LinearAttrs attrs{.layout = WeightLayout::in_out};
+  for (const Tensor& w : ws) cpu::linear(x, w, b, attrs, y, ctx);  // packs every copy
+  std::size_t i = 0;
+  for (auto _ : state) cpu::linear(x, ws[i++ % ws.size()], b, attrs, y, ctx);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) * 1e-9 * static_cast<double>(state.iterations()),
+                                              benchmark::Counter::kIsRate);
+  cpu::onednn::tuning().linear_rows_max = saved;
+}
+
 void BM_OneDnnMatmul(benchmark::State& state) { run_raw(state, dnnl::memory::data_type::f32); }
 void BM_OneDnnMatmulBf16(benchmark::State& state) { run_raw(state, dnnl::memory::data_type::bf16); }
 
@@ -166,5 +191,11 @@ BENCHMARK(BM_LinearBf16)->Apply(shapes);
 BENCHMARK(BM_OneDnnMatmulBf16)->Apply(shapes);
 BENCHMARK(BM_LinearStrided)->Apply(strided_shapes);
 BENCHMARK(BM_LinearBf16Mode)->Apply(bf16_mode_shapes);
+BENCHMARK(BM_DecodeLinear)->Apply([](benchmark::internal::Benchmark* b) {
+  for (std::int64_t M : {1, 4, 8, 32})
+    for (auto [K, N] : {std::pair<std::int64_t, std::int64_t>{768, 2304}, {3072, 768}})
+      for (std::int64_t rows : {1, 0}) b->Args({M, K, N, rows});
+  b->ArgNames({"M", "K", "N", "rows"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+});
 BENCHMARK(BM_LinearNewM)->Args({16, 768, 768})->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_LinearBiasGelu)->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -307,7 +307,16 @@ float apply_activation(float v, Activation act) noexcept {
 }
 
 Tuning& tuning() noexcept {
-  static Tuning t;
+  static Tuning t = [] {
+    Tuning d;
+    // A/B runs of whole models (encore-bench): ENCORE_CPU_LINEAR_ROWS_MAX=0 keeps every linear on oneDNN.
+    if (const char* env = std::getenv("ENCORE_CPU_LINEAR_ROWS_MAX")) {
+      char* end = nullptr;
+      const long n = std::strtol(env, &end, 10);
+      if (end != env && *end == '\0' && n >= 0) d.linear_rows_max = n;
+    }
+    return d;
+  }();
   return t;
 }
 

@@ -271,6 +271,11 @@ struct Tuning {
   /// copy; oneDNN 2.6 then uses gemm:jit instead of brgemm), or copy them to a dense scratch
   /// first (false). Measured within noise of each other; no copy is the default.
   bool linear_strided_rows = true;
+  /// linear: at most this many rows of f32 x (f32 weights and y) run on the weight-streaming kernel of
+  /// kernels/cpu/linear_rows.h (AVX-512 machines), more on oneDNN's matmul; 0 sends all to
+  /// oneDNN. The kernel keeps the batch-1 streaming rate up to 32 rows where oneDNN's drops.
+  /// ENCORE_CPU_LINEAR_ROWS_MAX sets the initial value.
+  std::int64_t linear_rows_max = 32;
   /// conv2d: run patch embeddings (kernel == stride, no padding, groups 1) as im2col + a linear
   /// on prepacked weights instead of oneDNN's convolution.
   bool conv_patch_as_linear = true;

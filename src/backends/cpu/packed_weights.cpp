@@ -1,8 +1,13 @@
 #include "backends/cpu/packed_weights.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdlib>
 
 #include "backends/cpu/onednn_context.h"
+#include "core/check.h"
+#include "kernels/cpu/linear_rows.h"
 
 namespace encore::cpu {
 
@@ -52,6 +57,60 @@ dnnl::memory PackedWeights::get(const Tensor& w, const dnnl::memory::desc& user_
   for (int attempt = 0;; ++attempt) {
     auto entry = impl_->cache.get(key, make);
     if (entry->storage.lock() == w.storage() || attempt > 0) return entry->packed;
+    impl_->cache.erase(key);  // a previous tensor at the same address: pack this one afresh
+  }
+}
+
+namespace {
+
+// Block b, row k, lane j of the rows layout = W(k, 32 b + j) (0 past N).
+void pack_rows(const float* w, std::int64_t s_k, std::int64_t s_n, std::int64_t K, std::int64_t N, float* dst,
+               int threads) {
+  constexpr std::int64_t B = rows::kRowsBlock;
+  const std::int64_t blocks = (N + B - 1) / B;
+#pragma omp parallel for num_threads(std::max(threads, 1)) schedule(static)
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    float* out = dst + b * K * B;
+    for (std::int64_t j = 0; j < B; ++j) {
+      const std::int64_t n = b * B + j;
+      for (std::int64_t k = 0; k < K; ++k)
+        out[k * B + j] = n < N ? w[k * s_k + n * s_n] : 0.0f;
+    }
+  }
+}
+
+}  // namespace
+
+const float* PackedWeights::rows_layout(const Tensor& w, bool out_in, int threads) {
+  ENCORE_CHECK(w.rank() == 2 && w.dtype() == DType::F32, invalid_argument,
+               "PackedWeights::rows_layout: weight {} {} must be a 2-D f32 tensor", w.shape().str(),
+               dtype_name(w.dtype()));
+  const std::int64_t K = out_in ? w.dim(1) : w.dim(0), N = out_in ? w.dim(0) : w.dim(1);
+  const std::int64_t s_k = out_in ? w.strides()[1] : w.strides()[0], s_n = out_in ? w.strides()[0] : w.strides()[1];
+  onednn::KeyBuilder kb("rows");
+  kb.add(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(w.storage().get())))
+      .add(static_cast<std::int64_t>(w.offset_bytes()))
+      .add(static_cast<std::int64_t>(w.dtype()))
+      .add(out_in ? 1 : 0);
+  for (auto d : w.shape()) kb.add(d);
+  for (auto s : w.strides()) kb.add(s);
+  const std::string& key = kb.str();
+
+  auto make = [&] {
+    impl_->cache.erase_if([](const Entry& e) { return e.storage.expired(); });
+    Entry e;
+    e.storage = w.storage();
+    const std::int64_t floats = (N + rows::kRowsBlock - 1) / rows::kRowsBlock * rows::kRowsBlock * K;
+    // oneDNN's allocation: 64-byte aligned, and one kind of entry for the cache.
+    e.packed = dnnl::memory(dnnl::memory::desc({floats}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a),
+                            onednn::engine());
+    pack_rows(w.data_ptr<float>(), s_k, s_n, K, N, static_cast<float*>(e.packed.get_data_handle()), threads);
+    return std::make_shared<const Entry>(std::move(e));
+  };
+  for (int attempt = 0;; ++attempt) {
+    auto entry = impl_->cache.get(key, make);
+    if (entry->storage.lock() == w.storage() || attempt > 0)
+      return static_cast<const float*>(entry->packed.get_data_handle());
     impl_->cache.erase(key);  // a previous tensor at the same address: pack this one afresh
   }
 }

@@ -26,6 +26,11 @@ class PackedWeights {
   dnnl::memory get(const Tensor& w, const dnnl::memory::desc& user_md, const dnnl::memory::desc& packed_md,
                    int threads);
 
+  /// `w` (f32; [K, N], or [N, K] when `out_in`; any strides) in the block layout of
+  /// the decode-sized linear (kernels/cpu/linear_rows.h), 64-byte aligned. Packs on the first call
+  /// for this identity (on `threads` threads), like get().
+  const float* rows_layout(const Tensor& w, bool out_in, int threads);
+
   /// Forgets every packed copy of the weights in `w`'s storage.
   void evict(const Tensor& w);
   /// Forgets everything.

@@ -1,6 +1,8 @@
 // CPU linear and matmul (oneDNN) against the double-precision references: odd sizes, strided
 // inputs, both weight layouts, bias, every fused activation, f32 and bf16, batch broadcasting and
 // transposes; plus the caches (one creation per shape, weights packed once) and error messages.
+// Up to Tuning::linear_rows_max rows of f32 x run on the weight-streaming kernel
+// (kernels/cpu/linear_rows.h) on AVX-512 machines, more on oneDNN: the cases cover both sides.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -15,6 +17,7 @@
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/onednn_context.h"
 #include "backends/cpu/packed_weights.h"
+#include "kernels/cpu/cpu_features.h"
 #include "reference/ref_gemm.h"
 #include "reference/ref_tensor.h"
 
@@ -106,6 +109,55 @@ TEST(CpuLinear, F32OddSizesBothLayoutsBias) {
           }
 }
 
+// The weight-streaming kernel for few rows (f32 weights; bf16 ones stay on oneDNN): row counts
+// around its 8-row register tiles and the 32-row limit, column counts around its 32-column blocks,
+// 1-3 threads, against the double reference and against oneDNN's matmul for the same problem.
+TEST(CpuLinear, FewRowsKernelAgreesWithOneDnn) {
+  std::uint32_t seed = 40;
+  int act = 0;
+  for (std::int64_t M : {1, 2, 8, 9, 16, 31, 32, 33})
+    for (std::int64_t N : {31, 32, 33, 100})
+      for (WeightLayout layout : {WeightLayout::out_in, WeightLayout::in_out}) {
+        LinearCase c{M, 300, N, layout, N % 2 == 1, kActivations[act++ % 7]};
+        c.threads = 1 + static_cast<int>(M % 3);
+        check_linear(c, seed);
+        // The same problem on oneDNN: both within the reference's tolerance of each other.
+        SCOPED_TRACE(describe(c));
+        std::mt19937 rng(seed++);
+        const Tensor x = make_x(c, rng);
+        const Tensor w = layout == WeightLayout::out_in ? ref::random_tensor({N, c.K}, c.w_dtype, rng)
+                                                        : ref::random_tensor({c.K, N}, c.w_dtype, rng);
+        const Tensor b = c.bias ? ref::random_tensor({N}, DType::F32, rng) : Tensor();
+        const LinearAttrs attrs{.layout = layout, .activation = c.act};
+        const Tensor rows = poisoned({M, N}, DType::F32), onednn = poisoned({M, N}, DType::F32);
+        cpu::linear(x, w, b, attrs, rows, cpu::CpuContext{c.threads});
+        const std::int64_t saved = cpu::onednn::tuning().linear_rows_max;
+        cpu::onednn::tuning().linear_rows_max = 0;
+        cpu::linear(x, w, b, attrs, onednn, cpu::CpuContext{c.threads});
+        cpu::onednn::tuning().linear_rows_max = saved;
+        EXPECT_LE(ref::relative_error(ref::from_tensor(rows), ref::from_tensor(onednn)), 1e-5);
+      }
+}
+
+// A weight is packed into the kernel's layout once, then reused by every call and row count.
+TEST(CpuLinear, FewRowsKernelPacksOnce) {
+  std::mt19937 rng(41);
+  const Tensor w = ref::random_tensor({96, 70}, DType::F32, rng);  // in_out [K, N]
+  const LinearAttrs attrs{.layout = WeightLayout::in_out};
+  cpu::PackedWeights& packed = cpu::PackedWeights::instance();
+  cpu::linear(ref::random_tensor({1, 96}, DType::F32, rng), w, Tensor(), attrs, Tensor::empty({1, 70}, DType::F32),
+              cpu::CpuContext{2});
+  const std::size_t packs = packed.packs();
+  for (std::int64_t M : {1, 4, 32}) {
+    const Tensor x = ref::random_tensor({M, 96}, DType::F32, rng);
+    const Tensor y = poisoned({M, 70}, DType::F32);
+    cpu::linear(x, w, Tensor(), attrs, y, cpu::CpuContext{2});
+    const ref::RefTensor want = ref::linear(ref::from_tensor(x), ref::from_tensor(w), nullptr, attrs.layout, attrs.activation);
+    EXPECT_LE(ref::relative_error(ref::from_tensor(y), want), 1e-5);
+  }
+  EXPECT_EQ(packed.packs(), packs);
+}
+
 TEST(CpuLinear, EveryActivation) {
   for (Activation a : kActivations)
     for (bool bias : {false, true}) check_linear(LinearCase{17, 67, 33, WeightLayout::out_in, bias, a}, 7);
@@ -192,11 +244,12 @@ TEST(CpuLinear, WeightsPackedOnceAndPrimitivesCreatedOnce) {
   const Tensor b = ref::random_tensor({96}, DType::F32, rng);
   const cpu::CpuContext ctx{2};
   const std::size_t packs0 = packs.packs();
-  for (std::int64_t M : {1, 16, 197, 1024}) {  // the packed layout does not depend on M
+  for (std::int64_t M : {1, 16, 197, 1024}) {  // neither packed layout depends on M
     const Tensor x = ref::random_tensor({M, 80}, DType::F32, rng);
     cpu::linear(x, w, b, LinearAttrs{}, poisoned({M, 96}, DType::F32), ctx);
   }
-  EXPECT_EQ(packs.packs() - packs0, 1u) << "one packing for every M";
+  // One packing for the few-rows kernel (M <= 32, AVX-512) and one for oneDNN's matmul.
+  EXPECT_EQ(packs.packs() - packs0, cpu::has_avx512() ? 2u : 1u) << "one packing per kernel for every M";
   const Tensor x = ref::random_tensor({16, 80}, DType::F32, rng);
   const std::size_t prims0 = prims.creations(), packs1 = packs.packs();
   for (int i = 0; i < 5; ++i) cpu::linear(x, w, b, LinearAttrs{}, poisoned({16, 96}, DType::F32), ctx);
@@ -208,19 +261,23 @@ TEST(CpuLinear, ConcurrentFirstCallsCreateOnce) {
   auto& packs = cpu::PackedWeights::instance();
   auto& prims = cpu::onednn::PrimitiveCache::instance();
   std::mt19937 rng(19);
-  const Tensor w = ref::random_tensor({77, 61}, DType::F32, rng);
-  const Tensor x = ref::random_tensor({29, 61}, DType::F32, rng);
-  const ref::RefTensor want = ref::linear(ref::from_tensor(x), ref::from_tensor(w), nullptr, WeightLayout::out_in);
-  const std::size_t prims0 = prims.creations(), packs0 = packs.packs();
-  std::vector<Tensor> ys;
-  for (int i = 0; i < 4; ++i) ys.push_back(poisoned({29, 77}, DType::F32));
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 4; ++i)
-    threads.emplace_back([&, i] { cpu::linear(x, w, Tensor(), LinearAttrs{}, ys[static_cast<std::size_t>(i)], {1}); });
-  for (auto& t : threads) t.join();
-  for (const Tensor& y : ys) EXPECT_LE(ref::relative_error(ref::from_tensor(y), want), 1e-5);
-  EXPECT_EQ(packs.packs() - packs0, 1u);
-  EXPECT_EQ(prims.creations() - prims0, 2u) << "the matmul and the packing reorder, once each";
+  for (const std::int64_t M : {29, 45}) {  // the few-rows kernel (on AVX-512), then oneDNN
+    SCOPED_TRACE(M);
+    const Tensor w = ref::random_tensor({77, 61}, DType::F32, rng);
+    const Tensor x = ref::random_tensor({M, 61}, DType::F32, rng);
+    const ref::RefTensor want = ref::linear(ref::from_tensor(x), ref::from_tensor(w), nullptr, WeightLayout::out_in);
+    const std::size_t prims0 = prims.creations(), packs0 = packs.packs();
+    std::vector<Tensor> ys;
+    for (int i = 0; i < 4; ++i) ys.push_back(poisoned({M, 77}, DType::F32));
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i)
+      threads.emplace_back([&, i] { cpu::linear(x, w, Tensor(), LinearAttrs{}, ys[static_cast<std::size_t>(i)], {1}); });
+    for (auto& t : threads) t.join();
+    for (const Tensor& y : ys) EXPECT_LE(ref::relative_error(ref::from_tensor(y), want), 1e-5);
+    EXPECT_EQ(packs.packs() - packs0, 1u);
+    const bool rows_kernel = M <= cpu::onednn::tuning().linear_rows_max && cpu::has_avx512();
+    EXPECT_EQ(prims.creations() - prims0, rows_kernel ? 0u : 2u) << "oneDNN: the matmul and the packing reorder, once each";
+  }
 }
 
 TEST(CpuLinear, RecycledWeightAddressIsRepacked) {

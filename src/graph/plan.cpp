@@ -149,6 +149,7 @@ std::size_t Plan::peak_bytes() const noexcept { return impl_->memory.peak_bytes;
 const std::vector<Placement>& Plan::placements() const noexcept { return impl_->memory.placements; }
 const Graph& Plan::optimised_graph() const noexcept { return impl_->graph; }
 bool Plan::replays_cuda_graph() const noexcept { return impl_->recorded; }
+bool Plan::accepts_host_inputs() const noexcept { return impl_->options.device.is_cpu() || impl_->owns_inputs; }
 
 std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
   Impl& p = *impl_;

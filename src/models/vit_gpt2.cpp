@@ -128,7 +128,7 @@ Tensor VitGpt2::Impl::encode(const Tensor& pixels, std::unique_ptr<EncoderPlan>&
   plan = encoders.take([batch](const EncoderPlan& p) { return p.batch == batch; });
   if (plan == nullptr)
     plan.reset(new EncoderPlan{batch, Plan(encoder_graph(config, weights, dtype, pixels.shape()), plan_options)});
-  const bool direct = pixels.device() == device || plan_options.cuda_graph;  // a recording plan uploads itself
+  const bool direct = pixels.device() == device || (pixels.device().is_cpu() && plan->plan.accepts_host_inputs());
   return plan->plan.run({{"pixel_values", direct ? pixels : pixels.to(device)}}).at("h");
 }
 

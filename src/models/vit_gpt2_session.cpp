@@ -134,9 +134,7 @@ Tensor Session::step(std::span<const std::int32_t> tokens) {
     input.data_ptr<std::int32_t>()[2 * r + 1] = static_cast<std::int32_t>(cache_.length(r) - 1);
   }
   const Device dev = plan_options_.device;
-  // A recording CUDA plan copies host inputs itself; otherwise they go to the device first.
-  const bool host_inputs = dev.is_cpu() || plan_options_.cuda_graph;
-  const auto out = step_plan_->run({{"tokens", host_inputs ? input : input.to(dev)}});
+  const auto out = step_plan_->run({{"tokens", step_plan_->accepts_host_inputs() ? input : input.to(dev)}});
   const Tensor log_probs = out.at("log_probs");
   return (dev.is_cpu() ? log_probs.clone() : log_probs.to(Device::cpu())).view({rows_, config_.vocab_size});
 }

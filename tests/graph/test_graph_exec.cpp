@@ -127,6 +127,7 @@ TEST(GraphExec, CudaGraphOptionIsIgnoredOnTheCpu) {
     EXPECT_EQ(plan.run({{"x", in}}).at("y").to_float_vector(), (std::vector<float>{2 * v, 2 * v + 2, 2 * v + 4}));
   }
   EXPECT_FALSE(plan.replays_cuda_graph());
+  EXPECT_TRUE(plan.accepts_host_inputs());  // a CPU plan's inputs are host tensors anyway
 }
 
 TEST(GraphExec, ProfileListsEveryExecutedNode) {

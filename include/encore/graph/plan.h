@@ -81,10 +81,14 @@ class Plan {
   const Graph& optimised_graph() const noexcept;
   /// True once runs replay a recorded CUDA graph (PlanOptions::cuda_graph, from the second run on).
   bool replays_cuda_graph() const noexcept;
+  /// True when run() takes inputs that live on the host: a CPU plan, or a plan that records a CUDA
+  /// graph (it copies every input into a buffer of its own). Otherwise inputs must be on the
+  /// plan's device.
+  bool accepts_host_inputs() const noexcept;
 
   /// Runs the graph. `inputs` maps every graph input name to a tensor of the declared dtype and
-  /// shape on the plan's device (non-contiguous tensors are copied; with PlanOptions::cuda_graph
-  /// CPU tensors are accepted too). Returns the outputs by name; they are views into the arena,
+  /// shape on the plan's device (non-contiguous tensors are copied; CPU tensors are accepted too
+  /// where accepts_host_inputs()). Returns the outputs by name; they are views into the arena,
   /// valid until the next run() (clone() to keep them). One run at a time per plan.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, const RunOptions& options = {});
 

@@ -111,6 +111,8 @@ TEST(CudaGraphPlan, HostInputsNeedRecording) {
   std::mt19937 rng(12);
   const Graph g = small_op_chain(11, 16, 2, rng);
   Plan eager(g, {.device = cuda::test::runtime().device()});
+  EXPECT_FALSE(eager.accepts_host_inputs());
+  EXPECT_TRUE(Plan(g, {.device = cuda::test::runtime().device(), .cuda_graph = true}).accepts_host_inputs());
   try {
     eager.run({{"ids", random_ids({2, 1}, 11, rng)}, {"x", random_host({2, 1, 16}, rng)}});
     FAIL() << "expected an error";

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #if defined(ENCORE_HAVE_CUDA) && __has_include(<cuda_runtime_api.h>)
@@ -22,6 +23,7 @@
 
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/runtime.h"
+#include "cuda_graph_timer.h"
 #include "encore/core/tensor.h"
 #include "kernels/cuda/attention_internal.h"
 #endif
@@ -72,45 +74,21 @@ void BM_CudaAttention(benchmark::State& state) {
   rt.synchronize();
   // Enough launches per timed iteration that event resolution does not matter (~>= 1 ms).
   const int reps = static_cast<int>(std::max<double>(1.0, std::min<double>(100.0, 2e11 / flops)));
-  cudaGraphExec_t exec = nullptr;
+  std::optional<bench::CudaGraphTimer> timer;
   if (graph) {
-    cudaGraph_t g = nullptr;
-    bool ok = cudaStreamBeginCapture(rt.stream(), cudaStreamCaptureModeRelaxed) == cudaSuccess;
-    if (ok) {
-      for (int i = 0; i < reps; ++i) run();
-      ok = cudaStreamEndCapture(rt.stream(), &g) == cudaSuccess &&
-           cudaGraphInstantiate(&exec, g, 0) == cudaSuccess;
-    }
-    if (g != nullptr) cudaGraphDestroy(g);
-    if (!ok) {
-      cudaGetLastError();
+    timer.emplace(rt.stream(), reps, [&](int) { run(); }, cudaStreamCaptureModeRelaxed);
+    if (!timer->ok()) {
       state.SkipWithError("CUDA graph capture failed");
       return;
     }
-    cudaGraphLaunch(exec, rt.stream());  // first replay uploads the graph
-    rt.synchronize();
   }
-  cudaEvent_t start = nullptr, stop = nullptr;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
   double total_s = 0.0, total_flops = 0.0;
   for (auto _ : state) {
-    cudaEventRecord(start, rt.stream());
-    if (graph) cudaGraphLaunch(exec, rt.stream());
-    else
-      for (int i = 0; i < reps; ++i) run();
-    cudaEventRecord(stop, rt.stream());
-    cudaEventSynchronize(stop);
-    float ms = 0.0f;
-    cudaEventElapsedTime(&ms, start, stop);
-    const double s = ms * 1e-3 / reps;
-    state.SetIterationTime(s);
+    const double s = graph ? timer->per_call() : bench::time_launches(rt.stream(), reps, [&](int) { run(); });
+    state.SetIterationTime(std::max(s, 0.0));
     total_s += s;
     total_flops += flops;
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
   if (cudaGetLastError() != cudaSuccess) state.SkipWithError("a CUDA call failed");
   state.counters["TFLOP/s"] = total_s > 0 ? total_flops / total_s * 1e-12 : 0.0;
   state.SetLabel(std::string(dtype_name(dt)) + " " + kPathNames[state.range(3)] + (graph ? " graph" : " per-call"));

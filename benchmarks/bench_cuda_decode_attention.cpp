@@ -33,6 +33,7 @@
 #include "backends/cpu/kernels.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/runtime.h"
+#include "cuda_graph_timer.h"
 #include "encore/core/tensor.h"
 #include "kernels/cuda/decode_attention_internal.h"
 #endif
@@ -172,38 +173,17 @@ CaseData& case_data(const DecodeCase& c, cuda::CudaRuntime& rt) {
 
 /// Median seconds per call of `launch(i)` for i = 0..kCalls-1 captured in one graph and replayed.
 double time_graph(cuda::CudaRuntime& rt, const std::function<void(int)>& launch) {
-  const cudaStream_t s = rt.stream();
   launch(0);  // outside the capture: allocations, attributes
   rt.synchronize();
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) != cudaSuccess) return -1.0;
-  for (int i = 0; i < kCalls; ++i) launch(i);
-  if (cudaStreamEndCapture(s, &graph) != cudaSuccess || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess)
-    return -1.0;
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  auto replay = [&] {
-    cudaEventRecord(e0, s);
-    cudaGraphLaunch(exec, s);
-    cudaEventRecord(e1, s);
-    cudaEventSynchronize(e1);
-    float ms = 0.0f;
-    cudaEventElapsedTime(&ms, e0, e1);
-    return ms * 1e-3;
-  };
-  replay();
-  const double first = replay();
+  bench::CudaGraphTimer timer(rt.stream(), kCalls, launch);
+  if (!timer.ok()) return -1.0;
+  const double first = timer.per_call() * kCalls;  // seconds per replay
+  if (first < 0.0) return -1.0;
   const int n = static_cast<int>(std::clamp(0.25 / std::max(first, 1e-9), 10.0, 200.0));
   std::vector<double> t(static_cast<std::size_t>(n));
-  for (double& x : t) x = replay();
+  for (double& x : t) x = timer.per_call();
   std::nth_element(t.begin(), t.begin() + n / 2, t.end());
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  return t[n / 2] / kCalls;
+  return t[n / 2];
 }
 
 // Variant: -2 stream ceiling, -1 lean, 0 split with the heuristic, 1 plain, s > 1 split s.

@@ -29,6 +29,7 @@ BENCHMARK(BM_CudaGemmUnavailable);
 #include <array>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -36,6 +37,7 @@ BENCHMARK(BM_CudaGemmUnavailable);
 #include "backends/cuda/cublas_gemm.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/runtime.h"
+#include "cuda_graph_timer.h"
 #include "encore/core/tensor.h"
 
 using namespace encore;
@@ -69,32 +71,16 @@ Tensor random_device(const Shape& shape, DType dt, std::mt19937& rng) {
   return (dt == DType::F32 ? f : f.to(dt)).to(Device::cuda(0));
 }
 
-bool check(cudaError_t e, benchmark::State& state, const char* what) {
-  if (e == cudaSuccess) return true;
-  state.SkipWithError((std::string(what) + ": " + cudaGetErrorString(e)).c_str());
-  return false;
-}
-
 // Runs `launch` once per iteration between two events on `stream`; records GPU time.
 template <typename Launch>
 double timed_loop(benchmark::State& state, cudaStream_t stream, Launch&& launch) {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  if (!check(cudaEventCreate(&start), state, "cudaEventCreate") || !check(cudaEventCreate(&stop), state, "cudaEventCreate"))
-    return 0;
   launch();  // warm-up (plans, algorithm selection, lazy module loading)
   double total = 0;
   for (auto _ : state) {
-    cudaEventRecord(start, stream);
-    launch();
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms / 1e3);
-    total += ms / 1e3;
+    const double s = std::max(bench::time_launches(stream, 1, [&](int) { launch(); }), 0.0);
+    state.SetIterationTime(s);
+    total += s;
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   return state.iterations() > 0 ? total / static_cast<double>(state.iterations()) : 0;
 }
 
@@ -241,26 +227,20 @@ void BM_DecodeLinear(benchmark::State& state, DType dt) {
   const Tensor y = Tensor::empty({M, N}, dt, Device::cuda(0));
   const cuda::CudaContext ctx = rt.context(false);
 
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  bool ok = check(cudaEventCreate(&start), state, "cudaEventCreate") &&
-            check(cudaEventCreate(&stop), state, "cudaEventCreate");
-  if (ok && cuda::linear_takes_gemv(rt, x, ws[0], attrs) != gemv) {
+  std::optional<bench::CudaGraphTimer> timer;
+  bool ok = true;
+  if (cuda::linear_takes_gemv(rt, x, ws[0], attrs) != gemv) {
     state.SkipWithError("linear does not take the path asked for");
     ok = false;
   }
   if (ok) {
     for (const Tensor& w : ws) cuda::linear(x, w, bias, attrs, y, ctx);  // plans, split buffers: not captured
     rt.synchronize();
-    ok = check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), state, "cudaStreamBeginCapture");
-  }
-  if (ok) {
-    for (int i = 0; i < kCalls; ++i) cuda::linear(x, ws[static_cast<std::size_t>(i % copies)], bias, attrs, y, ctx);
-    ok = check(cudaStreamEndCapture(stream, &graph), state, "cudaStreamEndCapture") &&
-         check(cudaGraphInstantiate(&exec, graph, 0), state, "cudaGraphInstantiate") &&
-         check(cudaGraphLaunch(exec, stream), state, "cudaGraphLaunch") &&  // warm-up
-         check(cudaStreamSynchronize(stream), state, "cudaStreamSynchronize");
+    timer.emplace(stream, kCalls, [&](int i) {
+      cuda::linear(x, ws[static_cast<std::size_t>(i % copies)], bias, attrs, y, ctx);
+    });
+    ok = timer->ok();
+    if (!ok) state.SkipWithError("CUDA graph capture or replay failed");
   }
   if (!ok) {
     for (auto _ : state) {
@@ -268,14 +248,8 @@ void BM_DecodeLinear(benchmark::State& state, DType dt) {
   } else {
     double total = 0;
     for (auto _ : state) {
-      cudaEventRecord(start, stream);
-      cudaGraphLaunch(exec, stream);
-      cudaEventRecord(stop, stream);
-      cudaEventSynchronize(stop);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, start, stop);
-      const double per_call = ms / 1e3 / kCalls;
-      state.SetIterationTime(per_call);
+      const double per_call = timer->per_call();
+      state.SetIterationTime(std::max(per_call, 0.0));
       total += per_call;
     }
     const double s = state.iterations() > 0 ? total / static_cast<double>(state.iterations()) : 0;
@@ -286,10 +260,6 @@ void BM_DecodeLinear(benchmark::State& state, DType dt) {
     (gemv ? t.gemv : t.cublaslt) = s;
     t.weight_bytes = weight_bytes;
   }
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
-  if (graph != nullptr) cudaGraphDestroy(graph);
-  if (start != nullptr) cudaEventDestroy(start);
-  if (stop != nullptr) cudaEventDestroy(stop);
   cuda::set_gemv_policy(saved);
 }
 

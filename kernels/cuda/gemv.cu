@@ -661,28 +661,9 @@ cudaError_t launch_typed(const GemvArgs& a, int ordinal, int multiprocessors, cu
   const KernelFn fn = pick<T>(a.k_contiguous, MT);
   const cudaError_t e = allow_smem(ordinal, fn, smem);
   if (e != cudaSuccess) return e;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(p.S));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
-  unsigned n_attr = 0;
-  if (p.cluster) {
-    attr[n_attr].id = cudaLaunchAttributeClusterDimension;
-    attr[n_attr].val.clusterDim.x = 1;
-    attr[n_attr].val.clusterDim.y = static_cast<unsigned>(p.S);
-    attr[n_attr].val.clusterDim.z = 1;
-    ++n_attr;
-  }
-  if (a.pdl) {
-    attr[n_attr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n_attr].val.programmaticStreamSerializationAllowed = 1;
-    ++n_attr;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = n_attr;
-  return cudaLaunchKernelEx(&cfg, fn, p);
+  pdl::Config c(a.pdl, dim3(static_cast<unsigned>(gx), static_cast<unsigned>(p.S)), dim3(kThreads), smem, stream);
+  if (p.cluster) c.cluster(dim3(1, static_cast<unsigned>(p.S), 1));
+  return cudaLaunchKernelEx(&c.cfg, fn, p);
 }
 
 }  // namespace

@@ -46,38 +46,51 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-/// Launches `kernel` on `stream`, with programmatic stream serialisation when `pdl` is true (see
-/// the contract above). Returns the launch's error.
+/// A launch configuration for cudaLaunchKernelEx: programmatic stream serialisation when `pdl` is
+/// true (see the contract above), plus optionally a thread-block cluster shape. The attributes live
+/// in the object, so it is neither copied nor moved.
+struct Config {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attrs[2] = {};
+
+  Config(bool pdl, dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream) {
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attrs;
+    if (pdl) {
+      attrs[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attrs[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+      ++cfg.numAttrs;
+    }
+  }
+  Config(const Config&) = delete;
+  Config& operator=(const Config&) = delete;
+
+  /// CTAs launch in clusters of `shape` (the grid must be a multiple of it).
+  void cluster(dim3 shape) {
+    attrs[cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[cfg.numAttrs].val.clusterDim.x = shape.x;
+    attrs[cfg.numAttrs].val.clusterDim.y = shape.y;
+    attrs[cfg.numAttrs].val.clusterDim.z = shape.z;
+    ++cfg.numAttrs;
+  }
+};
+
+/// Launches `kernel` on `stream`, with PDL when `pdl` is true. Returns the launch's error.
 template <typename... Params, typename... Args>
 cudaError_t launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
                    cudaStream_t stream, Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  const Config c(pdl, grid, block, smem, stream);
+  return cudaLaunchKernelEx(&c.cfg, kernel, std::forward<Args>(args)...);
 }
 
 /// launch() for a kernel known only by address, with its arguments as cudaLaunchKernel takes them.
 inline cudaError_t launch_c(bool pdl, const void* kernel, dim3 grid, dim3 block, std::size_t smem,
                             cudaStream_t stream, void** args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelExC(&cfg, kernel, args);
+  const Config c(pdl, grid, block, smem, stream);
+  return cudaLaunchKernelExC(&c.cfg, kernel, args);
 }
 
 }  // namespace encore::cuda::pdl

@@ -4,7 +4,7 @@
 // the max-shifted exponentials, and written back rounded once. Semantics follow torch: a row of
 // float-lowest values becomes uniform; a row that is all -inf (or holds a NaN) becomes NaN.
 #include <cmath>
-#include <vector>
+#include <memory>
 
 #include "kernels/cpu/simd_common.h"
 
@@ -22,21 +22,29 @@ void softmax(const Tensor& x, const SoftmaxAttrs& attrs, bool log, const Tensor&
   const Rows<2> rows({&x, &y}, axis);
   const i64 n = rows.len;
   const DType xt = x.dtype(), yt = y.dtype();
+  const bool x_direct = xt == DType::F32 && (rows.step[0] == 1 || n == 1);
+  const bool y_direct = yt == DType::F32 && rows.step[1] == 1;
+  // log_softmax needs x after the exponentials: they go to scratch when y may be x.
+  const bool exp_scratch = log && x.storage() == y.storage();
   parallel_rows(rows.count, n * 8, ctx, [&](i64 r0, i64 r1) {
-    std::vector<float> in(static_cast<std::size_t>(n)), out(static_cast<std::size_t>(n));
+    // Scratch rows only where needed, uninitialised (every element is written before it is read):
+    // a zeroed vocabulary-sized row per call was most of a decode step's log_softmax.
+    std::unique_ptr<float[]> in(x_direct ? nullptr : new float[static_cast<std::size_t>(n)]);
+    std::unique_ptr<float[]> out(y_direct && !exp_scratch ? nullptr : new float[static_cast<std::size_t>(n)]);
     rows.visit(r0, r1, [&](const std::array<std::byte*, 2>& p) {
-      const float* xr = row_f32(p[0], xt, rows.step[0], n, in.data());
-      float* yr = yt == DType::F32 && rows.step[1] == 1 ? reinterpret_cast<float*>(p[1]) : out.data();
+      const float* xr = row_f32(p[0], xt, rows.step[0], n, in.get());
+      float* yr = y_direct ? reinterpret_cast<float*>(p[1]) : out.get();
       const float m = row_max(xr, n);
-      const float s = row_exp_shift_sum(xr, yr, n, m);
       if (!log) {
+        const float s = row_exp_shift_sum(xr, yr, n, m);
         row_mul_scalar(yr, yr, n, 1.0f / s);
       } else {
+        const float s = row_exp_shift_sum(xr, yr == xr ? out.get() : yr, n, m);
         // (x - max) - log(sum): subtracting max first keeps small results exact when |max| is large
         row_sub_scalar(xr, yr, n, m);
         row_sub_scalar(yr, yr, n, std::log(s));
       }
-      if (yr == out.data()) store_row(yr, n, p[1], yt, rows.step[1]);
+      if (!y_direct) store_row(yr, n, p[1], yt, rows.step[1]);
     });
   });
 }

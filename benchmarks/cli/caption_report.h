@@ -52,6 +52,10 @@ struct CaptionResult {
   std::uint64_t parameters = 0;
   double weight_bytes = 0;  ///< parameters in the compute dtype
   std::uint64_t peak_rss_bytes = 0;
+  /// encore's allocator on the benchmark device over the timed captions (memory_usage): peak and
+  /// reserved bytes (CUDA: weights, arenas, KV caches, scratch; CPU: tensors and arenas only, not
+  /// memory-mapped weights or oneDNN's packed copies).
+  std::uint64_t device_peak_bytes = 0, device_reserved_bytes = 0;
   double page_faults_per_caption = 0;  ///< minor faults per measured caption (fresh memory touched)
   std::optional<DecodeFloor> floor;  ///< CPU only
   std::optional<DecodeBreakdown> breakdown;

@@ -215,7 +215,10 @@ void time_captions(const VitGpt2& model, const Tensor& pixels, CaptionResult& r)
   GenerationOptions gen = fixed_length_options(r.config, s);
   std::uint64_t faults_before = minor_page_faults();
   for (int i = 0; i < s.warmup + s.iters; ++i) {
-    if (i == s.warmup) faults_before = minor_page_faults();
+    if (i == s.warmup) {
+      faults_before = minor_page_faults();
+      reset_peak_memory(Device::parse(s.device));
+    }
     TokenClock clock;
     gen.on_token = [&clock](const TokenEvent& e) { return clock.on_token(e); };
     CaptionTimings timings;
@@ -230,6 +233,9 @@ void time_captions(const VitGpt2& model, const Tensor& pixels, CaptionResult& r)
     r.first_step_ms.push_back(timings.decode_ms - clock.append_intervals(r.step_interval_ms));
   }
   r.page_faults_per_caption = static_cast<double>(minor_page_faults() - faults_before) / s.iters;
+  const Allocator::Usage usage = memory_usage(Device::parse(s.device));
+  r.device_peak_bytes = usage.peak_allocated_bytes;
+  r.device_reserved_bytes = usage.reserved_bytes;
 }
 
 int run_caption(CaptionArgs a) {

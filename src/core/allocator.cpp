@@ -1,6 +1,8 @@
 #include "encore/core/allocator.h"
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -22,9 +24,25 @@ class CpuAllocator final : public Allocator {
     rounded &= ~(alignment - 1);
     void* p = std::aligned_alloc(alignment, rounded);
     ENCORE_CHECK(p != nullptr, out_of_memory, "cannot allocate {} bytes on the host", bytes);
+    const std::size_t now = allocated_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    std::size_t peak = peak_.load(std::memory_order_relaxed);
+    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
     return p;
   }
-  void deallocate(void* ptr, std::size_t, Device) noexcept override { std::free(ptr); }
+  void deallocate(void* ptr, std::size_t bytes, Device) noexcept override {
+    std::free(ptr);
+    if (ptr != nullptr) allocated_.fetch_sub(bytes, std::memory_order_relaxed);
+  }
+  Usage usage(Device) const override {
+    const std::size_t a = allocated_.load(std::memory_order_relaxed);
+    return Usage{a, a, std::max(a, peak_.load(std::memory_order_relaxed))};
+  }
+  void reset_peak(Device) override { peak_.store(allocated_.load(std::memory_order_relaxed), std::memory_order_relaxed); }
+
+ private:
+  // Requested bytes of live host tensors and scratch (memory maps and user buffers are not ours).
+  std::atomic<std::size_t> allocated_{0}, peak_{0};
   void copy(void* dst, Device, const void* src, Device, std::size_t bytes) override {
     if (bytes != 0) std::memcpy(dst, src, bytes);
   }
@@ -49,6 +67,12 @@ Allocator& allocator_for(DeviceType type) {
                type == DeviceType::CUDA ? "cuda" : "cpu", g_allocators[1] ? ", cuda" : "");
   return *a;
 }
+
+Allocator::Usage Allocator::usage(Device) const { return {}; }
+void Allocator::reset_peak(Device) {}
+
+Allocator::Usage memory_usage(Device device) { return allocator_for(device.type).usage(device); }
+void reset_peak_memory(Device device) { allocator_for(device.type).reset_peak(device); }
 
 void register_allocator(DeviceType type, Allocator* allocator) {
   if (type == DeviceType::CPU) return;  // the host allocator is fixed

@@ -38,6 +38,18 @@ class Allocator {
   /// the caller (CUDA queues one batched copy on the device's stream). Regions must not overlap
   /// one another (their order inside the batch is unspecified). The default loops over copy().
   virtual void copy_within(std::span<const Region> regions, Device device);
+
+  /// Memory this allocator holds on one device.
+  struct Usage {
+    std::size_t allocated_bytes = 0;       ///< handed out to tensors and scratch, not yet freed
+    std::size_t reserved_bytes = 0;        ///< allocated + kept for reuse (what the system gave us)
+    std::size_t peak_allocated_bytes = 0;  ///< the most allocated_bytes since the last reset_peak
+  };
+  /// The counters of `device` (CUDA: the caching allocator, sizes rounded to its size classes;
+  /// zeros for a device not used yet). The default keeps none and returns zeros.
+  virtual Usage usage(Device device) const;
+  /// Starts a new peak at the current allocated_bytes. The default does nothing.
+  virtual void reset_peak(Device device);
 };
 
 /// The process-wide aligned host allocator.
@@ -46,6 +58,12 @@ Allocator& cpu_allocator();
 /// The allocator registered for `type` (the CPU's is always there). Throws Error(unsupported)
 /// when this build has no backend for the device type.
 Allocator& allocator_for(DeviceType type);
+
+/// What encore's allocator holds on `device` (Allocator::usage): e.g. the peak device memory of a
+/// workload is memory_usage(d).peak_allocated_bytes after reset_peak_memory(d). Throws
+/// Error(unsupported) for a device type this build has no backend for.
+Allocator::Usage memory_usage(Device device);
+void reset_peak_memory(Device device);
 
 /// Registers the allocator of a backend (done once by the backend; not thread-safe against
 /// concurrent allocation). Passing nullptr unregisters it.

@@ -85,6 +85,15 @@ class CudaDeviceAllocator final : public Allocator {
     ENCORE_CHECK(device.is_cuda(), invalid_argument, "CUDA allocator asked to copy within {}", device.str());
     CudaRuntime::get(device).copy_within(regions);
   }
+  Usage usage(Device device) const override {
+    CudaRuntime* rt = device.is_cuda() ? CudaRuntime::find(device.index) : nullptr;
+    if (rt == nullptr) return {};  // never used: nothing allocated
+    const AllocatorStats s = rt->allocator().stats();
+    return Usage{s.allocated_bytes, s.reserved_bytes, s.peak_allocated_bytes};
+  }
+  void reset_peak(Device device) override {
+    if (CudaRuntime* rt = device.is_cuda() ? CudaRuntime::find(device.index) : nullptr) rt->allocator().reset_peak();
+  }
 };
 
 CudaDeviceAllocator g_device_allocator;

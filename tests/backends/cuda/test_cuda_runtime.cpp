@@ -371,6 +371,29 @@ TEST(CudaRuntime, CachingAllocatorReusesBlocks) {
   EXPECT_EQ(a.stats().reserved_bytes, a.stats().allocated_bytes);
 }
 
+// memory_usage (the public face of the caching allocator's counters) follows device tensors; the
+// peak holds after they are freed until reset_peak_memory.
+TEST(CudaRuntime, MemoryUsageFollowsTensors) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = test::runtime().device();
+  const Allocator::Usage before = memory_usage(dev);
+  reset_peak_memory(dev);
+  {
+    const Tensor t = Tensor::empty({1 << 22}, DType::F32, dev);  // 16 MiB
+    const Allocator::Usage live = memory_usage(dev);
+    EXPECT_GE(live.allocated_bytes, before.allocated_bytes + (std::size_t{16} << 20));
+    EXPECT_GE(live.reserved_bytes, live.allocated_bytes);
+  }
+  test::runtime().synchronize();
+  const Allocator::Usage after = memory_usage(dev);
+  EXPECT_EQ(after.allocated_bytes, before.allocated_bytes);
+  EXPECT_GE(after.peak_allocated_bytes, before.allocated_bytes + (std::size_t{16} << 20));
+  reset_peak_memory(dev);
+  EXPECT_EQ(memory_usage(dev).peak_allocated_bytes, after.allocated_bytes);
+  // A device never used has nothing allocated (and creates no runtime).
+  EXPECT_EQ(memory_usage(Device::cuda(999)).allocated_bytes, 0u);
+}
+
 TEST(CudaRuntime, OutOfMemoryNamesRequestAndFreeMemory) {
   ENCORE_REQUIRE_GPU();
   CudaRuntime& rt = test::runtime();

@@ -150,7 +150,7 @@ void print_caption_report(const CaptionResult& r) {
     fmt::print("  {:<42} {:>10.1f} MiB ({:.1f} MiB reserved)\n", "device memory peak (encore, incl. weights)",
                r.device_peak_bytes / kMiB, r.device_reserved_bytes / kMiB);
   else
-    fmt::print("  {:<42} {:>10.1f} MiB\n", "encore's host allocations, peak", r.device_peak_bytes / kMiB);
+    fmt::print("  {:<42} {:>10.1f} MiB\n", "encore's host tensors + arenas, peak", r.device_peak_bytes / kMiB);
   if (r.floor) print_floor(*r.floor, s.batch * s.beams, s.batch);
   if (r.breakdown) print_breakdown(r);
 }

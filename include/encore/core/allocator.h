@@ -46,7 +46,8 @@ class Allocator {
     std::size_t peak_allocated_bytes = 0;  ///< the most allocated_bytes since the last reset_peak
   };
   /// The counters of `device` (CUDA: the caching allocator, sizes rounded to its size classes;
-  /// zeros for a device not used yet). The default keeps none and returns zeros.
+  /// zeros for a device not used yet; CPU: tensors, plan arenas and scratch, not memory-mapped
+  /// weights or the CPU backend's packed weight copies). The default keeps none and returns zeros.
   virtual Usage usage(Device device) const;
   /// Starts a new peak at the current allocated_bytes. The default does nothing.
   virtual void reset_peak(Device device);

@@ -99,30 +99,6 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
   const int threads = resolve_threads(ctx);
   ThreadScope scope(threads);
 
-  if (M <= tuning().linear_rows_max && x.dtype() == DType::F32 && w.dtype() == DType::F32 && y.dtype() == DType::F32 &&
-      has_avx512()) {
-    const std::int64_t ld = row_stride(x);
-    std::optional<Scratch> x_copy, b_copy;
-    const float* xs = x.data_ptr<float>();
-    if (ld == 0) {
-      x_copy.emplace(static_cast<std::size_t>(M * K) * sizeof(float));
-      to_dense(x, DType::F32, x_copy->data(), threads);
-      xs = static_cast<const float*>(x_copy->data());
-    }
-    const float* bs = nullptr;
-    if (bias.defined()) {
-      bs = bias.dtype() == DType::F32 && (N == 1 || bias.strides()[0] == 1) ? bias.data_ptr<float>() : nullptr;
-      if (bs == nullptr) {
-        b_copy.emplace(static_cast<std::size_t>(N) * sizeof(float));
-        to_dense(bias, DType::F32, b_copy->data(), threads);
-        bs = static_cast<const float*>(b_copy->data());
-      }
-    }
-    const float* packed = PackedWeights::instance().rows_layout(w, out_in, threads);
-    rows::linear_rows_avx512(xs, ld == 0 ? K : ld, M, K, N, packed, bs, attrs.activation, y.data_ptr<float>(), threads);
-    return;
-  }
-
   // Compute type: bf16 x bf16 only when native bf16 pays off, else f32 (bf16 weights are packed
   // as f32 once, activations converted per call).
   const DType cdt = (w.dtype() == DType::BF16 && native_bf16(M)) ? DType::BF16 : DType::F32;
@@ -153,6 +129,16 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
       to_dense(bias, bdt, b_copy->data(), threads);
       bias_ptr = b_copy->data();
     }
+  }
+
+  // A few rows of f32 x, f32 weights and y (cdt f32: x rows and bias are f32 by now): the
+  // weight-streaming kernel on its own packed layout instead of oneDNN.
+  if (M <= tuning().linear_rows_max && x.dtype() == DType::F32 && w.dtype() == DType::F32 && y.dtype() == DType::F32 &&
+      has_avx512()) {
+    const float* packed = PackedWeights::instance().rows_layout(w, out_in, threads);
+    rows::linear_rows_avx512(static_cast<const float*>(src), ld, M, K, N, packed, static_cast<const float*>(bias_ptr),
+                             attrs.activation, y.data_ptr<float>(), threads);
+    return;
   }
 
   const std::string key = KeyBuilder("linear")

@@ -16,52 +16,17 @@ struct Entry {
   std::weak_ptr<Storage> storage;  // weak: a packed copy must not keep a dead model's weights alive
   dnnl::memory packed;
 };
-}  // namespace
 
-struct PackedWeights::Impl {
-  onednn::OnceLruCache<Entry> cache{65536};
-};
-
-PackedWeights::PackedWeights() : impl_(new Impl) {
-  if (const char* env = std::getenv("ENCORE_PACKED_WEIGHTS_CAPACITY")) {
-    const long n = std::atol(env);
-    if (n > 0) impl_->cache.set_capacity(static_cast<std::size_t>(n));
-  }
-}
-
-PackedWeights& PackedWeights::instance() {
-  static PackedWeights* p = new PackedWeights();  // never destroyed: oneDNN memory outlives statics
-  return *p;
-}
-
-dnnl::memory PackedWeights::get(const Tensor& w, const dnnl::memory::desc& user_md, const dnnl::memory::desc& packed_md,
-                                int threads) {
-  onednn::KeyBuilder kb("pack");
+// `tag`, then the weight's identity: its storage, byte offset, dtype, shape and strides.
+onednn::KeyBuilder identity_key(std::string_view tag, const Tensor& w) {
+  onednn::KeyBuilder kb(tag);
   kb.add(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(w.storage().get())))
       .add(static_cast<std::int64_t>(w.offset_bytes()))
       .add(static_cast<std::int64_t>(w.dtype()));
   for (auto d : w.shape()) kb.add(d);
   for (auto s : w.strides()) kb.add(s);
-  kb.add(user_md).add(packed_md);
-  const std::string& key = kb.str();
-
-  auto make = [&] {
-    // Forget packings of weights that no longer exist before adding one.
-    impl_->cache.erase_if([](const Entry& e) { return e.storage.expired(); });
-    Entry e;
-    e.storage = w.storage();
-    e.packed = dnnl::memory(packed_md, onednn::engine());
-    onednn::reorder(user_md, w.data(), packed_md, e.packed.get_data_handle(), threads);
-    return std::make_shared<const Entry>(std::move(e));
-  };
-  for (int attempt = 0;; ++attempt) {
-    auto entry = impl_->cache.get(key, make);
-    if (entry->storage.lock() == w.storage() || attempt > 0) return entry->packed;
-    impl_->cache.erase(key);  // a previous tensor at the same address: pack this one afresh
-  }
+  return kb;
 }
-
-namespace {
 
 // Block b, row k, lane j of the rows layout = W(k, 32 b + j) (0 past N).
 void pack_rows(const float* w, std::int64_t s_k, std::int64_t s_n, std::int64_t K, std::int64_t N, float* dst,
@@ -78,8 +43,53 @@ void pack_rows(const float* w, std::int64_t s_k, std::int64_t s_n, std::int64_t 
     }
   }
 }
-
 }  // namespace
+
+struct PackedWeights::Impl {
+  onednn::OnceLruCache<Entry> cache{65536};
+
+  // The packed copy of `w` under `key`, made by pack() on the first call. An entry left by a dead
+  // tensor at the same address (a recycled allocation) is dropped and packed afresh.
+  template <typename Pack>
+  dnnl::memory find_or_pack(const std::string& key, const Tensor& w, Pack&& pack) {
+    auto make = [&] {
+      // Forget packings of weights that no longer exist before adding one.
+      cache.erase_if([](const Entry& e) { return e.storage.expired(); });
+      Entry e;
+      e.storage = w.storage();
+      e.packed = pack();
+      return std::make_shared<const Entry>(std::move(e));
+    };
+    for (int attempt = 0;; ++attempt) {
+      auto entry = cache.get(key, make);
+      if (entry->storage.lock() == w.storage() || attempt > 0) return entry->packed;
+      cache.erase(key);
+    }
+  }
+};
+
+PackedWeights::PackedWeights() : impl_(new Impl) {
+  if (const char* env = std::getenv("ENCORE_PACKED_WEIGHTS_CAPACITY")) {
+    const long n = std::atol(env);
+    if (n > 0) impl_->cache.set_capacity(static_cast<std::size_t>(n));
+  }
+}
+
+PackedWeights& PackedWeights::instance() {
+  static PackedWeights* p = new PackedWeights();  // never destroyed: oneDNN memory outlives statics
+  return *p;
+}
+
+dnnl::memory PackedWeights::get(const Tensor& w, const dnnl::memory::desc& user_md, const dnnl::memory::desc& packed_md,
+                                int threads) {
+  onednn::KeyBuilder kb = identity_key("pack", w);
+  kb.add(user_md).add(packed_md);
+  return impl_->find_or_pack(kb.str(), w, [&] {
+    dnnl::memory packed(packed_md, onednn::engine());
+    onednn::reorder(user_md, w.data(), packed_md, packed.get_data_handle(), threads);
+    return packed;
+  });
+}
 
 const float* PackedWeights::rows_layout(const Tensor& w, bool out_in, int threads) {
   ENCORE_CHECK(w.rank() == 2 && w.dtype() == DType::F32, invalid_argument,
@@ -87,32 +97,17 @@ const float* PackedWeights::rows_layout(const Tensor& w, bool out_in, int thread
                dtype_name(w.dtype()));
   const std::int64_t K = out_in ? w.dim(1) : w.dim(0), N = out_in ? w.dim(0) : w.dim(1);
   const std::int64_t s_k = out_in ? w.strides()[1] : w.strides()[0], s_n = out_in ? w.strides()[0] : w.strides()[1];
-  onednn::KeyBuilder kb("rows");
-  kb.add(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(w.storage().get())))
-      .add(static_cast<std::int64_t>(w.offset_bytes()))
-      .add(static_cast<std::int64_t>(w.dtype()))
-      .add(out_in ? 1 : 0);
-  for (auto d : w.shape()) kb.add(d);
-  for (auto s : w.strides()) kb.add(s);
-  const std::string& key = kb.str();
-
-  auto make = [&] {
-    impl_->cache.erase_if([](const Entry& e) { return e.storage.expired(); });
-    Entry e;
-    e.storage = w.storage();
+  onednn::KeyBuilder kb = identity_key("rows", w);
+  kb.add(out_in ? 1 : 0);
+  const dnnl::memory packed = impl_->find_or_pack(kb.str(), w, [&] {
     const std::int64_t floats = (N + rows::kRowsBlock - 1) / rows::kRowsBlock * rows::kRowsBlock * K;
     // oneDNN's allocation: 64-byte aligned, and one kind of entry for the cache.
-    e.packed = dnnl::memory(dnnl::memory::desc({floats}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a),
-                            onednn::engine());
-    pack_rows(w.data_ptr<float>(), s_k, s_n, K, N, static_cast<float*>(e.packed.get_data_handle()), threads);
-    return std::make_shared<const Entry>(std::move(e));
-  };
-  for (int attempt = 0;; ++attempt) {
-    auto entry = impl_->cache.get(key, make);
-    if (entry->storage.lock() == w.storage() || attempt > 0)
-      return static_cast<const float*>(entry->packed.get_data_handle());
-    impl_->cache.erase(key);  // a previous tensor at the same address: pack this one afresh
-  }
+    dnnl::memory m(dnnl::memory::desc({floats}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a),
+                   onednn::engine());
+    pack_rows(w.data_ptr<float>(), s_k, s_n, K, N, static_cast<float*>(m.get_data_handle()), threads);
+    return m;
+  });
+  return static_cast<const float*>(packed.get_data_handle());
 }
 
 void PackedWeights::evict(const Tensor& w) {

@@ -30,7 +30,7 @@ namespace {
 
 // Eight independent accumulators (integer data: no FP reassociation needed), compiled per ISA and
 // picked at load time: with SSE2 only, one core issues too few loads to reach DRAM bandwidth (the
-// probe read 19 GB/s where AVX-512 reads 28 GB/s on a Xeon 8xxx), and the floor would be too low.
+// probe read 19 GB/s where AVX-512 reads 28 GB/s on the development Xeon), and the floor would be too low.
 __attribute__((target_clones("avx512f", "avx2", "default"))) std::uint64_t sum_words(const std::uint64_t* p, std::size_t n) {
   std::uint64_t acc[8] = {};
   std::size_t i = 0;

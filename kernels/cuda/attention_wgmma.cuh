@@ -1,5 +1,6 @@
 // PTX wrappers of the Hopper attention kernel (attention_hopper.cu, compiled for sm_90a only):
-// mbarriers, TMA tile loads, wgmma descriptors and the three warpgroup MMAs it issues.
+// TMA tile loads (completing on the mbarriers of mbarrier.cuh), wgmma descriptors and the three
+// warpgroup MMAs it issues.
 //
 // Shared-memory tiles are stored as TMA writes them with CU_TENSOR_MAP_SWIZZLE_128B: 128-byte rows
 // (64 f16/bf16), the 16-byte chunk c of row r at chunk c ^ (r % 8), atoms of 8 rows (1024 bytes,
@@ -19,47 +20,17 @@
 #include <cstdint>
 
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/mbarrier.cuh"
 
 namespace encore::cuda::attn::hop {
 
-__device__ __forceinline__ std::uint32_t smem_u32(const void* p) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// ---- mbarriers ---------------------------------------------------------------------------------------
-
-__device__ __forceinline__ void mbar_init(std::uint64_t* bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
-}
-/// Makes the initialised barriers visible to the copy engine (then a __syncthreads for the threads).
-__device__ __forceinline__ void mbar_fence_init() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-/// One arrival that also expects `bytes` more of transaction before the phase can complete.
-__device__ __forceinline__ void mbar_expect_tx(std::uint64_t* bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(std::uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
-__device__ __forceinline__ bool mbar_try_wait(std::uint64_t* bar, unsigned parity) {
-  unsigned done;
-  asm volatile(
-      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(smem_u32(bar)), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-/// Waits for the phase of parity `parity` to complete. A wait of ~2^32 cycles (about 2 s) can only
-/// be a pipeline bug: trap (the launch fails) rather than hang the process.
-__device__ __forceinline__ void mbar_wait(std::uint64_t* bar, unsigned parity) {
-  if (mbar_try_wait(bar, parity)) return;
-  const long long t0 = clock64();
-  while (!mbar_try_wait(bar, parity))
-    if (clock64() - t0 > (1ll << 32)) __trap();
-}
+using sm90::mbar_arrive;
+using sm90::mbar_expect_tx;
+using sm90::mbar_fence_init;
+using sm90::mbar_init;
+using sm90::mbar_try_wait;
+using sm90::mbar_wait;
+using sm90::smem_u32;
 
 // ---- TMA ---------------------------------------------------------------------------------------------
 

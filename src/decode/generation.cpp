@@ -94,7 +94,35 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
   const int vocab = session.vocab_size();
   const std::int32_t pad = o.pad_token_id >= 0 ? o.pad_token_id : o.eos_token_id;
   const bool log_probs = session.step_returns_log_probs();
+  const bool session_chooses = !o.do_sample && session.chooses_greedy();
   detail::SplitMix64 rng(o.seed);
+  Tensor logits;
+  std::vector<GreedyChoice> choices;
+  auto step = [&](std::span<const std::int32_t> tokens) {
+    if (!session_chooses) {
+      logits = take_logits(session.step(tokens), batch, vocab);
+      return;
+    }
+    choices = session.step_greedy(tokens, o.eos_token_id);
+    ENCORE_CHECK(static_cast<int>(choices.size()) == batch, invalid_argument,
+                 "generate: session.step_greedy returned {} choices for {} rows", choices.size(), batch);
+    for (const GreedyChoice& c : choices)
+      ENCORE_CHECK(c.token >= 0 && c.token < vocab && c.token_without_eos >= 0 && c.token_without_eos < vocab,
+                   invalid_argument, "generate: session.step_greedy chose token {} / {} outside the vocabulary of {}",
+                   c.token, c.token_without_eos, vocab);
+  };
+  // The processors greedy decoding applies reduce to the min-length eos mask: the session's
+  // choice without eos is what argmax over the masked row picks.
+  auto choose = [&](int b, int cur_len, float& logprob) -> std::int32_t {
+    if (!session_chooses) {
+      std::span<float> scores(logits.data_ptr<float>() + static_cast<std::size_t>(b) * vocab, static_cast<std::size_t>(vocab));
+      return pick_token(scores, o, cur_len, rng, log_probs, logprob);
+    }
+    const GreedyChoice& c = choices[static_cast<std::size_t>(b)];
+    const bool masked = o.eos_token_id >= 0 && o.min_length > 0 && cur_len < o.min_length;
+    logprob = masked ? c.log_prob_without_eos : c.log_prob;
+    return masked ? c.token_without_eos : c.token;
+  };
 
   std::vector<GenerationResult> out(static_cast<std::size_t>(batch));
   std::vector<bool> finished(static_cast<std::size_t>(batch), false);
@@ -103,12 +131,11 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
 
   int cur_len = 1;
   int unfinished = batch;
-  Tensor logits = take_logits(session.step(tokens), batch, vocab);
+  step(tokens);
   for (;;) {
     for (int b = 0; b < batch; ++b) {
-      std::span<float> scores(logits.data_ptr<float>() + static_cast<std::size_t>(b) * vocab, static_cast<std::size_t>(vocab));
       float logprob = 0.0f;
-      const std::int32_t t = pick_token(scores, o, cur_len, rng, log_probs, logprob);
+      const std::int32_t t = choose(b, cur_len, logprob);
       if (finished[b]) {
         tokens[b] = pad;
         continue;
@@ -128,12 +155,17 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
       detail::emit_token(o, b, tokens[b], out[b].ids, done);
     }
     if (unfinished == 0) break;
-    logits = take_logits(session.step(tokens), batch, vocab);
+    step(tokens);
   }
   return out;
 }
 
 }  // namespace
+
+std::vector<GreedyChoice> DecoderSession::step_greedy(std::span<const std::int32_t>, std::int32_t) {
+  detail::fail(ErrorCode::unsupported,
+               "DecoderSession::step_greedy: this session returns logits only (chooses_greedy() is false)");
+}
 
 std::vector<GenerationResult> generate(DecoderSession& session, int batch, const GenerationOptions& options) {
   validate(session, batch, options);

@@ -13,6 +13,14 @@ namespace encore {
 
 /// What a model exposes to the generation loop. One "row" is one hypothesis (a batch item, or a
 /// beam of it); rows are numbered batch-major (item i's beams are rows i*beams .. i*beams+beams-1).
+/// A greedy choice a session makes where its logits are (DecoderSession::step_greedy).
+struct GreedyChoice {
+  std::int32_t token = 0;              ///< argmax of the logits (ties -> lowest index)
+  float log_prob = 0.0f;               ///< its log-probability, log_softmax(logits)[token]
+  std::int32_t token_without_eos = 0;  ///< the argmax with eos excluded (min-length masking)
+  float log_prob_without_eos = 0.0f;   ///< its log-probability renormalised over the tokens but eos
+};
+
 class DecoderSession {
  public:
   virtual ~DecoderSession() = default;
@@ -31,6 +39,12 @@ class DecoderSession {
   /// mask, temperature, top-k, top-p) gives the same choice on either; scores are renormalised
   /// where a processor changed a row.
   virtual bool step_returns_log_probs() const { return false; }
+  /// True when step_greedy() is available. Greedy decoding (not sampling, not beams) then uses it.
+  virtual bool chooses_greedy() const { return false; }
+  /// Like step(), but returns only each row's greedy choice (`eos_token_id` -1 = none), made where
+  /// the logits are: on a GPU a few bytes per row reach the host instead of a row of log-probs.
+  /// The default throws Error(unsupported).
+  virtual std::vector<GreedyChoice> step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id);
 };
 
 /// Reported after every generated token (greedy/sampling: per item; beam search: the current best

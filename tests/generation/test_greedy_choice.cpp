@@ -1,0 +1,142 @@
+// generate() with a session that makes greedy choices itself (DecoderSession::step_greedy, as the
+// fused CUDA decoder step does on the GPU) against the same session returning logits: identical ids
+// and scores, min-length masking included; sampling and beams keep using step().
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "encore/core/error.h"
+#include "encore/core/tensor.h"
+#include "encore/decode/generation.h"
+
+namespace encore {
+namespace {
+
+constexpr int kVocab = 17;
+constexpr int kEos = 3;
+
+// Logits of a row as a fixed function of its history (eos grows likelier with length).
+std::vector<float> logits_of(int row, const std::vector<std::int32_t>& history) {
+  std::uint64_t h = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(row + 1);
+  for (std::int32_t t : history) h = (h ^ static_cast<std::uint64_t>(t + 1)) * 0xBF58476D1CE4E5B9ull;
+  std::vector<float> out(kVocab);
+  for (int v = 0; v < kVocab; ++v) {
+    h = (h ^ (h >> 29)) * 0x94D049BB133111EBull + static_cast<std::uint64_t>(v);
+    out[static_cast<std::size_t>(v)] = static_cast<float>(static_cast<double>(h >> 40) * 0x1.0p-21);
+  }
+  out[kEos] += 0.6f * static_cast<float>(history.size()) - 2.0f;
+  return out;
+}
+
+class LogitsSession : public DecoderSession {
+ public:
+  explicit LogitsSession(int rows) : histories_(static_cast<std::size_t>(rows)) {}
+  int rows() const override { return static_cast<int>(histories_.size()); }
+  int vocab_size() const override { return kVocab; }
+  Tensor step(std::span<const std::int32_t> tokens) override {
+    ++steps;
+    std::vector<float> all;
+    for (int r = 0; r < rows(); ++r) {
+      const std::vector<float> row = advance(r, tokens[static_cast<std::size_t>(r)]);
+      all.insert(all.end(), row.begin(), row.end());
+    }
+    return Tensor::from_vector(all, Shape{rows(), kVocab});
+  }
+  void reorder(std::span<const int> parent) override {
+    std::vector<std::vector<std::int32_t>> next;
+    for (int p : parent) next.push_back(histories_[static_cast<std::size_t>(p)]);
+    histories_ = std::move(next);
+  }
+  int steps = 0;
+
+ protected:
+  std::vector<float> advance(int r, std::int32_t token) {
+    histories_[static_cast<std::size_t>(r)].push_back(token);
+    return logits_of(r, histories_[static_cast<std::size_t>(r)]);
+  }
+
+ private:
+  std::vector<std::vector<std::int32_t>> histories_;
+};
+
+// Chooses from the same logits in double precision, as a device would in f32.
+class ChoosingSession final : public LogitsSession {
+ public:
+  using LogitsSession::LogitsSession;
+  bool chooses_greedy() const override { return true; }
+  std::vector<GreedyChoice> step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos) override {
+    ++greedy_steps;
+    std::vector<GreedyChoice> out;
+    for (int r = 0; r < rows(); ++r) {
+      const std::vector<float> l = advance(r, tokens[static_cast<std::size_t>(r)]);
+      int best = 0, best_ne = eos == 0 ? 1 : 0;
+      double sum = 0, sum_ne = 0;
+      for (int v = 0; v < kVocab; ++v) {
+        if (l[v] > l[best]) best = v;
+        if (v != eos && l[v] > l[best_ne]) best_ne = v;
+      }
+      for (int v = 0; v < kVocab; ++v) {
+        sum += std::exp(double(l[v]) - l[best]);
+        if (v != eos) sum_ne += std::exp(double(l[v]) - l[best_ne]);
+      }
+      out.push_back({best, static_cast<float>(-std::log(sum)), best_ne, static_cast<float>(-std::log(sum_ne))});
+    }
+    if (bad_choice) out[0].token = kVocab;
+    return out;
+  }
+  int greedy_steps = 0;
+  bool bad_choice = false;
+};
+
+TEST(GreedyChoice, SameIdsAndScoresAsFromLogits) {
+  for (int min_length : {0, 4, 7})
+    for (std::int32_t eos : {kEos, -1}) {
+      SCOPED_TRACE("min_length " + std::to_string(min_length) + " eos " + std::to_string(eos));
+      const GenerationOptions o{.max_length = 9, .min_length = min_length, .eos_token_id = eos};
+      LogitsSession plain(3);
+      ChoosingSession choosing(3);
+      const auto want = generate(plain, 3, o);
+      const auto got = generate(choosing, 3, o);
+      EXPECT_EQ(choosing.steps, 0);
+      EXPECT_EQ(choosing.greedy_steps, plain.steps);
+      ASSERT_EQ(got.size(), want.size());
+      bool any_eos = false;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].ids, want[i].ids) << "item " << i;
+        EXPECT_NEAR(got[i].score, want[i].score, 1e-5) << "item " << i;
+        any_eos = any_eos || (eos >= 0 && got[i].ids.back() == eos);
+      }
+      // The fixture must exercise both outcomes: sequences that end early and the eos mask.
+      if (eos >= 0 && min_length < 7) EXPECT_TRUE(any_eos);
+    }
+}
+
+TEST(GreedyChoice, SamplingAndBeamsUseLogits) {
+  ChoosingSession sampled(2);
+  (void)generate(sampled, 2, {.max_length = 5, .do_sample = true, .seed = 7});
+  EXPECT_EQ(sampled.greedy_steps, 0);
+  EXPECT_GT(sampled.steps, 0);
+  ChoosingSession beams(4);
+  (void)generate(beams, 2, {.max_length = 5, .num_beams = 2, .eos_token_id = kEos});
+  EXPECT_EQ(beams.greedy_steps, 0);
+  EXPECT_GT(beams.steps, 0);
+}
+
+TEST(GreedyChoice, ChoicesOutsideTheVocabularyAreReported) {
+  ChoosingSession s(2);
+  s.bad_choice = true;
+  try {
+    (void)generate(s, 2, {.max_length = 5});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("outside the vocabulary"), std::string::npos) << e.what();
+  }
+  LogitsSession plain(1);
+  EXPECT_THROW(plain.step_greedy(std::vector<std::int32_t>{0}, -1), Error);  // the default: unsupported
+}
+
+}  // namespace
+}  // namespace encore

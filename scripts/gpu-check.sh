@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command on the GPU machine: builds encore with CUDA (Release, Ninja) into build-gpu, runs the
-# CUDA tests and the whole suite, compute-sanitizer memcheck and racecheck on the CUDA test binaries,
+# CUDA tests and the whole suite, compute-sanitizer memcheck and racecheck on the CUDA test binaries
+# (tests/backends/cuda/cuda_test_* and the fused decoder step's tests/models/test_vit_gpt2_fused),
 # the GPU benchmarks (bench_cuda_*), the captioning benchmark beside Hugging Face eager
 # (encore-bench caption, tools/bench/caption_peers.py), and prints a summary table last. Logs go to $OUT/gpu-check when
 # OUT is set, else to build-gpu/gpu-check-logs.
@@ -134,7 +135,7 @@ if has_step sanitize && [ "$built" -eq 1 ]; then
   if [ -z "$sanitizer" ]; then
     add sanitizer skipped "compute-sanitizer not found"
   else
-    for bin in "$build"/tests/backends/cuda/cuda_test_*; do
+    for bin in "$build"/tests/backends/cuda/cuda_test_* "$build"/tests/models/test_vit_gpt2_fused; do
       [ -x "$bin" ] || continue
       name=$(basename "$bin")
       if [ -n "$san_binaries" ]; then  # only the named binaries (substrings)

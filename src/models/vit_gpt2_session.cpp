@@ -1,5 +1,8 @@
 #include "models/vit_gpt2_session.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "core/check.h"
 
 namespace encore::vitgpt2 {
@@ -35,7 +38,45 @@ Session::Session(const VitGpt2Config& config, const Weights& weights, DType dtyp
       cache_(cache_config(config, dtype, plan_options.device, rows_, max_length)),
       cross_plan_(build_cross_plan(encoder_states)) {
   compute_cross_kv(encoder_states);
-  step_plan_.emplace(build_step_graph(), plan_options_);
+  try_fused_step();
+  if (!fused_step()) step_plan_.emplace(build_step_graph(), plan_options_);
+}
+
+bool Session::fused_step() const noexcept {
+#ifdef ENCORE_HAVE_CUDA
+  return fused_ != nullptr;
+#else
+  return false;
+#endif
+}
+
+// The fused step reads the cache, the cross K/V and the weights where they are; it is chosen per
+// session (ENCORE_CUDA_FUSED_STEP=0 keeps the graph, e.g. to compare the two).
+void Session::try_fused_step() {
+#ifdef ENCORE_HAVE_CUDA
+  const char* env = std::getenv("ENCORE_CUDA_FUSED_STEP");
+  if (!plan_options_.device.is_cuda() || (env != nullptr && std::strcmp(env, "0") == 0)) return;
+  const Weights& w = weights_;
+  cuda::FusedDecoderWeights fw{w.wte, w.wpe, w.ln_f_w, w.ln_f_b, {}, cache_.block_table(), cache_.lengths()};
+  for (std::size_t i = 0; i < w.decoder.size(); ++i) {
+    const DecoderLayer& l = w.decoder[i];
+    const int layer = static_cast<int>(i);
+    fw.layers.push_back({l.ln1_w, l.ln1_b, l.attn_w, l.attn_b, l.proj_w, l.proj_b, l.lnx_w, l.lnx_b, l.xq_w, l.xq_b,
+                         l.xproj_w, l.xproj_b, l.ln2_w, l.ln2_b, l.fc_w, l.fc_b, l.fc2_w, l.fc2_b,
+                         cache_.keys(layer), cache_.values(layer), cross_kv_[i]});
+  }
+  const cuda::FusedDecoderShape shape{.rows = rows_,
+                                      .beams = beams_,
+                                      .heads = static_cast<int>(config_.dec_heads),
+                                      .layer_norm_eps = static_cast<float>(config_.dec_layer_norm_eps),
+                                      .gelu_tanh = config_.dec_activation == "gelu_new"};
+  const std::string why = cuda::FusedDecoderStep::unsupported_reason(shape, fw);
+  if (!why.empty()) {
+    detail::log(LogLevel::debug, "VitGpt2: decode steps run as a graph: {}", why);
+    return;
+  }
+  fused_ = std::make_unique<cuda::FusedDecoderStep>(shape, std::move(fw));
+#endif
 }
 
 bool Session::fits(const Shape& encoder_shape, int beams, int max_length) const {
@@ -117,7 +158,7 @@ Graph Session::build_step_graph() const {
   return g;
 }
 
-Tensor Session::step(std::span<const std::int32_t> tokens) {
+Tensor Session::begin_step(std::span<const std::int32_t> tokens) {
   ENCORE_CHECK(static_cast<int>(tokens.size()) == rows_, invalid_argument, "decode step: {} tokens for {} rows",
                tokens.size(), rows_);
   for (std::int32_t t : tokens)
@@ -133,10 +174,37 @@ Tensor Session::step(std::span<const std::int32_t> tokens) {
     input.data_ptr<std::int32_t>()[2 * r] = tokens[static_cast<std::size_t>(r)];
     input.data_ptr<std::int32_t>()[2 * r + 1] = static_cast<std::int32_t>(cache_.length(r) - 1);
   }
+  return input;
+}
+
+Tensor Session::step(std::span<const std::int32_t> tokens) {
+  const Tensor input = begin_step(tokens);
+#ifdef ENCORE_HAVE_CUDA
+  if (fused_ != nullptr) {
+    fused_->run({input.data_ptr<std::int32_t>(), static_cast<std::size_t>(2 * rows_)}, -1, true);
+    return fused_->log_probs().to(Device::cpu());
+  }
+#endif
   const Device dev = plan_options_.device;
   const auto out = step_plan_->run({{"tokens", step_plan_->accepts_host_inputs() ? input : input.to(dev)}});
   const Tensor log_probs = out.at("log_probs");
   return (dev.is_cpu() ? log_probs.clone() : log_probs.to(Device::cpu())).view({rows_, config_.vocab_size});
+}
+
+std::vector<GreedyChoice> Session::step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id) {
+#ifdef ENCORE_HAVE_CUDA
+  if (fused_ != nullptr) {
+    ENCORE_CHECK(eos_token_id >= -1 && eos_token_id < config_.vocab_size, invalid_argument,
+                 "decode step: eos token {} is outside the vocabulary of {}", eos_token_id, config_.vocab_size);
+    const Tensor input = begin_step(tokens);
+    fused_->run({input.data_ptr<std::int32_t>(), static_cast<std::size_t>(2 * rows_)}, eos_token_id, false);
+    std::vector<GreedyChoice> out;
+    for (const cuda::FusedGreedyPick& p : fused_->picks())
+      out.push_back(GreedyChoice{p.token, p.log_prob, p.token_without_eos, p.log_prob_without_eos});
+    return out;
+  }
+#endif
+  return DecoderSession::step_greedy(tokens, eos_token_id);
 }
 
 void Session::reorder(std::span<const int> parent) { cache_.reorder(parent); }

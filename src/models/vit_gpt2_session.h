@@ -2,16 +2,24 @@
 // and values computed once per image and one planned step graph replayed for every token.
 #pragma once
 
+#include <memory>
 #include <optional>
 
 #include "encore/decode/kv_cache.h"
 #include "encore/graph/plan.h"
 #include "models/vit_gpt2_internal.h"
 
+#ifdef ENCORE_HAVE_CUDA
+#include "backends/cuda/fused_decoder_step.h"
+#endif
+
 namespace encore::vitgpt2 {
 
 // Reusable: restart() begins a new caption over new encoder states of the same shape, keeping
 // the planned (on CUDA: recorded) step and cross-attention graphs and the cache.
+// On CUDA in f16/bf16 the step is the fused decoder step (backends/cuda/fused_decoder_step.h: one
+// kernel instead of a ~200-node graph) unless ENCORE_CUDA_FUSED_STEP=0 or the model does not fit
+// it; greedy decoding then also picks tokens on the device (chooses_greedy).
 class Session final : public DecoderSession {
  public:
   /// `encoder_states` [B, T_enc, D] on the plan's device in the model dtype; rows = B * beams.
@@ -29,11 +37,22 @@ class Session final : public DecoderSession {
   Tensor step(std::span<const std::int32_t> tokens) override;
   void reorder(std::span<const int> parent) override;
   bool step_returns_log_probs() const override { return true; }
+  bool chooses_greedy() const override { return fused_step(); }
+  std::vector<GreedyChoice> step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id) override;
+  /// Whether steps run as the fused CUDA decoder step.
+  bool fused_step() const noexcept;
+#ifdef ENCORE_HAVE_CUDA
+  /// The fused step (null when the session runs the graph), e.g. for profiling.
+  cuda::FusedDecoderStep* fused() noexcept { return fused_.get(); }
+#endif
 
  private:
   Plan build_cross_plan(const Tensor& encoder_states) const;
   void compute_cross_kv(const Tensor& encoder_states);
   Graph build_step_graph() const;
+  /// Checks the tokens, makes room in the cache and returns (token, position) per row.
+  Tensor begin_step(std::span<const std::int32_t> tokens);
+  void try_fused_step();
 
   const VitGpt2Config& config_;
   const Weights& weights_;
@@ -45,7 +64,10 @@ class Session final : public DecoderSession {
   KvCache cache_;
   Plan cross_plan_;               // encoder states -> cross K/V of every layer
   std::vector<Tensor> cross_kv_;  // per layer: [images, T_enc, 2D], outputs of cross_plan_ (rewritten in place)
-  std::optional<Plan> step_plan_;
+  std::optional<Plan> step_plan_;  // the step as a graph, when it is not fused
+#ifdef ENCORE_HAVE_CUDA
+  std::unique_ptr<cuda::FusedDecoderStep> fused_;
+#endif
 };
 
 }  // namespace encore::vitgpt2

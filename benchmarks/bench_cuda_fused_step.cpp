@@ -8,6 +8,7 @@
 // where its time goes: per phase kind (summed over layers) the slowest CTA's work between barriers
 // and the barrier itself (last arrival to first departure).
 #include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -160,13 +161,18 @@ void print_profile() {
   const int nb = f->barriers(), g = f->ctas();
   static const char* const kinds[] = {"LN1+QKV", "self-attention", "proj+residual", "LN+cross-Q",
                                 "cross-attention", "x-proj+residual", "LN2+fc+GELU", "fc2+residual"};
-  // Per phase kind, summed over layers, for the median CTA: its inputs loaded (previous departure to
-  // loads done), LayerNorm, GEMV (weights waited for + dot products + stores), tail (consuming the
-  // slice, refilling the ring) and its wait for weights; then the slowest CTA's whole phase and the
-  // barrier itself (last arrival to first departure).
-  constexpr int kv = 6;
+  // Per phase kind, summed over layers, for the median CTA (its own cycle counter, converted at the
+  // device's boost clock): inputs loaded (previous departure to loads done), LayerNorm, projection
+  // (weights waited for + GEMV + epilogue), tail (up to its arrival), its wait for weights; then the
+  // slowest CTA's whole phase and the barrier (last arrival to first departure, global timer: it
+  // ticks in 1.024 us steps, so only the sum over layers means something).
+  int khz = 0;
+  cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0);
+  const double us_per_clk = khz > 0 ? 1e3 / khz : 0.0;
+  constexpr int kv = 8;  // fused::kTraceValues
+  enum { kArriveNs, kLeaveNs, kLeaveClk, kArriveClk, kWaitedClk, kLoadedClk, kNormedClk, kProjectedClk };
   struct Row {
-    double inputs = 0, norm = 0, gemv = 0, tail = 0, waited = 0, slowest = 0, barrier = 0;
+    double inputs = 0, norm = 0, project = 0, tail = 0, waited = 0, slowest = 0, barrier = 0;
   };
   std::map<std::string, Row> sum;
   auto at = [&](int c, int k, int v) { return static_cast<double>(t[(static_cast<std::size_t>(c) * nb + k) * kv + v]); };
@@ -177,35 +183,38 @@ void print_profile() {
   double start = 1e300, end = 0;
   for (int k = 0; k < nb; ++k) {
     double last_arrive = 0, first_leave = 1e300;
-    std::vector<double> inputs, norm, gemv, tail, waited, work;
+    std::vector<double> inputs, norm, project, tail, waited, work;
     for (int c = 0; c < g; ++c) {
-      const double prev = k > 0 ? at(c, k - 1, 1) : at(c, k, 0), arrive = at(c, k, 0);
-      const double loaded = at(c, k, 3), normed = at(c, k, 4), projected = at(c, k, 5);
-      last_arrive = std::max(last_arrive, arrive);
-      first_leave = std::min(first_leave, at(c, k, 1));
-      start = std::min(start, arrive);
-      end = std::max(end, at(c, k, 1));
+      last_arrive = std::max(last_arrive, at(c, k, kArriveNs));
+      first_leave = std::min(first_leave, at(c, k, kLeaveNs));
+      start = std::min(start, at(c, k, kArriveNs));
+      end = std::max(end, at(c, k, kLeaveNs));
+      waited.push_back(at(c, k, kWaitedClk));
+      if (k == 0) continue;
+      const double prev = at(c, k - 1, kLeaveClk), arrive = at(c, k, kArriveClk);
+      const double loaded = at(c, k, kLoadedClk), normed = at(c, k, kNormedClk), projected = at(c, k, kProjectedClk);
       work.push_back(arrive - prev);
-      waited.push_back(at(c, k, 2));
-      if (loaded > 0) inputs.push_back(loaded - prev);
-      if (normed > 0) norm.push_back(normed - loaded);
-      if (projected > 0) {
-        gemv.push_back(projected - (normed > 0 ? normed : loaded));
+      if (loaded > prev) inputs.push_back(loaded - prev);
+      if (normed > prev) norm.push_back(normed - loaded);
+      if (projected > prev) {
+        project.push_back(projected - (normed > prev ? normed : loaded > prev ? loaded : prev));
         tail.push_back(arrive - projected);
       }
     }
     Row& row = sum[k == 0 ? "embed" : k == nb - 1 ? "LN-f+LM head" : kinds[(k - 1) % 8]];
-    row.inputs += median(inputs) * 1e-3, row.norm += median(norm) * 1e-3, row.gemv += median(gemv) * 1e-3;
-    row.tail += median(tail) * 1e-3, row.waited += median(waited) * 1e-3;
-    row.slowest += *std::max_element(work.begin(), work.end()) * 1e-3;
+    row.inputs += median(inputs) * us_per_clk, row.norm += median(norm) * us_per_clk;
+    row.project += median(project) * us_per_clk, row.tail += median(tail) * us_per_clk;
+    row.waited += median(waited) * us_per_clk;
+    if (!work.empty()) row.slowest += *std::max_element(work.begin(), work.end()) * us_per_clk;
     row.barrier += (first_leave - last_arrive) * 1e-3;
   }
-  std::printf("\nfused step profile (batch 1, %d CTAs, %d barriers; first arrival to last departure %.1f us)\n", g, nb,
-              (end - start) * 1e-3);
-  std::printf("%-18s %8s %8s %8s %8s %8s %9s %8s\n", "phase (us)", "inputs", "LN", "GEMV", "tail", "w-wait", "slowest",
-              "barrier");
+  std::printf("\nfused step profile (batch 1, %d CTAs, %d barriers; first arrival to last departure %.1f us; "
+              "cycles at %.0f MHz)\n",
+              g, nb, (end - start) * 1e-3, khz * 1e-3);
+  std::printf("%-18s %8s %8s %8s %8s %8s %9s %8s\n", "phase (us)", "inputs", "LN", "project", "tail", "w-wait",
+              "slowest", "barrier");
   for (const auto& [kind, v] : sum)
-    std::printf("%-18s %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f %8.1f\n", kind.c_str(), v.inputs, v.norm, v.gemv, v.tail,
+    std::printf("%-18s %8.2f %8.2f %8.2f %8.2f %8.2f %9.1f %8.1f\n", kind.c_str(), v.inputs, v.norm, v.project, v.tail,
                 v.waited, v.slowest, v.barrier);
 }
 

@@ -52,7 +52,7 @@ struct Shared {
   long long kv_at[kMaxRows];                // cache offset of each row's new position (head 0)
   int length[kMaxRows];                     // keys cached per row, the new one included
   float2 stat[kMaxRows];                    // LayerNorm: mean and 1 / std per row
-  unsigned long long waited;                // profiling: ns thread 0 waited for slices this phase
+  long long waited;                         // profiling: cycles thread 0 waited for slices this phase
 };
 
 // ---- small helpers ---------------------------------------------------------------------------------
@@ -107,17 +107,20 @@ struct GridBarrier {
     base = now - now % per_launch;
   }
 
-  /// Profiling: the clock at point `what` (3..5) of the phase that ends at the next barrier.
-  __device__ void mark(int what) const {
-    if (trace != nullptr && threadIdx.x == 0) trace[kTraceValues * index + what] = globaltimer();
+  /// Profiling: the cycle counter at point `what` of the phase that ends at the next barrier.
+  __device__ void mark(TraceValue what) const {
+    if (trace != nullptr && threadIdx.x == 0) trace[kTraceValues * index + what] = clock64();
   }
 
-  __device__ void sync(unsigned long long& waited) {
+  __device__ void sync(long long& waited) {
     __syncthreads();
     if (threadIdx.x == 0) {
-      if (trace != nullptr) trace[kTraceValues * index + 2] = waited;
+      if (trace != nullptr) {
+        trace[kTraceValues * index + kWaitedClk] = static_cast<unsigned long long>(waited);
+        trace[kTraceValues * index + kArriveClk] = clock64();
+        trace[kTraceValues * index + kArriveNs] = globaltimer();
+      }
       waited = 0;
-      if (trace != nullptr) trace[kTraceValues * index] = globaltimer();
       const unsigned long long target = base + static_cast<unsigned long long>(index + 1) * gridDim.x;
       __threadfence();
       asm volatile("red.release.gpu.global.add.u64 [%0], 1;\n" ::"l"(count) : "memory");
@@ -126,7 +129,10 @@ struct GridBarrier {
         while (ld_acquire(count) < target)
           if (clock64() - t0 > (1ll << 33)) __trap();  // ~4 s: a CTA never arrived (a bug, not a wait)
       }
-      if (trace != nullptr) trace[kTraceValues * index + 1] = globaltimer();
+      if (trace != nullptr) {
+        trace[kTraceValues * index + kLeaveNs] = globaltimer();
+        trace[kTraceValues * index + kLeaveClk] = clock64();
+      }
     }
     ++index;
     __syncthreads();
@@ -175,21 +181,12 @@ __device__ __noinline__ void top_up(const StepArgs& a, Shared& s, unsigned char*
 template <typename T>
 __device__ __forceinline__ const T* acquire(Shared& s, const unsigned char* ring, int i, bool profile) {
   const int slot = i % kSlots;
-  const unsigned long long t0 = profile && threadIdx.x == 0 ? globaltimer() : 0;
+  const long long t0 = profile && threadIdx.x == 0 ? clock64() : 0;
   sm90::mbar_wait(&s.bar[slot], static_cast<unsigned>(i / kSlots) & 1u);
-  if (profile && threadIdx.x == 0) s.waited += globaltimer() - t0;
+  if (profile && threadIdx.x == 0) s.waited += clock64() - t0;
   return reinterpret_cast<const T*>(ring + s.off[slot]);
 }
 
-template <typename T>
-__device__ __forceinline__ void release(const StepArgs& a, Shared& s, unsigned char* ring, int i) {
-  __syncthreads();  // every thread is done reading slice i
-  if (threadIdx.x == 0) {
-    s.used -= s.span[i % kSlots];
-    ++s.freed;
-    top_up<T>(a, s, ring);
-  }
-}
 
 // ---- phases ------------------------------------------------------------------------------------------
 
@@ -221,7 +218,7 @@ __device__ __noinline__ void layer_norm_rows(const StepArgs& a, const void* gamm
   }
   for (int i = threadIdx.x; i < rows * d; i += kThreads) x[i] = __ldcg(a.h + i);
   __syncthreads();
-  grid.mark(3);
+  grid.mark(kLoadedClk);
   if (warp < rows) {
     const float* xr = x + static_cast<i64>(warp) * d;
     float sum = 0.0f;
@@ -326,12 +323,20 @@ __device__ __noinline__ void gemv_stream(const T* w, int ncols, int k, const flo
   __syncthreads();
 }
 
-/// A phase's projection: gemv_rows, then epi(r, j, value + bias) for every (row, column), spread
-/// over the threads (the epilogue is the only per-phase code).
+/// A phase's projection: the GEMV over this CTA's slice (load `load` of the ring), then
+/// epi(r, j, value + bias) for every (row, column), spread over the threads. The slice is handed
+/// back as soon as the GEMV is done, so thread 0 refills the ring while the others run the epilogue.
 template <typename T, typename Epi>
-__device__ __forceinline__ void project(const T* w, int ncols, int k, const float* x, int rows, Shared& s, Epi&& epi) {
-  gemv_rows<T>(w, ncols, k, x, rows, s);
-  for (int i = threadIdx.x; i < rows * ncols; i += kThreads) {
+__device__ __forceinline__ void project(const StepArgs& a, Shared& s, unsigned char* ring, int& load, bool profile,
+                                        int ncols, int k, const float* x, Epi&& epi) {
+  gemv_rows<T>(acquire<T>(s, ring, load, profile), ncols, k, x, a.rows, s);  // ends with a CTA barrier
+  if (threadIdx.x == 0) {
+    s.used -= s.span[load % kSlots];
+    ++s.freed;
+    top_up<T>(a, s, ring);
+  }
+  ++load;
+  for (int i = threadIdx.x; i < a.rows * ncols; i += kThreads) {
     const int r = i / ncols, j = i % ncols;
     epi(r, j, s.out[r * kMaxColumns + j] + s.bias[j]);
   }
@@ -575,8 +580,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
     const int q0 = s.cols[kQkvCols][0], q1 = s.cols[kQkvCols][1];
     stage_columns<T>(a, s, L.qkv_b, q0, q1 - q0, false);
     layer_norm_rows<T>(a, L.ln1_w, L.ln1_b, x, s, grid);
-    grid.mark(4);
-    project(acquire<T>(s, ring, load, profile), q1 - q0, d, x, rows, s, [&](int r, int j, float v) {
+    grid.mark(kNormedClk);
+    project<T>(a, s, ring, load, profile, q1 - q0, d, x, [&](int r, int j, float v) {
       const int c = q0 + j;
       if (c < d) {
         a.q[r * d + c] = v;
@@ -586,8 +591,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
       const i64 at = s.kv_at[r] + static_cast<i64>(cc / hd) * a.block_size * hd + cc % hd;
       static_cast<T*>(c < 2 * d ? L.k_cache : L.v_cache)[at] = from_f<T>(v);
     });
-    grid.mark(5);
-    release<T>(a, s, ring, load++);
+    grid.mark(kProjectedClk);
     grid.sync(s.waited);
 
     // Self-attention over the cache (the new position included), one CTA per (row, head).
@@ -605,20 +609,18 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
     auto add_to_h = [&](int r, int j, float v) { a.h[r * d + c0 + j] = s.res[r * kMaxColumns + j] + v; };
     stage_columns<T>(a, s, L.proj_b, c0, c1 - c0, true);
     load_rows(a.att, rows, d, x);
-    grid.mark(3);
-    project(acquire<T>(s, ring, load, profile), c1 - c0, d, x, rows, s, add_to_h);
-    grid.mark(5);
-    release<T>(a, s, ring, load++);
+    grid.mark(kLoadedClk);
+    project<T>(a, s, ring, load, profile, c1 - c0, d, x, add_to_h);
+    grid.mark(kProjectedClk);
     grid.sync(s.waited);
 
     // LN-x + cross-attention query.
     stage_columns<T>(a, s, L.xq_b, c0, c1 - c0, false);
     layer_norm_rows<T>(a, L.lnx_w, L.lnx_b, x, s, grid);
-    grid.mark(4);
-    project(acquire<T>(s, ring, load, profile), c1 - c0, d, x, rows, s,
+    grid.mark(kNormedClk);
+    project<T>(a, s, ring, load, profile, c1 - c0, d, x,
          [&](int r, int j, float v) { a.q[r * d + c0 + j] = v; });
-    grid.mark(5);
-    release<T>(a, s, ring, load++);
+    grid.mark(kProjectedClk);
     grid.sync(s.waited);
 
     // Cross-attention: a row attends to its image's keys/values (beams share them).
@@ -633,30 +635,27 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
     // Cross output projection + residual.
     stage_columns<T>(a, s, L.xproj_b, c0, c1 - c0, true);
     load_rows(a.att, rows, d, x);
-    grid.mark(3);
-    project(acquire<T>(s, ring, load, profile), c1 - c0, d, x, rows, s, add_to_h);
-    grid.mark(5);
-    release<T>(a, s, ring, load++);
+    grid.mark(kLoadedClk);
+    project<T>(a, s, ring, load, profile, c1 - c0, d, x, add_to_h);
+    grid.mark(kProjectedClk);
     grid.sync(s.waited);
 
     // LN2 + fc + GELU.
     stage_columns<T>(a, s, L.fc_b, f0, f1 - f0, false);
     layer_norm_rows<T>(a, L.ln2_w, L.ln2_b, x, s, grid);
-    grid.mark(4);
-    project(acquire<T>(s, ring, load, profile), f1 - f0, d, x, rows, s, [&](int r, int j, float v) {
+    grid.mark(kNormedClk);
+    project<T>(a, s, ring, load, profile, f1 - f0, d, x, [&](int r, int j, float v) {
       a.mlp[static_cast<i64>(r) * a.ffn + f0 + j] = gelu(v, a.gelu_tanh);
     });
-    grid.mark(5);
-    release<T>(a, s, ring, load++);
+    grid.mark(kProjectedClk);
     grid.sync(s.waited);
 
     // fc2 + residual.
     stage_columns<T>(a, s, L.fc2_b, c0, c1 - c0, true);
     load_rows(a.mlp, rows, a.ffn, x);
-    grid.mark(3);
-    project(acquire<T>(s, ring, load, profile), c1 - c0, a.ffn, x, rows, s, add_to_h);
-    grid.mark(5);
-    release<T>(a, s, ring, load++);
+    grid.mark(kLoadedClk);
+    project<T>(a, s, ring, load, profile, c1 - c0, a.ffn, x, add_to_h);
+    grid.mark(kProjectedClk);
     grid.sync(s.waited);
   }
 
@@ -678,7 +677,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
       }
     __syncthreads();  // s.out is rewritten by the next batch
   }
-  grid.mark(5);
+  grid.mark(kProjectedClk);
   if (warp < rows) {
     mine = partial_warp_merge(mine, lane);
     if (lane == 0) a.partial[static_cast<i64>(b) * rows + warp] = mine;

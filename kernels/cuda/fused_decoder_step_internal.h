@@ -17,9 +17,12 @@ constexpr int kMaxLayers = 48;            // layer arguments are kept in shared 
 constexpr int kMaxHidden = 4 * kThreads;  // LayerNorm parameters are prefetched, 4 per thread
 constexpr int kMaxColumns = 64;           // a CTA's columns of one projection (biases are staged)
 constexpr int kMaxTableBlocks = 128;      // block-table entries per row kept in shared memory
-// Profiling, per barrier: arrival, departure, ns waited for weights, and the clock when the phase
-// ending there had its inputs loaded, its LayerNorm done, its GEMV done.
-constexpr int kTraceValues = 6;
+// Profiling, per barrier: arrival and departure (global timer, ns: comparable across SMs, but it
+// ticks in 1.024 us steps), then on the SM's cycle counter: departure, arrival, cycles waited for
+// weights, and the clock when the phase ending there had its inputs loaded, its LayerNorm done and
+// its projection done.
+enum TraceValue { kArriveNs, kLeaveNs, kLeaveClk, kArriveClk, kWaitedClk, kLoadedClk, kNormedClk, kProjectedClk };
+constexpr int kTraceValues = 8;
 
 struct LayerArgs {
   const void* ln1_w; const void* ln1_b; const void* qkv_b; const void* proj_b;

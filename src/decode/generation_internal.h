@@ -32,6 +32,11 @@ float log_softmax_at(std::span<const float> x, int index);
 /// torch.argmax: the first index of the maximum (ties -> lowest index; NaN counts as maximal).
 int argmax(std::span<const float> x);
 
+/// The greedy choice generate() makes from one row of log-probabilities (a session whose step()
+/// returns log-probs), with and without eos masked: exactly what pick_token computes, so a session
+/// that chooses by it (DecoderSession::step_greedy) decodes bit for bit as if it returned the row.
+GreedyChoice greedy_choice(std::span<const float> log_probs, std::int32_t eos_token_id);
+
 /// HF sampling warpers in HF order: temperature, top-k, top-p (min_tokens_to_keep = 1).
 void apply_sampling_warpers(std::span<float> scores, const GenerationOptions& o);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <vector>
 
 #include "core/check.h"
 #include "decode/generation_internal.h"
@@ -66,6 +67,42 @@ int argmax(std::span<const float> x) {
     }
   }
   return best;
+}
+
+GreedyChoice greedy_choice(std::span<const float> lp, std::int32_t eos) {
+  GreedyChoice c;
+  c.token = argmax(lp);
+  c.log_prob = lp[static_cast<std::size_t>(c.token)];
+  if (eos < 0) {
+    c.token_without_eos = c.token;
+    c.log_prob_without_eos = c.log_prob;
+    return c;
+  }
+  // argmax of the row with lp[eos] = -inf (as the min-length mask writes it), one pass, no copy.
+  const auto value = [&](int i) { return i == eos ? kNegInf : lp[static_cast<std::size_t>(i)]; };
+  int best = 0;
+  float best_value = value(0);
+  if (!std::isnan(best_value))
+    for (int i = 1; i < static_cast<int>(lp.size()); ++i) {
+      const float v = value(i);
+      if (v > best_value) {
+        best_value = v, best = i;
+      } else if (v != v) {
+        best = i;  // the first NaN wins, as in torch.argmax
+        break;
+      }
+    }
+  c.token_without_eos = best;
+  const float eos_before = lp[static_cast<std::size_t>(eos)];
+  if (eos_before < -1e-6f) {  // renormalise by 1 - p(eos), as pick_token does
+    c.log_prob_without_eos =
+        lp[static_cast<std::size_t>(best)] - static_cast<float>(std::log1p(-std::exp(static_cast<double>(eos_before))));
+  } else {
+    std::vector<float> masked(lp.begin(), lp.end());
+    masked[static_cast<std::size_t>(eos)] = kNegInf;
+    c.log_prob_without_eos = log_softmax_at(masked, best);
+  }
+  return c;
 }
 
 namespace {

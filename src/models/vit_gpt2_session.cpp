@@ -1,9 +1,12 @@
 #include "models/vit_gpt2_session.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "core/check.h"
+#include "decode/generation_internal.h"
+#include "encore/core/threads.h"
 
 namespace encore::vitgpt2 {
 namespace {
@@ -192,10 +195,22 @@ Tensor Session::step(std::span<const std::int32_t> tokens) {
 }
 
 std::vector<GreedyChoice> Session::step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id) {
+  ENCORE_CHECK(eos_token_id >= -1 && eos_token_id < config_.vocab_size, invalid_argument,
+               "decode step: eos token {} is outside the vocabulary of {}", eos_token_id, config_.vocab_size);
+  if (plan_options_.device.is_cpu()) {
+    const Tensor input = begin_step(tokens);
+    const Tensor log_probs = step_plan_->run({{"tokens", input}}).at("log_probs").contiguous();
+    const float* lp = log_probs.data_ptr<float>();
+    const std::size_t vocab = static_cast<std::size_t>(config_.vocab_size);
+    std::vector<GreedyChoice> out(static_cast<std::size_t>(rows_));
+    const int threads = plan_options_.num_threads > 0 ? plan_options_.num_threads : num_threads();
+#pragma omp parallel for num_threads(std::max(1, std::min(threads, rows_))) schedule(static)
+    for (int r = 0; r < rows_; ++r)
+      out[static_cast<std::size_t>(r)] = detail::greedy_choice({lp + r * vocab, vocab}, eos_token_id);
+    return out;
+  }
 #ifdef ENCORE_HAVE_CUDA
   if (fused_ != nullptr) {
-    ENCORE_CHECK(eos_token_id >= -1 && eos_token_id < config_.vocab_size, invalid_argument,
-                 "decode step: eos token {} is outside the vocabulary of {}", eos_token_id, config_.vocab_size);
     const Tensor input = begin_step(tokens);
     fused_->run({input.data_ptr<std::int32_t>(), static_cast<std::size_t>(2 * rows_)}, eos_token_id, false);
     std::vector<GreedyChoice> out;

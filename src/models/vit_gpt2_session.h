@@ -19,7 +19,8 @@ namespace encore::vitgpt2 {
 // the planned (on CUDA: recorded) step and cross-attention graphs and the cache.
 // On CUDA in f16/bf16 the step is the fused decoder step (backends/cuda/fused_decoder_step.h: one
 // kernel instead of a ~200-node graph) unless ENCORE_CUDA_FUSED_STEP=0 or the model does not fit
-// it; greedy decoding then also picks tokens on the device (chooses_greedy).
+// it; greedy decoding then also picks tokens on the device (chooses_greedy). On the CPU greedy
+// choices are made on the step plan's output in place.
 class Session final : public DecoderSession {
  public:
   /// `encoder_states` [B, T_enc, D] on the plan's device in the model dtype; rows = B * beams.
@@ -37,7 +38,9 @@ class Session final : public DecoderSession {
   Tensor step(std::span<const std::int32_t> tokens) override;
   void reorder(std::span<const int> parent) override;
   bool step_returns_log_probs() const override { return true; }
-  bool chooses_greedy() const override { return fused_step(); }
+  /// On the CPU the choice is made on the plan's own log-probs (no copy of rows x vocab per step);
+  /// with the fused CUDA step it is made on the device.
+  bool chooses_greedy() const override { return fused_step() || plan_options_.device.is_cpu(); }
   std::vector<GreedyChoice> step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id) override;
   /// Whether steps run as the fused CUDA decoder step.
   bool fused_step() const noexcept;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "decode/generation_internal.h"
 #include "encore/core/error.h"
 #include "encore/core/tensor.h"
 #include "encore/decode/generation.h"
@@ -110,6 +111,53 @@ TEST(GreedyChoice, SameIdsAndScoresAsFromLogits) {
       }
       // The fixture must exercise both outcomes: sequences that end early and the eos mask.
       if (eos >= 0 && min_length < 7) EXPECT_TRUE(any_eos);
+    }
+}
+
+// Rows of log-probabilities crafted for the edge cases (ties, NaN, eos the favourite, eos certain),
+// returned as they are (step_returns_log_probs) or chosen from by detail::greedy_choice, which
+// sessions use: generate() must produce bitwise the same ids and scores either way.
+class CraftedSession : public DecoderSession {
+ public:
+  CraftedSession(bool choose) : choose_(choose) {}
+  int rows() const override { return 1; }
+  int vocab_size() const override { return 6; }
+  bool step_returns_log_probs() const override { return true; }
+  bool chooses_greedy() const override { return choose_; }
+  Tensor step(std::span<const std::int32_t>) override { return Tensor::from_vector(next(), Shape{1, 6}); }
+  std::vector<GreedyChoice> step_greedy(std::span<const std::int32_t>, std::int32_t eos) override {
+    return {detail::greedy_choice(next(), eos)};
+  }
+  void reorder(std::span<const int>) override {}
+
+ private:
+  std::vector<float> next() {
+    const float nan = std::nanf(""), inf = INFINITY;
+    static const std::vector<std::vector<float>> rows = {
+        {-2.0f, -1.0f, -1.0f, -3.0f, -4.0f, -5.0f},       // a tie: the lower index
+        {-3.0f, -2.5f, -1.5f, -0.4f, -2.0f, -2.2f},       // eos (3) the favourite
+        {-1e-8f, -30.0f, -31.0f, -1e-9f, -40.0f, -50.0f},  // eos nearly certain: no renormalisation shortcut
+        {-1.0f, nan, -0.5f, -2.0f, nan, -3.0f},            // the first NaN wins
+        {-inf, -inf, -inf, 0.0f, -inf, -inf},              // only eos possible
+        {-1.5f, -1.5f, -2.5f, -0.1f, -1.5f, -9.0f},
+    };
+    return rows[static_cast<std::size_t>(step_++ % static_cast<int>(rows.size()))];
+  }
+  bool choose_;
+  int step_ = 0;
+};
+
+TEST(GreedyChoice, SessionsChoosingFromLogProbsMatchGenerateBitwise) {
+  for (int min_length : {0, 4, 8})
+    for (std::int32_t eos : {3, 0, -1}) {
+      SCOPED_TRACE("min_length " + std::to_string(min_length) + " eos " + std::to_string(eos));
+      const GenerationOptions o{.max_length = 8, .min_length = min_length, .eos_token_id = eos, .pad_token_id = 5};
+      CraftedSession rows(false), choosing(true);
+      const auto want = generate(rows, 1, o);
+      const auto got = generate(choosing, 1, o);
+      EXPECT_EQ(got[0].ids, want[0].ids);
+      EXPECT_EQ(std::isnan(got[0].score), std::isnan(want[0].score));
+      if (!std::isnan(want[0].score)) EXPECT_EQ(got[0].score, want[0].score);
     }
 }
 

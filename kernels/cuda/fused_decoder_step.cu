@@ -605,21 +605,23 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
     }
     grid.sync(s.waited);
 
-    // Output projection + residual.
-    auto add_to_h = [&](int r, int j, float v) { a.h[r * d + c0 + j] = s.res[r * kMaxColumns + j] + v; };
-    stage_columns<T>(a, s, L.proj_b, c0, c1 - c0, true);
-    load_rows(a.att, rows, d, x);
-    grid.mark(kLoadedClk);
-    project<T>(a, s, ring, load, profile, c1 - c0, d, x, add_to_h);
-    grid.mark(kProjectedClk);
-    grid.sync(s.waited);
+    // Output projection of an attention result (a.att) + residual; self- and cross-attention's.
+    auto attention_out = [&](const void* bias) {
+      stage_columns<T>(a, s, bias, c0, c1 - c0, true);
+      load_rows(a.att, rows, d, x);
+      grid.mark(kLoadedClk);
+      project<T>(a, s, ring, load, profile, c1 - c0, d, x,
+                 [&](int r, int j, float v) { a.h[r * d + c0 + j] = s.res[r * kMaxColumns + j] + v; });
+      grid.mark(kProjectedClk);
+      grid.sync(s.waited);
+    };
+    attention_out(L.proj_b);
 
     // LN-x + cross-attention query.
     stage_columns<T>(a, s, L.xq_b, c0, c1 - c0, false);
     layer_norm_rows<T>(a, L.lnx_w, L.lnx_b, x, s, grid);
     grid.mark(kNormedClk);
-    project<T>(a, s, ring, load, profile, c1 - c0, d, x,
-         [&](int r, int j, float v) { a.q[r * d + c0 + j] = v; });
+    project<T>(a, s, ring, load, profile, c1 - c0, d, x, [&](int r, int j, float v) { a.q[r * d + c0 + j] = v; });
     grid.mark(kProjectedClk);
     grid.sync(s.waited);
 
@@ -632,13 +634,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
     }
     grid.sync(s.waited);
 
-    // Cross output projection + residual.
-    stage_columns<T>(a, s, L.xproj_b, c0, c1 - c0, true);
-    load_rows(a.att, rows, d, x);
-    grid.mark(kLoadedClk);
-    project<T>(a, s, ring, load, profile, c1 - c0, d, x, add_to_h);
-    grid.mark(kProjectedClk);
-    grid.sync(s.waited);
+    attention_out(L.xproj_b);
 
     // LN2 + fc + GELU.
     stage_columns<T>(a, s, L.fc_b, f0, f1 - f0, false);
@@ -654,7 +650,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
     stage_columns<T>(a, s, L.fc2_b, c0, c1 - c0, true);
     load_rows(a.mlp, rows, a.ffn, x);
     grid.mark(kLoadedClk);
-    project<T>(a, s, ring, load, profile, c1 - c0, a.ffn, x, add_to_h);
+    project<T>(a, s, ring, load, profile, c1 - c0, a.ffn, x,
+               [&](int r, int j, float v) { a.h[r * d + c0 + j] = s.res[r * kMaxColumns + j] + v; });
     grid.mark(kProjectedClk);
     grid.sync(s.waited);
   }

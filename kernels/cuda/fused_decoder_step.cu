@@ -37,7 +37,7 @@ using kc::i64;
 
 struct Shared {
   std::uint64_t bar[kSlots];
-  unsigned head, used;                  // ring: next free offset, bytes held (gaps included)
+  RingSpace space;                      // ring: next free offset, bytes held (gaps included)
   unsigned off[kSlots], span[kSlots];   // per slot: offset, bytes it holds (with the gap before it)
   int cols[4][2];                       // this CTA's columns of the 3D-, D-, F- and V-wide outputs
   int issued, freed, total;
@@ -156,8 +156,7 @@ __device__ void load_desc(const StepArgs& a, const Shared& s, int i, const void*
   bytes = static_cast<unsigned>((s.cols[set][1] - s.cols[set][0]) * k * sizeof(T));
 }
 
-/// Thread 0: issues further loads while a slot and ring space are free. A slice never wraps: one
-/// that does not fit before the end starts at 0, and the gap counts as held until it is consumed.
+/// Thread 0: issues further loads while a slot and ring space (RingSpace) are free.
 template <typename T>
 __device__ __noinline__ void top_up(const StepArgs& a, Shared& s, unsigned char* ring) {
   const unsigned cap = static_cast<unsigned>(a.ring_bytes);
@@ -165,13 +164,8 @@ __device__ __noinline__ void top_up(const StepArgs& a, Shared& s, unsigned char*
     const void* src = nullptr;
     unsigned bytes = 0;
     load_desc<T>(a, s, s.issued, src, bytes);
-    const unsigned gap = s.head + bytes > cap ? cap - s.head : 0u;
-    if (s.used + gap + bytes > cap) return;  // wait until earlier slices are consumed
     const int slot = s.issued % kSlots;
-    s.off[slot] = gap != 0 ? 0u : s.head;
-    s.span[slot] = gap + bytes;
-    s.used += gap + bytes;
-    s.head = s.off[slot] + bytes;
+    if (!s.space.place(bytes, cap, s.off[slot], s.span[slot])) return;  // wait for slices to be consumed
     sm90::mbar_expect_tx(&s.bar[slot], bytes);
     if (bytes != 0) sm90::bulk_load_stream(ring + s.off[slot], src, bytes, &s.bar[slot]);
     ++s.issued;
@@ -331,7 +325,7 @@ __device__ __forceinline__ void project(const StepArgs& a, Shared& s, unsigned c
                                         int ncols, int k, const float* x, Epi&& epi) {
   gemv_rows<T>(acquire<T>(s, ring, load, profile), ncols, k, x, a.rows, s);  // ends with a CTA barrier
   if (threadIdx.x == 0) {
-    s.used -= s.span[load % kSlots];
+    s.space.release(s.span[load % kSlots]);
     ++s.freed;
     top_up<T>(a, s, ring);
   }
@@ -539,12 +533,14 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decoder_step_kernel(const S
     for (int i = tid; i < words; i += kThreads) dst[i] = src[i];
     for (int i = tid; i < rows * a.max_blocks; i += kThreads)
       s.table[(i / a.max_blocks) * kMaxTableBlocks + i % a.max_blocks] = a.table[i];
-    if (tid < rows) s.length[tid] = a.lengths[tid];
+    // Never more keys than the cache holds (and `scores` has room for): the host keeps lengths
+    // and positions consistent, this only bounds the damage of a buffer that is not.
+    if (tid < rows) s.length[tid] = max(0, min(a.lengths[tid], a.max_blocks * a.block_size));
   }
   if (tid == 0) {
     for (int i = 0; i < kSlots; ++i) sm90::mbar_init(&s.bar[i], 1);
     sm90::mbar_fence_init();
-    s.head = s.used = 0;
+    s.space = RingSpace{};
     col_range(3 * a.d, b, g, s.cols[kQkvCols][0], s.cols[kQkvCols][1]);
     col_range(a.d, b, g, s.cols[kHiddenCols][0], s.cols[kHiddenCols][1]);
     col_range(a.ffn, b, g, s.cols[kFfnCols][0], s.cols[kFfnCols][1]);

@@ -65,6 +65,36 @@ struct StepArgs {
 /// Grid barriers per step: one after the embeddings, 8 per layer, one before the final merge.
 constexpr int barriers_per_step(int layers) { return 2 + 8 * layers; }
 
+#if defined(__CUDACC__)
+#define ENCORE_FUSED_HD __host__ __device__
+#else
+#define ENCORE_FUSED_HD
+#endif
+
+/// Placement of weight slices in the ring (a FIFO in shared memory): `head` is the next free offset
+/// and `used` the bytes held, the gaps left by wrapping included. A slice never wraps: one that
+/// does not fit before the end starts at offset 0 and the gap before it counts as held until the
+/// slice is consumed. Shared by the kernel and the host test that sweeps it.
+struct RingSpace {
+  unsigned head = 0, used = 0;
+
+  /// Places `bytes` (<= cap) if the ring has room now: sets `offset` (and `span`, the bytes to give
+  /// back when the slice is consumed) and returns true.
+  ENCORE_FUSED_HD bool place(unsigned bytes, unsigned cap, unsigned& offset, unsigned& span) {
+    if (used == 0) head = 0;  // empty: start over, so that any slice <= cap fits
+    const bool wrap = head + bytes > cap;
+    const unsigned gap = wrap ? cap - head : 0u;
+    if (used + gap + bytes > cap) return false;
+    offset = wrap ? 0u : head;
+    span = gap + bytes;
+    used += span;
+    head = offset + bytes;
+    return true;
+  }
+  /// Gives back the oldest slice (slices are consumed in the order they were placed).
+  ENCORE_FUSED_HD void release(unsigned span) { used -= span; }
+};
+
 /// Bytes of the kernel's fixed shared-memory header (ring bookkeeping, reduction scratch).
 std::size_t shared_header_bytes();
 /// The kernel for f16 or bf16 weights (for cudaLaunchKernelExC and the attribute calls).

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "encore/graph/graph.h"
@@ -24,6 +26,13 @@ struct DecoderLayer {
   Tensor ln2_w, ln2_b, fc_w, fc_b, fc2_w, fc2_b;                           // MLP
 };
 
+/// Something derived from the weights once and shared by every session over them (the fused CUDA
+/// step's repacked projections), made by the first session that needs it.
+struct SharedDerived {
+  std::mutex mutex;
+  std::shared_ptr<const void> value;
+};
+
 struct Weights {
   Tensor patch_w, patch_b, cls, pos;
   std::vector<EncoderLayer> encoder;
@@ -31,6 +40,7 @@ struct Weights {
   Tensor wte, wpe;
   std::vector<DecoderLayer> decoder;
   Tensor ln_f_w, ln_f_b;
+  std::shared_ptr<SharedDerived> decoder_pack = std::make_shared<SharedDerived>();
 };
 
 /// Loads and checks every tensor (shapes against the config), fusing Q/K/V of the encoder into one

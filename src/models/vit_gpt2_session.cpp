@@ -78,7 +78,18 @@ void Session::try_fused_step() {
     detail::log(LogLevel::debug, "VitGpt2: decode steps run as a graph: {}", why);
     return;
   }
-  fused_ = std::make_unique<cuda::FusedDecoderStep>(shape, std::move(fw));
+  try {
+    std::shared_ptr<const cuda::FusedDecoderPack> pack;
+    {
+      std::lock_guard<std::mutex> lock(weights_.decoder_pack->mutex);
+      pack = std::static_pointer_cast<const cuda::FusedDecoderPack>(weights_.decoder_pack->value);
+      if (pack == nullptr) weights_.decoder_pack->value = pack = cuda::FusedDecoderStep::pack(fw);
+    }
+    fused_ = std::make_unique<cuda::FusedDecoderStep>(shape, std::move(fw), std::move(pack));
+  } catch (const Error& e) {  // e.g. out of memory for the repacked weights: the graph still works
+    detail::log(LogLevel::warn, "VitGpt2: the fused decode step is unavailable, steps run as a graph: {}", e.what());
+    fused_.reset();
+  }
 #endif
 }
 

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <random>
 #include <string>
 #include <tuple>
 
@@ -71,15 +72,18 @@ class FusedStep : public ::testing::TestWithParam<std::tuple<const char*, DType>
 
 TEST_P(FusedStep, MatchesTheStepGraph) {
   const int vocab = static_cast<int>(config_.vocab_size);
+  // Every position the model has: the cache's 16-token blocks are crossed, and beam reorders then
+  // share full blocks.
+  const int max_length = static_cast<int>(config_.max_positions);
   for (int beams : {1, 2, 4}) {
     SCOPED_TRACE("beams " + std::to_string(beams));
     const int images = 2, rows = images * beams;
     Tensor enc = states(images, 11 + beams);
-    Session fused(config_, weights_, dtype_, plan_, enc, beams, 16);
+    Session fused(config_, weights_, dtype_, plan_, enc, beams, max_length);
     std::optional<Session> graph;
     {
       GraphStepOnly off;
-      graph.emplace(config_, weights_, dtype_, plan_, enc, beams, 16);
+      graph.emplace(config_, weights_, dtype_, plan_, enc, beams, max_length);
     }
     ASSERT_TRUE(fused.fused_step());
     ASSERT_FALSE(graph->fused_step());
@@ -90,7 +94,7 @@ TEST_P(FusedStep, MatchesTheStepGraph) {
         graph->restart(enc);
       }
       std::vector<std::int32_t> tokens(static_cast<std::size_t>(rows), config_.decoder_start_token_id);
-      for (int step = 0; step < 10; ++step) {
+      for (int step = 0; step < max_length - 1; ++step) {
         SCOPED_TRACE("round " + std::to_string(round) + " step " + std::to_string(step));
         const Tensor a = fused.step(tokens), b = graph->step(tokens);
         ASSERT_EQ(a.shape(), b.shape());
@@ -158,6 +162,84 @@ TEST_P(FusedStep, FallsBackToTheGraph) {
   const Tensor enc32 = random_states({1, config_.num_patches() + 1, config_.enc_hidden}, 4).to(Device::cuda(0));
   Session full_precision(config_, f32, DType::F32, plan_, enc32, 1, 8);
   EXPECT_FALSE(full_precision.fused_step());
+}
+
+Tensor random_weight(const Shape& shape, float scale, std::mt19937& rng) {
+  Tensor t = Tensor::empty(shape, DType::F32);
+  std::normal_distribution<float> dist(0.0f, scale);
+  float* p = t.data_ptr<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+  return t.to(DType::F16).to(Device::cuda(0));
+}
+
+// GPT-2-small shapes (hidden 768, 12 heads of 64, MLP 3072, the 50257-token LM head; 2 layers and
+// 40 positions to stay short) with random weights: what the tiny models cannot reach (head dim 64,
+// a weight ring that wraps, several columns per CTA, several LM-head batches per CTA) against the
+// graph, over three cache blocks and beam reorders.
+TEST(FusedStepGpt2Shapes, MatchesTheStepGraph) {
+  if (build_info().cuda_devices.empty()) GTEST_SKIP() << "no CUDA GPU present";
+  VitGpt2Config c;
+  c.dec_layers = 2;
+  c.max_positions = 40;
+  std::mt19937 rng(99);
+  const std::int64_t d = c.dec_hidden, f = c.dec_intermediate;
+  Weights w;
+  w.wte = random_weight({c.vocab_size, d}, 0.1f, rng);
+  w.wpe = random_weight({c.max_positions, d}, 0.1f, rng);
+  w.ln_f_w = random_weight({d}, 0.2f, rng);
+  w.ln_f_b = random_weight({d}, 0.2f, rng);
+  for (std::int64_t l = 0; l < c.dec_layers; ++l) {
+    DecoderLayer x;
+    for (Tensor* t : {&x.ln1_w, &x.ln1_b, &x.lnx_w, &x.lnx_b, &x.ln2_w, &x.ln2_b}) *t = random_weight({d}, 0.5f, rng);
+    x.attn_w = random_weight({d, 3 * d}, 0.05f, rng), x.attn_b = random_weight({3 * d}, 0.05f, rng);
+    x.proj_w = random_weight({d, d}, 0.05f, rng), x.proj_b = random_weight({d}, 0.05f, rng);
+    x.xq_w = random_weight({d, d}, 0.05f, rng), x.xq_b = random_weight({d}, 0.05f, rng);
+    x.xkv_w = random_weight({d, 2 * d}, 0.05f, rng), x.xkv_b = random_weight({2 * d}, 0.05f, rng);
+    x.xproj_w = random_weight({d, d}, 0.05f, rng), x.xproj_b = random_weight({d}, 0.05f, rng);
+    x.fc_w = random_weight({d, f}, 0.05f, rng), x.fc_b = random_weight({f}, 0.05f, rng);
+    x.fc2_w = random_weight({f, d}, 0.05f, rng), x.fc2_b = random_weight({d}, 0.05f, rng);
+    w.decoder.push_back(x);
+  }
+  const PlanOptions plan{.device = Device::cuda(0), .cuda_graph = true};
+  const int vocab = static_cast<int>(c.vocab_size), steps = static_cast<int>(c.max_positions) - 1;
+  for (int beams : {1, 4}) {
+    SCOPED_TRACE("beams " + std::to_string(beams));
+    const int images = 2, rows = images * beams;
+    const Tensor enc = random_states({images, c.num_patches() + 1, c.enc_hidden}, 5 + beams).to(DType::F16).to(Device::cuda(0));
+    Session fused(c, w, DType::F16, plan, enc, beams, steps + 1);
+    std::optional<Session> graph;
+    {
+      GraphStepOnly off;
+      graph.emplace(c, w, DType::F16, plan, enc, beams, steps + 1);
+    }
+    ASSERT_TRUE(fused.fused_step());
+    std::vector<std::int32_t> tokens(static_cast<std::size_t>(rows), c.decoder_start_token_id);
+    double worst = 0;
+    int compared = 0;
+    for (int step = 0; step < steps; ++step) {
+      const Tensor a = fused.step(tokens), b = graph->step(tokens);
+      const float* pa = a.data_ptr<float>();
+      const float* pb = b.data_ptr<float>();
+      for (std::int64_t i = 0; i < a.numel(); ++i) worst = std::max(worst, std::abs(double(pa[i]) - pb[i]));
+      for (int r = 0; r < rows; ++r) {
+        const float* rb = pb + static_cast<std::size_t>(r) * vocab;
+        const int best = argmax(rb, vocab), second = argmax(rb, vocab, best);
+        if (rb[best] - rb[second] > 0.1) {
+          EXPECT_EQ(argmax(pa + static_cast<std::size_t>(r) * vocab, vocab), best) << "step " << step << " row " << r;
+          ++compared;
+        }
+        tokens[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((step * 7919 + r * 104729 + 13) % vocab);
+      }
+      if (beams > 1 && step % 3 == 1) {
+        std::vector<int> parent(static_cast<std::size_t>(rows));
+        for (int r = 0; r < rows; ++r) parent[static_cast<std::size_t>(r)] = (r / beams) * beams + (r + step) % beams;
+        fused.reorder(parent);
+        graph->reorder(parent);
+      }
+    }
+    EXPECT_LE(worst, 5e-2) << "largest log-prob difference over " << steps << " steps";
+    EXPECT_GT(compared, 0) << "no row had a clear favourite: the argmax check never ran";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, FusedStep,

@@ -11,8 +11,6 @@
 
 namespace encore {
 
-/// What a model exposes to the generation loop. One "row" is one hypothesis (a batch item, or a
-/// beam of it); rows are numbered batch-major (item i's beams are rows i*beams .. i*beams+beams-1).
 /// A greedy choice a session makes where its logits are (DecoderSession::step_greedy).
 struct GreedyChoice {
   std::int32_t token = 0;              ///< argmax of the logits (ties -> lowest index)
@@ -21,6 +19,8 @@ struct GreedyChoice {
   float log_prob_without_eos = 0.0f;   ///< its log-probability renormalised over the tokens but eos
 };
 
+/// What a model exposes to the generation loop. One "row" is one hypothesis (a batch item, or a
+/// beam of it); rows are numbered batch-major (item i's beams are rows i*beams .. i*beams+beams-1).
 class DecoderSession {
  public:
   virtual ~DecoderSession() = default;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 
 #include <fmt/format.h>
 
@@ -31,11 +32,18 @@ std::string cat(const A&... a) {
 
 }  // namespace
 
+// The transposed projections, kMatrices per layer, and the tensors they were made from (a pack is
+// only used with the weights it was made from).
+struct FusedDecoderPack {
+  std::vector<Tensor> transposed;
+  std::vector<const void*> sources;
+};
+
 struct FusedDecoderStep::Impl {
   CudaRuntime* rt = nullptr;
   FusedDecoderShape shape;
   FusedDecoderWeights w;
-  std::vector<Tensor> packed;  // transposed projections, kMatrices per layer
+  std::shared_ptr<const FusedDecoderPack> pack;
   Tensor layer_args;           // LayerArgs[L] as bytes on the device
   Tensor h, q, att, mlp, partial, picks, barrier, tokens, trace;
   StepArgs args{};
@@ -51,6 +59,13 @@ struct Plan {
   int grid = 0, ring_bytes = 0;
   std::size_t smem = 0;
 };
+
+std::vector<const void*> pack_sources(const FusedDecoderWeights& w) {
+  std::vector<const void*> out;
+  for (const FusedDecoderLayer& l : w.layers)
+    for (const Tensor* t : {&l.qkv_w, &l.proj_w, &l.xq_w, &l.xproj_w, &l.fc_w, &l.fc2_w}) out.push_back(t->data());
+  return out;
+}
 
 std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights& w, Plan& p) {
   if (!w.wte.defined() || !w.wte.device().is_cuda()) return "the weights are not on a CUDA device";
@@ -78,11 +93,14 @@ std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights
   if (!l0.cross_kv.defined() || l0.cross_kv.rank() != 3) return "cross keys/values are not [images, T, 2D]";
   p.t_enc = static_cast<int>(l0.cross_kv.dim(1));
   const i64 d = p.d, f = p.ffn;
+  // Dense, 16-byte aligned (the kernel reads 16 bytes at a time and bulk-copies slices).
   auto same = [&](const Tensor& t, const Shape& want) {
-    return t.defined() && t.device() == w.wte.device() && t.dtype() == dt && t.is_contiguous() && t.shape() == want;
+    return t.defined() && t.device() == w.wte.device() && t.dtype() == dt && t.is_contiguous() && t.shape() == want &&
+           reinterpret_cast<std::uintptr_t>(t.data()) % 16 == 0;
   };
-  if (!same(w.wpe, {w.wpe.defined() ? w.wpe.dim(0) : 0, d}) || !same(w.ln_f_w, {d}) || !same(w.ln_f_b, {d}))
-    return "wpe / ln_f do not match wte";
+  if (!same(w.wte, {p.vocab, d}) || !same(w.wpe, {w.wpe.defined() ? w.wpe.dim(0) : 0, d}) || !same(w.ln_f_w, {d}) ||
+      !same(w.ln_f_b, {d}))
+    return "wte / wpe / ln_f are not dense, 16-byte aligned [V, D] / [P, D] / [D] tensors of one dtype";
   const Tensor& kc0 = l0.k_cache;
   if (!kc0.defined() || kc0.rank() != 4 || kc0.dim(1) != p.heads || kc0.dim(3) != p.hd) return "the KV cache is not [blocks, H, block, D/H]";
   const i64 blocks = kc0.dim(0), bs = kc0.dim(2);
@@ -108,6 +126,11 @@ std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights
 
   CudaRuntime& rt = CudaRuntime::get(w.wte.device());
   if (rt.sm() < 90) return cat("compute capability ", rt.sm() / 10, ".", rt.sm() % 10, " (the fused step needs 9.0)");
+  cudaFuncAttributes attributes{};
+  ENCORE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, step_kernel(dt)));
+  if (attributes.binaryVersion < 90)  // e.g. a build for compute_80 PTX: the kernel body is empty there
+    return cat("this build has no sm_90 code for the fused step (its code is for compute capability ",
+               attributes.binaryVersion / 10, ".", attributes.binaryVersion % 10, ")");
   int optin = 0;
   ENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, rt.ordinal()));
   p.grid = rt.multiprocessors();
@@ -136,7 +159,24 @@ std::string FusedDecoderStep::unsupported_reason(const FusedDecoderShape& shape,
   return layout_reason(shape, weights, p);
 }
 
-FusedDecoderStep::FusedDecoderStep(const FusedDecoderShape& shape, FusedDecoderWeights weights)
+std::shared_ptr<const FusedDecoderPack> FusedDecoderStep::pack(const FusedDecoderWeights& weights) {
+  ENCORE_CHECK(weights.wte.defined() && weights.wte.device().is_cuda(), invalid_argument,
+               "fused decoder step: the weights to pack are not on a CUDA device");
+  CudaRuntime& rt = CudaRuntime::get(weights.wte.device());
+  const CudaContext ctx = rt.context();
+  auto out = std::make_shared<FusedDecoderPack>();
+  for (const FusedDecoderLayer& l : weights.layers)
+    for (const Tensor* w : {&l.qkv_w, &l.proj_w, &l.xq_w, &l.xproj_w, &l.fc_w, &l.fc2_w}) {
+      Tensor t = Tensor::empty({w->dim(1), w->dim(0)}, w->dtype(), rt.device());
+      copy(w->transpose(0, 1), t, ctx);
+      out->transposed.push_back(std::move(t));
+    }
+  out->sources = pack_sources(weights);
+  return out;
+}
+
+FusedDecoderStep::FusedDecoderStep(const FusedDecoderShape& shape, FusedDecoderWeights weights,
+                                   std::shared_ptr<const FusedDecoderPack> pack)
     : impl_(std::make_unique<Impl>()) {
   Plan p;
   const std::string why = layout_reason(shape, weights, p);
@@ -147,19 +187,15 @@ FusedDecoderStep::FusedDecoderStep(const FusedDecoderShape& shape, FusedDecoderW
   m.w = std::move(weights);
   const Device dev = m.rt->device();
   const DType dt = m.w.wte.dtype();
-  const CudaContext ctx = m.rt->context();
 
+  m.pack = pack != nullptr ? std::move(pack) : FusedDecoderStep::pack(m.w);
+  ENCORE_CHECK(m.pack->sources == pack_sources(m.w), invalid_argument,
+               "fused decoder step: the pack given was made from other weights");
   std::vector<LayerArgs> host(m.w.layers.size());
   for (std::size_t i = 0; i < m.w.layers.size(); ++i) {
     const FusedDecoderLayer& l = m.w.layers[i];
-    const Tensor* proj[kMatrices] = {&l.qkv_w, &l.proj_w, &l.xq_w, &l.xproj_w, &l.fc_w, &l.fc2_w};
     LayerArgs& la = host[i];
-    for (int k = 0; k < kMatrices; ++k) {
-      Tensor t = Tensor::empty({proj[k]->dim(1), proj[k]->dim(0)}, dt, dev);
-      copy(proj[k]->transpose(0, 1), t, ctx);
-      la.w[k] = t.data();
-      m.packed.push_back(std::move(t));
-    }
+    for (int k = 0; k < kMatrices; ++k) la.w[k] = m.pack->transposed[i * kMatrices + k].data();
     la.ln1_w = l.ln1_w.data(), la.ln1_b = l.ln1_b.data(), la.qkv_b = l.qkv_b.data(), la.proj_b = l.proj_b.data();
     la.lnx_w = l.lnx_w.data(), la.lnx_b = l.lnx_b.data(), la.xq_b = l.xq_b.data(), la.xproj_b = l.xproj_b.data();
     la.ln2_w = l.ln2_w.data(), la.ln2_b = l.ln2_b.data(), la.fc_b = l.fc_b.data(), la.fc2_b = l.fc2_b.data();

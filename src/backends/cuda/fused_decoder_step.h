@@ -65,6 +65,11 @@ struct FusedGreedyPick {
   float log_prob_without_eos = 0.0f;
 };
 
+/// The projections repacked (transposed) for the fused step. Made once per model and shared by
+/// every FusedDecoderStep over those weights (sessions of other shapes): ~the decoder's weights
+/// again in device memory, so not once per session.
+struct FusedDecoderPack;
+
 class FusedDecoderStep {
  public:
   static constexpr int kMaxRows = 8;
@@ -73,9 +78,14 @@ class FusedDecoderStep {
   /// (so that callers fall back to the graph and can say why).
   static std::string unsupported_reason(const FusedDecoderShape& shape, const FusedDecoderWeights& weights);
 
-  /// Repacks the projections (transposed copies, ~the decoder's weight size again) and allocates
-  /// the step's workspace. Throws Error(unsupported) with unsupported_reason() when it cannot run.
-  FusedDecoderStep(const FusedDecoderShape& shape, FusedDecoderWeights weights);
+  /// The transposed projections of `weights` (their caches and cross keys/values are not used).
+  static std::shared_ptr<const FusedDecoderPack> pack(const FusedDecoderWeights& weights);
+
+  /// Allocates the step's workspace over `pack` (made by pack() from these weights; null: packs
+  /// here). Throws Error(unsupported) with unsupported_reason() when it cannot run,
+  /// Error(invalid_argument) for a pack of other weights.
+  FusedDecoderStep(const FusedDecoderShape& shape, FusedDecoderWeights weights,
+                   std::shared_ptr<const FusedDecoderPack> pack = nullptr);
   ~FusedDecoderStep();
   FusedDecoderStep(const FusedDecoderStep&) = delete;
   FusedDecoderStep& operator=(const FusedDecoderStep&) = delete;
@@ -92,8 +102,8 @@ class FusedDecoderStep {
   /// Profiling (benchmarks): while on, every CTA records the device clock (ns) when it reaches
   /// and leaves each grid barrier of a step, and how long it waited for weights before it.
   void set_profiling(bool on);
-  /// Waits for the last run; [CTA][barrier][arrive, leave, waited] as one flat vector (empty when
-  /// off).
+  /// Waits for the last run; [CTA][barrier][kTraceValues] (kernels/cuda/fused_decoder_step_internal.h
+  /// says what each value is) as one flat vector (empty when off).
   std::vector<std::uint64_t> profile();
   /// Grid barriers per step and CTAs per grid (the profile's dimensions).
   int barriers() const noexcept;

@@ -175,6 +175,9 @@ if has_step bench && [ "$built" -eq 1 ]; then
          --benchmark_out_format=json >"$logs/$name.log" 2>&1; then
       key=$(grep -m1 'worst encore/cublasLt ratio' "$logs/$name.log")
       vit=$(grep -m1 '^f16 M=197 K=768 N=2304 ' "$logs/$name.log" | awk '{printf "ViT qkv f16: %s us (cublasLt %s)", $5, $6}')
+      # bench_cuda_fused_step: the batch-1 step, fused and as a graph
+      [ -n "$key$vit" ] || key=$(grep -E 'BM_DecodeStep/fused:[01]/images:1/beams:1/' "$logs/$name.log" |
+        awk '{printf "%s%s %s us", (NR > 1 ? ", " : "step b1: "), $NF, $2}')
       add "bench $name" ok "${key:-see $name.log}${vit:+; $vit}"
     else
       add "bench $name" FAILED "see $name.log"

@@ -69,8 +69,13 @@ void validate(const DecoderSession& session, int batch, const GenerationOptions&
 // log-probability is read off directly (no pass over the vocabulary).
 std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int cur_len, detail::SplitMix64& rng,
                         bool log_probs, float& logprob) {
-  const float eos_before = o.eos_token_id >= 0 ? scores[static_cast<std::size_t>(o.eos_token_id)] : 0.0f;
-  const bool masked = detail::mask_eos_for_min_length(scores, o, cur_len);
+  if (log_probs && !o.do_sample) {  // the choice a session makes with step_greedy, the same code
+    const GreedyChoice c =
+        detail::greedy_choice(scores, detail::eos_masked_for_min_length(o, cur_len) ? o.eos_token_id : -1);
+    logprob = c.log_prob_without_eos;
+    return c.token_without_eos;
+  }
+  detail::mask_eos_for_min_length(scores, o, cur_len);
   int token = 0;
   if (o.do_sample) {
     detail::apply_sampling_warpers(scores, o);
@@ -78,15 +83,7 @@ std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int
   } else {
     token = detail::argmax(scores);
   }
-  const float chosen = scores[static_cast<std::size_t>(token)];
-  if (log_probs && !o.do_sample && !masked) {
-    logprob = chosen;
-  } else if (log_probs && !o.do_sample && eos_before < -1e-6f) {
-    // Masking eos out of normalised log-probs renormalises by 1 - p(eos): no pass over the row.
-    logprob = chosen - static_cast<float>(std::log1p(-std::exp(static_cast<double>(eos_before))));
-  } else {
-    logprob = detail::log_softmax_at(scores, token);
-  }
+  logprob = detail::log_softmax_at(scores, token);
   return static_cast<std::int32_t>(token);
 }
 
@@ -119,7 +116,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
       return pick_token(scores, o, cur_len, rng, log_probs, logprob);
     }
     const GreedyChoice& c = choices[static_cast<std::size_t>(b)];
-    const bool masked = o.eos_token_id >= 0 && o.min_length > 0 && cur_len < o.min_length;
+    const bool masked = detail::eos_masked_for_min_length(o, cur_len);
     logprob = masked ? c.log_prob_without_eos : c.log_prob;
     return masked ? c.token_without_eos : c.token;
   };

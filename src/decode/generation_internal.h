@@ -18,8 +18,12 @@ namespace encore::detail {
 /// generate() holds the only reference to memory it owns, else a copy. Throws if the shape is wrong.
 Tensor take_logits(Tensor logits, int rows, int vocab);
 
-/// HF MinLengthLogitsProcessor: eos gets -inf while the sequence (start token included) is
-/// shorter than min_length. Returns whether it masked.
+/// Whether HF's MinLengthLogitsProcessor masks eos at this length: the sequence (start token
+/// included) is still shorter than min_length.
+bool eos_masked_for_min_length(const GenerationOptions& o, int cur_len);
+
+/// HF MinLengthLogitsProcessor: eos gets -inf while eos_masked_for_min_length. Returns whether it
+/// masked.
 bool mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len);
 
 /// In-place log_softmax in float32: x - max - log(sum(exp(x - max))). The sum is taken in double
@@ -30,7 +34,8 @@ void log_softmax_inplace(std::span<float> x);
 float log_softmax_at(std::span<const float> x, int index);
 
 /// torch.argmax: the first index of the maximum (ties -> lowest index; NaN counts as maximal).
-int argmax(std::span<const float> x);
+/// x[masked_index] counts as -inf (what the min-length mask writes), without copying the row.
+int argmax(std::span<const float> x, int masked_index = -1);
 
 /// The greedy choice generate() makes from one row of log-probabilities (a session whose step()
 /// returns log-probs), with and without eos masked: exactly what pick_token computes, so a session

@@ -30,8 +30,12 @@ Tensor take_logits(Tensor logits, int rows, int vocab) {
   return private_copy ? logits : logits.clone();
 }
 
+bool eos_masked_for_min_length(const GenerationOptions& o, int cur_len) {
+  return o.eos_token_id >= 0 && o.min_length > 0 && cur_len < o.min_length;
+}
+
 bool mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len) {
-  if (o.eos_token_id < 0 || o.min_length <= 0 || cur_len >= o.min_length) return false;
+  if (!eos_masked_for_min_length(o, cur_len)) return false;
   scores[o.eos_token_id] = kNegInf;
   return true;
 }
@@ -54,12 +58,13 @@ float log_softmax_at(std::span<const float> x, int index) {
   return (x[index] - m) - static_cast<float>(std::log(sum));
 }
 
-int argmax(std::span<const float> x) {
-  if (x.empty() || std::isnan(x[0])) return 0;
+int argmax(std::span<const float> x, int masked_index) {
+  const auto at = [&](int i) { return i == masked_index ? kNegInf : x[static_cast<std::size_t>(i)]; };
+  if (x.empty() || std::isnan(at(0))) return 0;
   int best = 0;
-  float best_value = x[0];
+  float best_value = at(0);
   for (int i = 1; i < static_cast<int>(x.size()); ++i) {
-    const float v = x[i];
+    const float v = at(i);
     if (v > best_value) {
       best_value = v, best = i;
     } else if (v != v) {
@@ -78,23 +83,10 @@ GreedyChoice greedy_choice(std::span<const float> lp, std::int32_t eos) {
     c.log_prob_without_eos = c.log_prob;
     return c;
   }
-  // argmax of the row with lp[eos] = -inf (as the min-length mask writes it), one pass, no copy.
-  const auto value = [&](int i) { return i == eos ? kNegInf : lp[static_cast<std::size_t>(i)]; };
-  int best = 0;
-  float best_value = value(0);
-  if (!std::isnan(best_value))
-    for (int i = 1; i < static_cast<int>(lp.size()); ++i) {
-      const float v = value(i);
-      if (v > best_value) {
-        best_value = v, best = i;
-      } else if (v != v) {
-        best = i;  // the first NaN wins, as in torch.argmax
-        break;
-      }
-    }
+  const int best = argmax(lp, eos);  // the row as the min-length mask leaves it
   c.token_without_eos = best;
   const float eos_before = lp[static_cast<std::size_t>(eos)];
-  if (eos_before < -1e-6f) {  // renormalise by 1 - p(eos), as pick_token does
+  if (eos_before < -1e-6f) {  // masking eos out of normalised log-probs renormalises by 1 - p(eos)
     c.log_prob_without_eos =
         lp[static_cast<std::size_t>(best)] - static_cast<float>(std::log1p(-std::exp(static_cast<double>(eos_before))));
   } else {

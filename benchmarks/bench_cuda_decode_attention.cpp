@@ -206,9 +206,14 @@ void BM_Decode(benchmark::State& state, const DecodeCase& c, int variant) {
   DecodeAttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv};
   attrs.strategy = variant == -1 ? DecodeStrategy::lean : variant == 1 ? DecodeStrategy::plain : DecodeStrategy::split;
   attrs.num_splits = variant > 1 ? variant : 0;
+  // Exploration knobs (not part of the recorded matrix): ENCORE_DECODE_WORKERS caps lean's grid,
+  // ENCORE_DECODE_TILE sets the lean/split tile in tokens.
+  cuda::dec::Options opts;
+  if (const char* w = std::getenv("ENCORE_DECODE_WORKERS")) opts.workers = std::atoi(w);
+  if (const char* t = std::getenv("ENCORE_DECODE_TILE")) opts.tile_tokens = std::atoll(t);
   cuda::dec::LaunchInfo info;
   auto decode_call = [&](int i) {
-    info = cuda::dec::decode_attention_impl(d.q, d.k, d.v, d.tables[i % d.copies], d.lengths, attrs, d.y, ctx, {});
+    info = cuda::dec::decode_attention_impl(d.q, d.k, d.v, d.tables[i % d.copies], d.lengths, attrs, d.y, ctx, opts);
   };
   double t = 0.0;
   for (auto _ : state) {

@@ -22,6 +22,7 @@
 // out_accum): a fraction ~ (s / tiles) * rows / T of the KV bytes, i.e. under 2 % for the
 // heuristic's s; a forced s near the tile count on short contexts costs up to rows / T.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -259,6 +260,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   p.y = y.data(), p.y_dt = kc::code(y.dtype());
   p.B = static_cast<int>(B), p.Tq = static_cast<int>(Tq), p.Hq = Hq, p.Hkv = Hkv, p.group = Hq / Hkv;
   p.D = static_cast<int>(D), p.rows = p.group * p.Tq, p.bs = static_cast<int>(bs);
+  if ((bs & (bs - 1)) == 0 && bs <= (i64{1} << 30)) p.bs_shift = std::countr_zero(static_cast<std::uint64_t>(bs));
   p.MT = row_blocks(p.rows, kern.rb), p.Hv = Hkv * p.MT;
   p.tile = lean::tile_tokens(bs, opts.tile_tokens > 0 ? opts.tile_tokens : (D <= 64 ? 128 : 64));
   p.capacity = block_table.dim(1) * bs;

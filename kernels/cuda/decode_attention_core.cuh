@@ -41,6 +41,7 @@ struct Params {
   void* y = nullptr;  // contiguous [B, Tq, Hq*D]
   int y_dt = 0;
   int B = 0, Tq = 1, Hq = 1, Hkv = 1, group = 1, D = 0, rows = 1, MT = 1, Hv = 1, bs = 1;
+  int bs_shift = -1;  // log2(bs) when bs is a power of two (a shift instead of a division per step)
   i64 tile = 128, capacity = 0;  // tokens per tile; max_blocks * bs
   float scale_log2 = 1.0f;
   int mode = kModeLean, G = 1, splits = 1;
@@ -115,8 +116,31 @@ struct TcCore {
   // Copies warp step `step` (NK keys from k0 + step * NK) into stage buffer `st` (zeros past k1).
   static __device__ __forceinline__ void load_step(const Params& p, T* st, const T* kh, const T* vh, int b, i64 j0,
                                                    i64 k1) {
-    constexpr int kChunks = D / 8;  // 16-byte chunks per row
+    constexpr int kChunks = D / 8;          // 16-byte chunks per row
+    constexpr int kRowsPerIt = 32 / kChunks;  // rows one warp-wide copy covers
     const int lane = threadIdx.x & 31;
+    // Fast path: all NK keys valid and inside one cache block (the usual case: block sizes are
+    // multiples of 16 and steps start on multiples of 16), so one table lookup serves the step and
+    // each lane's copies are a fixed stride apart. The per-key lookups below cost ~8x the
+    // instructions, and the loop was bound on instruction issue (ncu, docs/benchmarks/decode_attention.md).
+    const unsigned ju = static_cast<unsigned>(j0), bsu = static_cast<unsigned>(p.bs),
+                   bi = p.bs_shift >= 0 ? ju >> p.bs_shift : ju / bsu, off = ju - bi * bsu;
+    if (j0 + NK <= k1 && off + NK <= bsu) {
+      const i64 blk = __ldg(p.table + b * p.tb_s0 + static_cast<i64>(bi) * p.tb_s1);
+      if (blk >= 0 && blk < p.num_blocks) {
+        const int r0 = lane / kChunks, col = (lane % kChunks) * 8;
+        const T* ks = kh + blk * p.k_sn + (off + r0) * p.k_st + col;
+        const T* vs = vh + blk * p.v_sn + (off + r0) * p.v_st + col;
+        const i64 kstep = kRowsPerIt * p.k_st, vstep = kRowsPerIt * p.v_st;
+#pragma unroll
+        for (int it = 0; it < NK / kRowsPerIt; ++it) {
+          const int r = r0 + it * kRowsPerIt;
+          attn::cp_async16(st + r * LD + col, ks + it * kstep, true);
+          attn::cp_async16(st + (NK + r) * LD + col, vs + it * vstep, true);
+        }
+        return;
+      }
+    }
 #pragma unroll
     for (int it = 0; it < NK * kChunks / 32; ++it) {
       const int c = lane + 32 * it, r = c / kChunks, col = (c % kChunks) * 8;
@@ -202,6 +226,7 @@ struct TcCore {
             if (j >= k1 || j > lim[e >> 1]) s[nt][e] = -INFINITY;
           }
         }
+      float alpha[2];
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {  // online softmax of rows r0 (hh 0) and r1 (hh 1)
         float mx = fmaxf(fmaxf(s[0][2 * hh], s[0][2 * hh + 1]), fmaxf(s[1][2 * hh], s[1][2 * hh + 1]));
@@ -209,7 +234,7 @@ struct TcCore {
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m[hh], mx);
         const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: exp2(-inf) = 0
-        const float alpha = exp2f(m[hh] - m_use);
+        alpha[hh] = exp2f(m[hh] - m_use);
         float rs = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt)
@@ -219,10 +244,14 @@ struct TcCore {
             s[nt][2 * hh + e] = pe;
             rs += pe;
           }
-        l[hh] = l[hh] * alpha + rs;  // per-lane partial; the quad is summed at the end
+        l[hh] = l[hh] * alpha[hh] + rs;  // per-lane partial; the quad is summed at the end
         m[hh] = m_new;
+      }
+      // Once the running max settles, alpha is exactly 1 for every row, and rescaling O (ND x 4
+      // multiplies per lane) would only multiply by 1: skipped, bitwise the same result.
+      if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-        for (int d = 0; d < ND; ++d) o[d][2 * hh] *= alpha, o[d][2 * hh + 1] *= alpha;
+        for (int d = 0; d < ND; ++d) o[d][0] *= alpha[0], o[d][1] *= alpha[0], o[d][2] *= alpha[1], o[d][3] *= alpha[1];
       }
       // O += P V: the S accumulators are the A fragment of this 16-key step.
       const unsigned pa[4] = {attn::Mma<T>::pack(s[0][0], s[0][1]), attn::Mma<T>::pack(s[0][2], s[0][3]),

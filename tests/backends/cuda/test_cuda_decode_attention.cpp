@@ -366,6 +366,10 @@ std::vector<Case> small_cases() {
       }
   cases.push_back(Case{{5, 1500, 33}, 16, 1, 128, 16, 3});  // 48 rows: three row blocks per kv head
   cases.push_back(Case{{700, 90}, 6, 2, 96, 32, 1});        // generic head dim
+  // Blocks of 24 and 8 tokens: 16-key steps of the tensor-core loop straddle blocks, so they take the
+  // per-key copies beside the one-lookup-per-step path of whole steps inside a block.
+  cases.push_back(Case{{1000, 37, 250}, 8, 2, 128, 24, 1});
+  cases.push_back(Case{{517, 64}, 4, 4, 64, 8, 3});
   return cases;
 }
 

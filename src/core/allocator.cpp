@@ -3,14 +3,28 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
 #include "core/check.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 namespace encore {
 namespace {
+
+#if defined(__linux__)
+#ifdef MADV_PAGEOUT
+constexpr int kMadvPageout = MADV_PAGEOUT;
+#else
+constexpr int kMadvPageout = 21;  // Linux 5.4's value, for older C library headers
+#endif
+#endif
 
 class CpuAllocator final : public Allocator {
  public:
@@ -99,6 +113,33 @@ std::shared_ptr<Storage> Storage::borrow(void* data, std::size_t bytes, Device d
   s->device_ = device;
   s->owner_ = std::move(owner);
   return s;
+}
+
+std::shared_ptr<Storage> Storage::borrow_file_mapping(void* data, std::size_t bytes, std::shared_ptr<const void> owner) {
+  std::shared_ptr<Storage> s = borrow(data, bytes, Device::cpu(), std::move(owner));
+  s->file_mapping_ = true;
+  return s;
+}
+
+std::size_t Storage::release_pages(const void* begin, std::size_t bytes) const noexcept {
+#if defined(__linux__)
+  if (!file_mapping_ || bytes == 0 || data_ == nullptr) return 0;
+  const auto lo = reinterpret_cast<std::uintptr_t>(begin), base = reinterpret_cast<std::uintptr_t>(data_);
+  if (lo < base || lo - base > bytes_ || bytes > bytes_ - (lo - base)) return 0;  // not inside the mapping
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  if (page_size <= 0) return 0;
+  const auto page = static_cast<std::uintptr_t>(page_size);
+  const std::uintptr_t first = (lo + page - 1) / page * page, last = (lo + bytes) / page * page;  // whole pages
+  if (last <= first) return 0;
+  // MADV_PAGEOUT (Linux 5.4) keeps contents, unlike MADV_DONTNEED, which would drop the pages a
+  // caller wrote to in this copy-on-write mapping.
+  if (::madvise(reinterpret_cast<void*>(first), last - first, kMadvPageout) != 0) return 0;
+  return last - first;
+#else
+  (void)begin;
+  (void)bytes;
+  return 0;
+#endif
 }
 
 Storage::~Storage() {

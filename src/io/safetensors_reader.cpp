@@ -108,7 +108,7 @@ SafetensorsFile::SafetensorsFile(std::shared_ptr<const State> state) : state_(st
 SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
   auto mapping = detail::MappedFile::open(path);
   const std::span<const std::byte> bytes(mapping->data(), mapping->size());
-  return from_buffer(bytes, std::move(mapping), path.string());
+  return from_view(bytes, std::move(mapping), path.string(), true);
 }
 
 SafetensorsFile SafetensorsFile::from_bytes(std::vector<std::byte> bytes, std::string source) {
@@ -119,6 +119,11 @@ SafetensorsFile SafetensorsFile::from_bytes(std::vector<std::byte> bytes, std::s
 
 SafetensorsFile SafetensorsFile::from_buffer(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
                                              std::string source) {
+  return from_view(bytes, std::move(owner), std::move(source), false);
+}
+
+SafetensorsFile SafetensorsFile::from_view(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
+                                           std::string source, bool file_mapping) {
   // Everything is validated here, before any tensor data is read or handed out.
   const std::string_view header = header_text(bytes, source);
   detail::ParsedHeader parsed = detail::parse_header(header, source);
@@ -131,7 +136,8 @@ SafetensorsFile SafetensorsFile::from_buffer(std::span<const std::byte> bytes, s
   // Tensors are mutable views: for open() the mapping is private copy-on-write, for from_buffer
   // writes land in the caller's buffer (see the header).
   auto* data = const_cast<std::byte*>(bytes.data()) + kPrefixBytes + header.size();
-  state->data = Storage::borrow(data, data_bytes, Device::cpu(), std::move(owner));
+  state->data = file_mapping ? Storage::borrow_file_mapping(data, data_bytes, std::move(owner))
+                             : Storage::borrow(data, data_bytes, Device::cpu(), std::move(owner));
   state->data_bytes = data_bytes;
   state->by_name = name_order(parsed.entries);
   state->entries = std::move(parsed.entries);

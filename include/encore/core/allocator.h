@@ -80,6 +80,10 @@ class Storage {
   /// Borrows `bytes` at `data`; `owner` (may be empty) is held until the storage dies.
   static std::shared_ptr<Storage> borrow(void* data, std::size_t bytes, Device device,
                                          std::shared_ptr<const void> owner);
+  /// Borrows a read-write private file mapping of `bytes` at `data` on the CPU (as borrow()), so
+  /// that release_pages() may hand its pages back to the OS. SafetensorsFile::open makes these.
+  static std::shared_ptr<Storage> borrow_file_mapping(void* data, std::size_t bytes,
+                                                      std::shared_ptr<const void> owner);
 
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -90,6 +94,16 @@ class Storage {
   Device device() const noexcept { return device_; }
   /// True when this storage allocated its memory (false for borrowed memory such as an mmap).
   bool owns_memory() const noexcept { return allocator_ != nullptr; }
+  /// True for storage made by borrow_file_mapping().
+  bool is_file_mapping() const noexcept { return file_mapping_; }
+
+  /// For a file mapping: asks the OS to reclaim the pages lying wholly inside [begin, begin +
+  /// bytes) (Linux MADV_PAGEOUT), e.g. once a weight has been repacked and only the packed copy is
+  /// read. The pages leave the process's resident set; their content never changes, and the next
+  /// access reads them back (from the file, or from swap for pages that were written to). Returns
+  /// the bytes advised: 0 for other storage, a range outside the mapping, or an OS without the
+  /// call. Never throws.
+  std::size_t release_pages(const void* begin, std::size_t bytes) const noexcept;
 
  private:
   Storage() = default;
@@ -97,6 +111,7 @@ class Storage {
   std::size_t bytes_ = 0;
   Device device_{};
   Allocator* allocator_ = nullptr;
+  bool file_mapping_ = false;
   std::shared_ptr<const void> owner_;
 };
 

@@ -68,6 +68,9 @@ class SafetensorsFile {
  private:
   struct State;
   explicit SafetensorsFile(std::shared_ptr<const State> state);
+  // from_buffer, with the storage marked as a file mapping when `file_mapping` (open()).
+  static SafetensorsFile from_view(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
+                                   std::string source, bool file_mapping);
   std::shared_ptr<const State> state_;
 };
 

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 
 #include "backends/cpu/onednn_context.h"
@@ -43,6 +44,29 @@ void pack_rows(const float* w, std::int64_t s_k, std::int64_t s_n, std::int64_t 
     }
   }
 }
+// Once packed, a weight of a file mapping is only read through its packed copy, so its pages go
+// back to the OS: the resident set then holds the model once, not twice (~0.9 GiB less for
+// ViT-B/16 + GPT-2 in f32). A later use that reads the weight again (another layout) faults the
+// pages back in. ENCORE_KEEP_MAPPED_WEIGHTS=1 keeps them resident.
+bool keep_mapped_weights() {
+  static const bool keep = [] {
+    const char* env = std::getenv("ENCORE_KEEP_MAPPED_WEIGHTS");
+    return env != nullptr && env[0] != '\0' && env[0] != '0';
+  }();
+  return keep;
+}
+
+void release_source_pages(const Tensor& w) {
+  if (w.numel() == 0 || !w.storage()->is_file_mapping() || keep_mapped_weights()) return;
+  std::int64_t lo = 0, hi = 0;  // element offsets of the lowest and highest element addressed
+  for (int i = 0; i < w.rank(); ++i) {
+    const std::int64_t e = (w.dim(i) - 1) * w.strides()[i];
+    (e < 0 ? lo : hi) += e;
+  }
+  const std::size_t item = dtype_size(w.dtype());
+  const auto* first = static_cast<const std::byte*>(w.data()) + lo * static_cast<std::int64_t>(item);
+  w.storage()->release_pages(first, static_cast<std::size_t>(hi - lo + 1) * item);
+}
 }  // namespace
 
 struct PackedWeights::Impl {
@@ -58,6 +82,7 @@ struct PackedWeights::Impl {
       Entry e;
       e.storage = w.storage();
       e.packed = pack();
+      release_source_pages(w);
       return std::make_shared<const Entry>(std::move(e));
     };
     for (int attempt = 0;; ++attempt) {

@@ -191,46 +191,65 @@ Tensor Session::begin_step(std::span<const std::int32_t> tokens) {
   return input;
 }
 
-Tensor Session::step(std::span<const std::int32_t> tokens) {
-  const Tensor input = begin_step(tokens);
+bool Session::run_fused(const Tensor& input, std::int32_t eos_token_id, bool log_probs) {
 #ifdef ENCORE_HAVE_CUDA
-  if (fused_ != nullptr) {
-    fused_->run({input.data_ptr<std::int32_t>(), static_cast<std::size_t>(2 * rows_)}, -1, true);
-    return fused_->log_probs().to(Device::cpu());
+  if (fused_ == nullptr) return false;
+  try {
+    fused_->run({input.data_ptr<std::int32_t>(), static_cast<std::size_t>(2 * rows_)}, eos_token_id, log_probs);
+    return true;
+  } catch (const Error& e) {
+    // The grid could not be co-resident (MPS SM limit, green context): nothing ran, so this step
+    // and the rest of the session run as the step graph over the same cache.
+    if (e.code() != ErrorCode::unsupported) throw;
+    detail::log(LogLevel::warn, "VitGpt2: the fused decode step cannot launch, steps run as a graph: {}", e.what());
+    fused_.reset();
+    step_plan_.emplace(build_step_graph(), plan_options_);
+    return false;
   }
+#else
+  (void)input, (void)eos_token_id, (void)log_probs;
+  return false;
 #endif
+}
+
+Tensor Session::graph_log_probs(const Tensor& input) {
   const Device dev = plan_options_.device;
   const auto out = step_plan_->run({{"tokens", step_plan_->accepts_host_inputs() ? input : input.to(dev)}});
   const Tensor log_probs = out.at("log_probs");
-  return (dev.is_cpu() ? log_probs.clone() : log_probs.to(Device::cpu())).view({rows_, config_.vocab_size});
+  return (dev.is_cpu() ? log_probs.contiguous() : log_probs.to(Device::cpu())).view({rows_, config_.vocab_size});
+}
+
+Tensor Session::step(std::span<const std::int32_t> tokens) {
+  const Tensor input = begin_step(tokens);
+#ifdef ENCORE_HAVE_CUDA
+  if (run_fused(input, -1, true)) return fused_->log_probs().to(Device::cpu());
+#endif
+  const Tensor log_probs = graph_log_probs(input);
+  return plan_options_.device.is_cpu() ? log_probs.clone() : log_probs;  // the plan reuses its output
 }
 
 std::vector<GreedyChoice> Session::step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id) {
   ENCORE_CHECK(eos_token_id >= -1 && eos_token_id < config_.vocab_size, invalid_argument,
                "decode step: eos token {} is outside the vocabulary of {}", eos_token_id, config_.vocab_size);
-  if (plan_options_.device.is_cpu()) {
-    const Tensor input = begin_step(tokens);
-    const Tensor log_probs = step_plan_->run({{"tokens", input}}).at("log_probs").contiguous();
-    const float* lp = log_probs.data_ptr<float>();
-    const std::size_t vocab = static_cast<std::size_t>(config_.vocab_size);
-    std::vector<GreedyChoice> out(static_cast<std::size_t>(rows_));
-    const int threads = plan_options_.num_threads > 0 ? plan_options_.num_threads : num_threads();
-#pragma omp parallel for num_threads(std::max(1, std::min(threads, rows_))) schedule(static)
-    for (int r = 0; r < rows_; ++r)
-      out[static_cast<std::size_t>(r)] = detail::greedy_choice({lp + r * vocab, vocab}, eos_token_id);
-    return out;
-  }
+  const Tensor input = begin_step(tokens);
 #ifdef ENCORE_HAVE_CUDA
-  if (fused_ != nullptr) {
-    const Tensor input = begin_step(tokens);
-    fused_->run({input.data_ptr<std::int32_t>(), static_cast<std::size_t>(2 * rows_)}, eos_token_id, false);
+  if (run_fused(input, eos_token_id, false)) {
     std::vector<GreedyChoice> out;
     for (const cuda::FusedGreedyPick& p : fused_->picks())
       out.push_back(GreedyChoice{p.token, p.log_prob, p.token_without_eos, p.log_prob_without_eos});
     return out;
   }
 #endif
-  return DecoderSession::step_greedy(tokens, eos_token_id);
+  // The step graph: choices made on its log-probs (on the CPU in place, without a copy).
+  const Tensor log_probs = graph_log_probs(input);
+  const float* lp = log_probs.data_ptr<float>();
+  const std::size_t vocab = static_cast<std::size_t>(config_.vocab_size);
+  std::vector<GreedyChoice> out(static_cast<std::size_t>(rows_));
+  const int threads = plan_options_.num_threads > 0 ? plan_options_.num_threads : num_threads();
+#pragma omp parallel for num_threads(std::max(1, std::min(threads, rows_))) schedule(static)
+  for (int r = 0; r < rows_; ++r)
+    out[static_cast<std::size_t>(r)] = detail::greedy_choice({lp + r * vocab, vocab}, eos_token_id);
+  return out;
 }
 
 void Session::reorder(std::span<const int> parent) { cache_.reorder(parent); }

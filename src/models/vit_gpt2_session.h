@@ -38,9 +38,9 @@ class Session final : public DecoderSession {
   Tensor step(std::span<const std::int32_t> tokens) override;
   void reorder(std::span<const int> parent) override;
   bool step_returns_log_probs() const override { return true; }
-  /// On the CPU the choice is made on the plan's own log-probs (no copy of rows x vocab per step);
-  /// with the fused CUDA step it is made on the device.
-  bool chooses_greedy() const override { return fused_step() || plan_options_.device.is_cpu(); }
+  /// With the fused CUDA step the choice is made on the device; with the step graph on the graph's
+  /// log-probs (on the CPU in place: no copy of rows x vocab per step), as generate() would.
+  bool chooses_greedy() const override { return true; }
   std::vector<GreedyChoice> step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id) override;
   /// Whether steps run as the fused CUDA decoder step.
   bool fused_step() const noexcept;
@@ -56,6 +56,12 @@ class Session final : public DecoderSession {
   /// Checks the tokens, makes room in the cache and returns (token, position) per row.
   Tensor begin_step(std::span<const std::int32_t> tokens);
   void try_fused_step();
+  /// Runs the fused step on `input` (begin_step's); false when there is none, or when it cannot
+  /// launch in this GPU context, in which case the session switches to the step graph for good.
+  bool run_fused(const Tensor& input, std::int32_t eos_token_id, bool log_probs);
+  /// Runs the step graph on `input`: log-probs [rows, V] in host memory (on the CPU the plan's
+  /// output itself, valid until the next step).
+  Tensor graph_log_probs(const Tensor& input);
 
   const VitGpt2Config& config_;
   const Weights& weights_;

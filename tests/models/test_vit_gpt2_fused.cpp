@@ -154,14 +154,58 @@ TEST_P(FusedStep, FallsBackToTheGraph) {
   const Tensor enc = states(3, 3);
   Session many_rows(config_, weights_, dtype_, plan_, enc, 4, 8);  // 12 rows > kMaxRows
   EXPECT_FALSE(many_rows.fused_step());
-  EXPECT_FALSE(many_rows.chooses_greedy());
+  EXPECT_TRUE(many_rows.chooses_greedy());  // made on the graph's log-probs
   const std::vector<std::int32_t> tokens(12, config_.decoder_start_token_id);
   EXPECT_EQ(many_rows.step(tokens).dim(0), 12);
+  EXPECT_EQ(many_rows.step_greedy(tokens, -1).size(), 12u);
 
   const Weights f32 = load_weights(dir_, config_, DType::F32, Device::cuda(0));
   const Tensor enc32 = random_states({1, config_.num_patches() + 1, config_.enc_hidden}, 4).to(Device::cuda(0));
   Session full_precision(config_, f32, DType::F32, plan_, enc32, 1, 8);
   EXPECT_FALSE(full_precision.fused_step());
+}
+
+// A GPU context that cannot hold the fused step's grid (MPS with an SM limit, a green context):
+// the launch fails before anything runs, and the session goes on as the step graph over the same
+// cache, through step() (failing at step 3) and through step_greedy() (failing at step 4).
+TEST_P(FusedStep, FallsBackToTheGraphWhenTheGridCannotLaunch) {
+  const int vocab = static_cast<int>(config_.vocab_size), images = 2, max_length = 10;
+  for (int fail_at : {3, 4}) {
+    SCOPED_TRACE("launch fails at step " + std::to_string(fail_at));
+    const Tensor enc = states(images, 23 + fail_at);
+    Session s(config_, weights_, dtype_, plan_, enc, 1, max_length);
+    std::optional<Session> graph;
+    {
+      GraphStepOnly off;
+      graph.emplace(config_, weights_, dtype_, plan_, enc, 1, max_length);
+    }
+    ASSERT_TRUE(s.fused_step());
+    std::vector<std::int32_t> tokens(images, config_.decoder_start_token_id);
+    for (int step = 0; step < max_length - 1; ++step) {
+      SCOPED_TRACE("step " + std::to_string(step));
+      if (step == fail_at) s.fused()->set_grid_for_testing(5 * s.fused()->ctas());
+      const Tensor want = graph->step(tokens);
+      const float* pw = want.data_ptr<float>();
+      if (step % 2 == 1) {
+        const Tensor got = s.step(tokens);
+        const float* pg = got.data_ptr<float>();
+        double worst = 0;
+        for (std::int64_t i = 0; i < got.numel(); ++i) worst = std::max(worst, std::abs(double(pg[i]) - pw[i]));
+        EXPECT_LE(worst, tolerance());
+      } else {
+        const std::vector<GreedyChoice> c = s.step_greedy(tokens, -1);
+        ASSERT_EQ(c.size(), static_cast<std::size_t>(images));
+        for (int r = 0; r < images; ++r) {
+          const float* row = pw + static_cast<std::size_t>(r) * vocab;
+          const int best = argmax(row, vocab), second = argmax(row, vocab, best);
+          if (row[best] - row[second] > 2 * tolerance()) EXPECT_EQ(c[r].token, best) << "row " << r;
+          EXPECT_NEAR(c[r].log_prob, row[c[r].token], tolerance()) << "row " << r;
+        }
+      }
+      EXPECT_EQ(s.fused_step(), step < fail_at);
+      for (int r = 0; r < images; ++r) tokens[static_cast<std::size_t>(r)] = (step * 7 + r * 13 + 1) % vocab;
+    }
+  }
 }
 
 Tensor random_weight(const Shape& shape, float scale, std::mt19937& rng) {

@@ -282,7 +282,24 @@ void FusedDecoderStep::run(std::span<const std::int32_t> tokens, int eos_token_i
   cfg.numAttrs = 1;
   void* params[] = {&a};
   DeviceGuard guard(m.rt->ordinal());
-  ENCORE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, m.kernel, params));
+  const cudaError_t err = cudaLaunchKernelExC(&cfg, m.kernel, params);
+  if (err == cudaErrorCooperativeLaunchTooLarge) {
+    (void)cudaGetLastError();  // a launch-configuration error: nothing ran, the context is fine
+    detail::fail(ErrorCode::unsupported,
+                 "fused decoder step: this GPU context cannot hold {} co-resident CTAs of {} threads and {} bytes of "
+                 "shared memory (an MPS SM limit or a green context?)",
+                 m.grid, kThreads, m.smem);
+  }
+  ENCORE_CUDA_CHECK(err);
+}
+
+void FusedDecoderStep::set_grid_for_testing(int ctas) {
+  // 512-thread CTAs fit at most 4 per SM: a grid above 4 per SM can never be co-resident, so the
+  // kernel never runs with a grid its partition was not made for.
+  ENCORE_CHECK(ctas > 4 * impl_->grid, invalid_argument,
+               "fused decoder step: a test grid of {} CTAs could be co-resident (more than {} needed)", ctas,
+               4 * impl_->grid);
+  impl_->grid = ctas;
 }
 
 std::vector<FusedGreedyPick> FusedDecoderStep::picks() {

@@ -92,7 +92,9 @@ class FusedDecoderStep {
 
   /// Queues one step: `tokens` = (token id, position) per row, host memory. The KV cache must have
   /// room reserved and its lengths advanced (they count the new token). With `log_probs` the step
-  /// also writes log_softmax(logits) of every row (log_probs()).
+  /// also writes log_softmax(logits) of every row (log_probs()). Throws Error(unsupported), with
+  /// nothing written on the device, when the GPU context cannot hold the grid's CTAs all at once
+  /// (MPS with an SM limit, a green context): callers can then take another path.
   void run(std::span<const std::int32_t> tokens, int eos_token_id, bool log_probs);
   /// f32 [rows, V] on the device: the last run's log-probabilities (when it was asked for them).
   const Tensor& log_probs() const noexcept { return log_probs_; }
@@ -108,6 +110,8 @@ class FusedDecoderStep {
   /// Grid barriers per step and CTAs per grid (the profile's dimensions).
   int barriers() const noexcept;
   int ctas() const noexcept;
+  /// Tests: launch `ctas` (> 4 per SM: never co-resident) CTAs, so that run() fails as under MPS.
+  void set_grid_for_testing(int ctas);
 
  private:
   struct Impl;

@@ -314,10 +314,22 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
     attr[0].id = cudaLaunchAttributeCooperative;  // the runtime refuses a grid that cannot be co-resident
     attr[0].val.cooperative = 1;
     cfg.attrs = attr, cfg.numAttrs = 1;
+    if (opts.lean_grid_for_testing > 0) {  // only grids that cannot launch: the kernel never runs with it
+      ENCORE_CU_CHECK(opts.lean_grid_for_testing > occ * sms, invalid_argument, op, ": a test grid of ",
+                      opts.lean_grid_for_testing, " CTAs could be co-resident (", occ * sms, " fit)");
+      p.G = opts.lean_grid_for_testing, cfg.gridDim = dim3(static_cast<unsigned>(p.G));
+    }
     void* args[] = {&p};
-    kc::check_cuda(cudaLaunchKernelExC(&cfg, kern.fn, args), "decode_attention: lean kernel launch");
-    info.strategy = strategy, info.ctas = G, info.ctas_per_sm = occ, info.smem_bytes = smem, info.workspace_bytes = ws;
-    return info;
+    const cudaError_t err = cudaLaunchKernelExC(&cfg, kern.fn, args);
+    if (err != cudaErrorCooperativeLaunchTooLarge) {
+      kc::check_cuda(err, "decode_attention: lean kernel launch");
+      info.strategy = strategy, info.ctas = G, info.ctas_per_sm = occ, info.smem_bytes = smem, info.workspace_bytes = ws;
+      return info;
+    }
+    // The context cannot hold G co-resident CTAs (MPS with an SM limit, a green context): a
+    // configuration error, nothing was queued. Split needs no co-residency.
+    (void)cudaGetLastError();
+    strategy = DecodeStrategy::split;
   }
 
   // split / plain: s chunks per head; the 85 % wave-efficiency heuristic over the co-resident CTAs

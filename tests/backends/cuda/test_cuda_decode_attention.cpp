@@ -373,6 +373,27 @@ std::vector<Case> small_cases() {
   return cases;
 }
 
+// Under MPS with an SM limit (or in a green context) lean's cooperative grid cannot launch: the
+// call runs split instead, with the same results within tolerance.
+TEST(CudaDecodeLean, RunsSplitWhenItsGridCannotLaunch) {
+  ENCORE_REQUIRE_GPU();
+  const Case c{{3000, 700}, 8, 2, 128, 64, 1};
+  std::mt19937 rng(31);
+  const Paged p = make_paged(c, rng);
+  const ref::RefTensor want = reference(c, p, c.lens);
+  const Dev d = upload_all(p, DType::BF16);
+  Tensor y = poisoned(d.q.shape(), DType::BF16);
+  const DecodeAttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv, .strategy = DecodeStrategy::lean};
+  dec::Options opts;
+  opts.lean_grid_for_testing = 1 << 20;  // more CTAs than any GPU holds at once
+  const dec::LaunchInfo info = dec::decode_attention_impl(d.q, d.kc, d.vc, d.tables[0], d.lengths, attrs, y, context(), opts);
+  EXPECT_NE(info.strategy, DecodeStrategy::lean);
+  EXPECT_LE(rel_error(y, want), tolerance(DType::BF16));
+  // A test grid that could be co-resident is refused rather than run.
+  opts.lean_grid_for_testing = 1;
+  EXPECT_THROW(dec::decode_attention_impl(d.q, d.kc, d.vc, d.tables[0], d.lengths, attrs, y, context(), opts), Error);
+}
+
 class CudaDecodeAccuracy : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CudaDecodeAccuracy, AllStrategiesMatchCpuAndFloat64) {

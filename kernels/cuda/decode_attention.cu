@@ -23,6 +23,7 @@
 // heuristic's s; a forced s near the tile count on short contexts costs up to rows / T.
 #include <algorithm>
 #include <bit>
+#include <climits>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -133,6 +134,29 @@ StreamState& stream_state(int ordinal, cudaStream_t stream, std::size_t ws_bytes
     }
   }
   return s;
+}
+
+// Lean grid sizes per device: the largest that launched, the smallest that was refused.
+struct LeanGrids {
+  int launched = 0;
+  int refused = INT_MAX;
+};
+std::mutex g_lean_grids_mutex;
+std::map<int, LeanGrids> g_lean_grids;
+
+bool lean_grid_may_launch(int ordinal, int grid, bool capturing) {
+  std::lock_guard<std::mutex> lock(g_lean_grids_mutex);
+  const LeanGrids& g = g_lean_grids[ordinal];
+  return grid < g.refused && (!capturing || grid <= g.launched);
+}
+
+void record_lean_grid(int ordinal, int grid, bool launched) {
+  std::lock_guard<std::mutex> lock(g_lean_grids_mutex);
+  LeanGrids& g = g_lean_grids[ordinal];
+  if (launched)
+    g.launched = std::max(g.launched, grid);
+  else
+    g.refused = std::min(g.refused, grid);
 }
 
 /// Co-resident CTAs per SM of `fn` with `smem` bytes, after raising the kernel's dynamic shared
@@ -319,16 +343,24 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                       opts.lean_grid_for_testing, " CTAs could be co-resident (", occ * sms, " fit)");
       p.G = opts.lean_grid_for_testing, cfg.gridDim = dim3(static_cast<unsigned>(p.G));
     }
-    void* args[] = {&p};
-    const cudaError_t err = cudaLaunchKernelExC(&cfg, kern.fn, args);
-    if (err != cudaErrorCooperativeLaunchTooLarge) {
-      kc::check_cuda(err, "decode_attention: lean kernel launch");
-      info.strategy = strategy, info.ctas = G, info.ctas_per_sm = occ, info.smem_bytes = smem, info.workspace_bytes = ws;
-      return info;
+    // A context may hold fewer co-resident CTAs than the device (MPS with an SM limit, a green
+    // context): the launch is then refused, nothing is queued, and split (no co-residency needed)
+    // runs instead. A refusal during stream capture would also invalidate the capture, so while
+    // capturing lean is only tried with a grid that has launched before on this device (a plan's
+    // first, eager run tries it; otherwise the capture records split).
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    kc::check_cuda(cudaStreamIsCapturing(l.stream, &capture), "decode_attention: cudaStreamIsCapturing");
+    if (lean_grid_may_launch(l.rt.ordinal(), p.G, capture != cudaStreamCaptureStatusNone)) {
+      void* args[] = {&p};
+      const cudaError_t err = cudaLaunchKernelExC(&cfg, kern.fn, args);
+      record_lean_grid(l.rt.ordinal(), p.G, err != cudaErrorCooperativeLaunchTooLarge);
+      if (err != cudaErrorCooperativeLaunchTooLarge) {
+        kc::check_cuda(err, "decode_attention: lean kernel launch");
+        info.strategy = strategy, info.ctas = G, info.ctas_per_sm = occ, info.smem_bytes = smem, info.workspace_bytes = ws;
+        return info;
+      }
+      (void)cudaGetLastError();  // a configuration error: the context is fine
     }
-    // The context cannot hold G co-resident CTAs (MPS with an SM limit, a green context): a
-    // configuration error, nothing was queued. Split needs no co-residency.
-    (void)cudaGetLastError();
     strategy = DecodeStrategy::split;
   }
 

@@ -20,8 +20,9 @@ struct Options {
   Path path = Path::automatic;
   std::int64_t tile_tokens = 0;  ///< > 0: lean/split tile (rounded up to a multiple of the block size)
   int workers = 0;               ///< > 0: lean grid size (capped at what can be co-resident)
-  /// Tests: > 0 launches lean with this many CTAs, uncapped; more than can be co-resident makes the
-  /// cooperative launch fail as it does under MPS with an SM limit, and the call runs split instead.
+  /// Tests: > 0 launches lean with this many CTAs (must be more than can be co-resident), so the
+  /// cooperative launch is refused as under MPS with an SM limit and the call runs split instead
+  /// (during stream capture, a grid never launched before is not tried: split directly).
   int lean_grid_for_testing = 0;
 };
 

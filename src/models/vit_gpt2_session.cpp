@@ -202,8 +202,8 @@ bool Session::run_fused(const Tensor& input, std::int32_t eos_token_id, bool log
     // and the rest of the session run as the step graph over the same cache.
     if (e.code() != ErrorCode::unsupported) throw;
     detail::log(LogLevel::warn, "VitGpt2: the fused decode step cannot launch, steps run as a graph: {}", e.what());
+    step_plan_.emplace(build_step_graph(), plan_options_);  // first: if this throws, the session is unchanged
     fused_.reset();
-    step_plan_.emplace(build_step_graph(), plan_options_);
     return false;
   }
 #else

@@ -392,6 +392,26 @@ TEST(CudaDecodeLean, RunsSplitWhenItsGridCannotLaunch) {
   // A test grid that could be co-resident is refused rather than run.
   opts.lean_grid_for_testing = 1;
   EXPECT_THROW(dec::decode_attention_impl(d.q, d.kc, d.vc, d.tables[0], d.lengths, attrs, y, context(), opts), Error);
+
+  // Under stream capture a grid never launched is not tried (a refused launch would invalidate the
+  // capture): the graph records split and replays it.
+  cuda::CudaRuntime& rt = runtime();
+  const cudaStream_t stream = rt.stream();
+  opts.lean_grid_for_testing = 3 << 18;  // a size no call has tried yet
+  Tensor yg = poisoned(d.q.shape(), DType::BF16);
+  rt.synchronize();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  dec::LaunchInfo captured;
+  EXPECT_NO_THROW(captured = dec::decode_attention_impl(d.q, d.kc, d.vc, d.tables[0], d.lengths, attrs, yg, context(), opts));
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  EXPECT_NE(captured.strategy, DecodeStrategy::lean);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  EXPECT_LE(rel_error(yg, want), tolerance(DType::BF16));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
 }
 
 class CudaDecodeAccuracy : public ::testing::TestWithParam<Case> {};

@@ -89,11 +89,12 @@ class OnceLruCache {
       }
     }
     std::call_once(slot->once, [&] {
-      slot->value = make();
-      std::lock_guard lock(mu_);
+      auto value = make();  // outside the lock: builds may take long and use the cache themselves
+      std::lock_guard lock(mu_);  // erase_if reads slot values under the lock
+      slot->value = std::move(value);
       ++creations_;
     });
-    return slot->value;
+    return slot->value;  // written once, before call_once returned to any caller
   }
 
   /// Drops one key (the next get builds it again).

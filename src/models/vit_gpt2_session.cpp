@@ -191,8 +191,8 @@ Tensor Session::begin_step(std::span<const std::int32_t> tokens) {
   return input;
 }
 
-bool Session::run_fused(const Tensor& input, std::int32_t eos_token_id, bool log_probs) {
 #ifdef ENCORE_HAVE_CUDA
+bool Session::run_fused(const Tensor& input, std::int32_t eos_token_id, bool log_probs) {
   if (fused_ == nullptr) return false;
   try {
     fused_->run({input.data_ptr<std::int32_t>(), static_cast<std::size_t>(2 * rows_)}, eos_token_id, log_probs);
@@ -206,11 +206,8 @@ bool Session::run_fused(const Tensor& input, std::int32_t eos_token_id, bool log
     fused_.reset();
     return false;
   }
-#else
-  (void)input, (void)eos_token_id, (void)log_probs;
-  return false;
-#endif
 }
+#endif
 
 Tensor Session::graph_log_probs(const Tensor& input) {
   const Device dev = plan_options_.device;

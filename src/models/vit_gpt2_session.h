@@ -56,9 +56,11 @@ class Session final : public DecoderSession {
   /// Checks the tokens, makes room in the cache and returns (token, position) per row.
   Tensor begin_step(std::span<const std::int32_t> tokens);
   void try_fused_step();
+#ifdef ENCORE_HAVE_CUDA
   /// Runs the fused step on `input` (begin_step's); false when there is none, or when it cannot
   /// launch in this GPU context, in which case the session switches to the step graph for good.
   bool run_fused(const Tensor& input, std::int32_t eos_token_id, bool log_probs);
+#endif
   /// Runs the step graph on `input`: log-probs [rows, V] in host memory (on the CPU the plan's
   /// output itself, valid until the next step).
   Tensor graph_log_probs(const Tensor& input);

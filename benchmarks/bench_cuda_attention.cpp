@@ -43,7 +43,7 @@ void BM_CudaAttention(benchmark::State& state) {
   const DType dt = state.range(2) == 0 ? DType::F16 : DType::BF16;
   const Path path = kPaths[state.range(3)];
   const bool graph = state.range(4) != 0;
-  const int H = 12, D = 64;
+  const int H = 12, D = static_cast<int>(state.range(5));
   if (cuda::CudaRuntime::device_count() == 0) {
     state.SkipWithError("no CUDA GPU present");
     return;
@@ -103,15 +103,17 @@ void BM_CudaAttention(benchmark::State& state) {
 #endif
 
 // Args: batch, tokens, dtype (0 f16, 1 bf16), path (0 automatic, 1 mma.sync, 2 wgmma, 3 CUDA
-// cores), graph (0 per call, 1 graph replay). The CUDA-core kernel only at bf16, per call.
+// cores), graph (0 per call, 1 graph replay), head dim. The CUDA-core kernel only at bf16, per call.
 void ViTShapes(benchmark::internal::Benchmark* b) {
   for (std::int64_t graph : {1, 0})
     for (std::int64_t path : {0, 1, 2})
       for (std::int64_t batch : {1, 32})
         for (std::int64_t tokens : {197, 1024})
-          for (std::int64_t dt : {0, 1}) b->Args({batch, tokens, dt, path, graph});
-  for (std::int64_t tokens : {197, 1024}) b->Args({32, tokens, 1, 3, 0});
-  b->ArgNames({"B", "T", "bf16", "path", "graph"});
+          for (std::int64_t dt : {0, 1}) b->Args({batch, tokens, dt, path, graph, 64});
+  for (std::int64_t tokens : {197, 1024}) b->Args({32, tokens, 1, 3, 0, 64});
+  // Head dim 128 (the Hopper kernel's other fast size), f16 graph replays of the chosen path.
+  for (std::int64_t batch : {1, 32}) b->Args({batch, 1024, 0, 0, 1, 128});
+  b->ArgNames({"B", "T", "bf16", "path", "graph", "D"});
 }
 
 constexpr int kIterations = 20;  // batches of `reps` calls (>= ~1 ms each) per case

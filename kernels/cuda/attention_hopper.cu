@@ -2,13 +2,18 @@
 // Compiled for sm_90a only (cmake/EncoreCudaSources.cmake); attention.cu calls launch_hopper()
 // on an sm_90 device and falls back to the mma.sync kernel wherever this one cannot run.
 //
-// A block has 1 or 2 consumer warpgroups of 64 query rows each (one (batch, output head)) and one
-// producer warpgroup, which gives its registers to the consumers (setmaxnreg: 40 vs 232 for
-// D = 64; the accumulators of S, O and P alone take 128-160 per thread), so one block runs per
-// multiprocessor. The producer's first thread issues TMA copies: the block's Q once, then K and
-// V tiles of 128 keys into a ring of kStages slots; each slot has a "full" mbarrier (completed by
-// the copy's transaction bytes) and an "empty" one (one arrival per consumer warp once the tile
-// has been read). Out-of-range rows arrive as zeros from the TMA, so no bounds checks on loads.
+// A block has 1 or 2 consumer warpgroups of 64 query rows each and one producer warpgroup, which
+// gives its registers to the consumers (setmaxnreg; the accumulators of S, O and P alone take
+// 128-160 per thread). Its work items are (query block, batch, output head); a persistent grid
+// (choose_shape) gives each block several, one after the other, so that the producer loads the
+// next item's Q and first tiles while the consumers finish the current one. At D = 64 two blocks
+// of one consumer group share a multiprocessor; otherwise one block of up to two groups does,
+// which can take turns on the tensor cores ("ping-pong", named barriers).
+// The producer's first thread issues TMA copies: an item's Q (once the consumers have released
+// the previous one), then K and V tiles of 128 keys into a ring of kStages slots that runs on
+// across items; each slot has a "full" mbarrier (completed by the copy's transaction bytes) and an
+// "empty" one (one arrival per consumer warp once the tile has been read). Out-of-range rows arrive
+// as zeros from the TMA, so no bounds checks on loads.
 //
 // A consumer warpgroup, per key tile j:
 //   S_j = Q K_j^T      wgmma m64n128k16, both operands in shared memory (issued, not awaited)
@@ -23,8 +28,12 @@
 // when that cannot change the result (see key_tiles), and run longest-first.
 #include <cuda.h>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/cuda/attention_wgmma.cuh"
 
@@ -37,12 +46,26 @@ constexpr int kRows = 64;    // query rows per consumer warpgroup (the wgmma M)
 constexpr int kKeys = 128;   // keys per K/V tile (the N of S = Q K^T)
 constexpr int kMaxGroups = 2;
 constexpr int kMaxThreads = (kMaxGroups + 1) * 128;  // + the producer warpgroup
-// setmaxnreg budgets, within the launch's 168 per thread: 128 * (2 * 232 + 40) = 128 * (2 * 240 + 24)
-// = 64512 <= 65536. D = 128 (64 more accumulators) takes the larger consumer share.
-template <int DP>
-constexpr int kProducerRegs = DP == 64 ? 40 : 24;
-template <int DP>
-constexpr int kConsumerRegs = DP == 64 ? 232 : 240;
+// setmaxnreg budgets. One block per multiprocessor (up to two consumer groups), within the launch's
+// 168 per thread: 128 * (2 * 232 + 40) = 128 * (2 * 240 + 24) = 64512 <= 65536; D = 128 (64 more
+// accumulators) takes the larger consumer share. Two blocks per multiprocessor (one consumer group
+// each, D = 64 only): 128 per thread at launch, 128 * (232 + 24) = 32768 per block.
+template <int DP, int PerSm>
+constexpr int kProducerRegs = PerSm == 2 || DP != 64 ? 24 : 40;
+template <int DP, int PerSm>
+constexpr int kConsumerRegs = PerSm == 2 ? 232 : DP == 64 ? 232 : 240;
+
+// Named barriers (0 is __syncthreads) that make the two consumer groups of a block take turns
+// issuing their matrix products ("ping-pong"): group g waits on kTurnBarrier + g before it issues
+// and then hands the turn to the other group, so one group's softmax runs while the other's
+// products occupy the tensor cores instead of both groups doing their softmax at once.
+constexpr int kTurnBarrier = 1;
+__device__ __forceinline__ void take_turn(int grp) {
+  asm volatile("bar.sync %0, 256;\n" ::"r"(kTurnBarrier + grp) : "memory");
+}
+__device__ __forceinline__ void pass_turn(int grp) {
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(kTurnBarrier + (grp ^ 1)) : "memory");
+}
 
 template <int DP>
 struct Cfg {
@@ -51,7 +74,7 @@ struct Cfg {
   static constexpr unsigned kQBytes = kRows * DP * 2;   // one warpgroup's Q
   static constexpr unsigned kTileBytes = kKeys * DP * 2;  // one K or one V tile
   static constexpr std::size_t smem(int groups) {
-    return 1024 + groups * kQBytes + 2 * kStages * kTileBytes + 8 * (1 + 4 * kStages);
+    return 1024 + groups * kQBytes + 2 * kStages * kTileBytes + 8 * (2 + 4 * kStages);
   }
 };
 
@@ -100,28 +123,30 @@ __device__ __forceinline__ int key_tiles(const AttnParams& p, i64 q0, i64 rows) 
   return static_cast<int>((end + kKeys - 1) / kKeys);
 }
 
-/// S = Q K^T for one K slot (issued and committed, not awaited).
+/// S = Q K^T for one K slot (issued and committed, not awaited). `q` and `k` are the low words of
+/// the operands' descriptors (desc_lo); each k-step only adds a constant to them, so that issuing
+/// takes an add and two moves to uniform registers per instruction, not a chain of address masks.
 template <int DP, typename T>
-__device__ __forceinline__ void issue_s(float (&s)[64], std::uint32_t q_addr, std::uint32_t k_addr) {
+__device__ __forceinline__ void issue_s(float (&s)[64], std::uint32_t q, std::uint32_t k) {
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < DP / 16; ++kk) {
     const std::uint32_t off = (kk & 3) * 32u;  // k-step within the 128-byte row
-    const std::uint64_t da = desc_sw128(q_addr + (kk >> 2) * (kRows * 128u) + off, 16, 1024);
-    const std::uint64_t db = desc_sw128(k_addr + (kk >> 2) * (kKeys * 128u) + off, 16, 1024);
+    const std::uint64_t da = desc_of(q + ((kk >> 2) * (kRows * 128u) + off) / 16);
+    const std::uint64_t db = desc_of(k + ((kk >> 2) * (kKeys * 128u) + off) / 16);
     Wgmma<T>::ss_n128(s, da, db, kk > 0 ? 1 : 0);
   }
   wg_commit();
 }
 
-/// O += P V for one V slot (issued and committed, not awaited).
+/// O += P V for one V slot (issued and committed, not awaited); `v` as `k` above.
 template <int DP, typename T>
-__device__ __forceinline__ void issue_pv(float (&o)[DP / 2], const unsigned (&pf)[32], std::uint32_t v_addr) {
+__device__ __forceinline__ void issue_pv(float (&o)[DP / 2], const unsigned (&pf)[32], std::uint32_t v) {
   wg_fence();
 #pragma unroll
   for (int c = 0; c < kKeys / 16; ++c) {
     const unsigned a[4] = {pf[4 * c], pf[4 * c + 1], pf[4 * c + 2], pf[4 * c + 3]};
-    const std::uint64_t db = desc_sw128(v_addr + c * (16 * 128u), kKeys * 128u, 1024);
+    const std::uint64_t db = desc_of(v + c * (16 * 128u) / 16);
     if constexpr (DP == 64) Wgmma<T>::rs_n64(o, a, db);
     else Wgmma<T>::rs_n128(o, a, db);
   }
@@ -161,47 +186,65 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], floa
   }
   // none/tail: raw scores (scale > 0, so the max commutes with scaling) and at least one real
   // score per row, so m_new is finite: p = exp2(s * scale * log2e - m_new * log2e), one FMA.
+  // Both rows at once and as trees (the max) or four partial sums, without branches: the
+  // scheduler gets independent chains instead of 32-long dependent ones.
   const float c = p.scale * kLog2e;
+  float mx[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = -INFINITY;
+    float t[8];
 #pragma unroll
-    for (int i = 0; i < 16; ++i) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    if (mask != TileMask::full) mx *= p.scale;
-    const float m_new = fmaxf(m[h], mx);
-    float rs = 0.0f;
-    if (m_new == -INFINITY) {  // only -inf so far: nothing contributes
-      alpha[h] = 1.0f;
+    for (int k = 0; k < 8; ++k)
+      t[k] = fmaxf(fmaxf(s[8 * k + 2 * h], s[8 * k + 2 * h + 1]), fmaxf(s[8 * k + 4 + 2 * h], s[8 * k + 5 + 2 * h]));
 #pragma unroll
-      for (int i = 0; i < 16; ++i) s[4 * i + 2 * h] = s[4 * i + 2 * h + 1] = 0.0f;
-    } else {
-      alpha[h] = fast_exp2((m[h] - m_new) * kLog2e);
-      if (mask == TileMask::full) {  // fill values: subtract first (lowest - lowest = 0, not inf - inf)
+    for (int w = 4; w > 0; w >>= 1)
 #pragma unroll
-        for (int i = 0; i < 16; ++i)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pe = fast_exp2((s[4 * i + 2 * h + e] - m_new) * kLog2e);
-            s[4 * i + 2 * h + e] = pe;
-            rs += pe;
-          }
-      } else {
-        const float mb = m_new * kLog2e;
-#pragma unroll
-        for (int i = 0; i < 16; ++i)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pe = fast_exp2(fmaf(s[4 * i + 2 * h + e], c, -mb));
-            s[4 * i + 2 * h + e] = pe;
-            rs += pe;
-          }
-      }
-    }
-    l[h] = l[h] * alpha[h] + rs;  // per-lane partial sum; the quad is summed at the end
-    m[h] = m_new;
+      for (int k = 0; k < w; ++k) t[k] = fmaxf(t[k], t[k + w]);
+    mx[h] = t[0];
   }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+#pragma unroll
+  for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+  float mu[2], mb[2], rs[2][4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (mask != TileMask::full) mx[h] *= p.scale;
+    const float m_new = fmaxf(m[h], mx[h]);
+    // Only -inf so far: subtract 0 instead, so that exp2(-inf) = 0 everywhere and alpha = 0
+    // (the output and sum are still zero then). Fill values: lowest - lowest = 0, not inf - inf.
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    alpha[h] = fast_exp2((m[h] - m_use) * kLog2e);
+    m[h] = m_new;
+    mu[h] = m_use;
+    mb[h] = m_use * kLog2e;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) rs[h][k] = 0.0f;
+  }
+  // full: subtract first (fill values); otherwise one FMA on the raw score. (One branch around
+  // each loop: a select per element would evaluate both exponentials.)
+  if (mask == TileMask::full) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pe = fast_exp2((s[4 * i + e] - mu[e >> 1]) * kLog2e);
+        s[4 * i + e] = pe;
+        rs[e >> 1][(i & 1) * 2 + (e & 1)] += pe;
+      }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pe = fast_exp2(fmaf(s[4 * i + e], c, -mb[e >> 1]));
+        s[4 * i + e] = pe;
+        rs[e >> 1][(i & 1) * 2 + (e & 1)] += pe;
+      }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+    l[h] = l[h] * alpha[h] + ((rs[h][0] + rs[h][1]) + (rs[h][2] + rs[h][3]));  // per-lane partial sum
 }
 
 template <typename T>
@@ -210,16 +253,30 @@ __device__ __forceinline__ void pack_p(unsigned (&pf)[32], const float (&s)[64])
   for (int i = 0; i < 32; ++i) pf[i] = pack2<T>(s[2 * i], s[2 * i + 1]);
 }
 
-/// The block's shared memory: Q, the K/V ring, and the ring's barriers.
+/// The block's shared memory: Q, the K/V ring, and their barriers ("empty_q": the consumers
+/// have read Q for the last time, so the producer may load the next work item's).
 struct Smem {
   unsigned char *q, *k, *v;
-  std::uint64_t *full_q, *full_k, *full_v, *empty_k, *empty_v;
+  std::uint64_t *full_q, *empty_q, *full_k, *full_v, *empty_k, *empty_v;
+};
+
+/// A position in the K/V ring: slot and the parity of its current fill. A block's work items use
+/// the ring one after the other, so the position carries over from one item to the next.
+struct RingPos {
+  int slot = 0;
+  unsigned phase = 0;
+  template <int ST>
+  __device__ __forceinline__ void advance() {
+    if (++slot == ST) slot = 0, phase ^= 1;
+  }
 };
 
 /// A consumer warpgroup's whole work (see the file comment).
+/// One work item (64 * groups query rows of one head); `ring` is where its first tile is, `q_phase`
+/// the parity of its Q load.
 template <int DP, typename T>
 __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int ntiles, i64 q0, int oh, int qh,
-                                        i64 b) {
+                                        i64 b, bool pingpong, RingPos& ring, unsigned q_phase) {
   using C = Cfg<DP>;
   constexpr int ST = C::kStages;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -227,46 +284,77 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
   const int grp = warp >> 2, t4 = lane & 3;
   const i64 qg0 = q0 + static_cast<i64>(grp) * kRows;
   const i64 row0 = qg0 + (warp & 3) * 16 + (lane >> 2);
-  const std::uint32_t q_addr = smem_u32(sm.q + grp * C::kQBytes);
-  const std::uint32_t k_addr = smem_u32(sm.k), v_addr = smem_u32(sm.v);
+  const std::uint32_t q_desc = desc_lo(smem_u32(sm.q + grp * C::kQBytes), 16);
+  const std::uint32_t k_desc = desc_lo(smem_u32(sm.k), 16), v_desc = desc_lo(smem_u32(sm.v), kKeys * 128u);
+  constexpr std::uint32_t kSlotStep = C::kTileBytes / 16;  // one ring slot, in descriptor units
 
   float o[DP / 2], s[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
   unsigned pf[32];
 #pragma unroll
   for (int i = 0; i < DP / 2; ++i) o[i] = 0.0f;
-  // Per-element masking only where a mask or the diagonal can apply; the end of the keys alone
-  // is the cheap tail case.
-  auto tile_mask = [&](i64 j0) {
-    if (p.kpm != nullptr || p.add != nullptr || !(p.scale > 0.0f) ||
-        (p.causal && j0 + kKeys - 1 > qg0 + p.causal_offset))
-      return TileMask::full;
+  // Per-element masking only where a mask or the diagonal can apply: tiles from `full_from` on
+  // (every tile with a mask or a scale <= 0; with causal, the first tile some key of which is
+  // past the group's first row's diagonal). Tiles from `tail_from` on hold the end of the keys,
+  // the cheap tail case. Both are worked out once per item, not per tile.
+  int full_from = INT_MAX;
+  if (p.kpm != nullptr || p.add != nullptr || !(p.scale > 0.0f)) {
+    full_from = 0;
+  } else if (p.causal) {  // j0 + kKeys - 1 > qg0 + causal_offset, i.e. j * kKeys > t
+    const i64 t = qg0 + p.causal_offset - (kKeys - 1);
+    full_from = t < 0 ? 0 : static_cast<int>(min(t / kKeys + 1, static_cast<i64>(INT_MAX)));
+  }
+  const int tail_from = static_cast<int>(min(p.Tk / kKeys, static_cast<i64>(INT_MAX)));
+  auto tile_mask = [&](int j) {
+    if (j >= full_from) return TileMask::full;
     // (D = 128 has no registers to spare for a third softmax variant: its tail takes the full path.)
-    return j0 + kKeys > p.Tk ? (DP == 64 ? TileMask::tail : TileMask::full) : TileMask::none;
+    return j >= tail_from ? (DP == 64 ? TileMask::tail : TileMask::full) : TileMask::none;
   };
 
+  // Ping-pong: each group issues ntiles + 1 times (S_0; S_j with P_{j-1} V_{j-1}; the last P V).
+  // Group 0 goes first (group 1 hands it the first turn); group 1's last hand-over is left out so
+  // that both barriers see as many arrivals as waits.
+  // The K slot of tile j is `ring` before the loop's j-th advance; its V slot `vpos` lags by one.
+  // Q is released once the last S has been computed.
   if (ntiles > 0) {
-    mbar_wait(sm.full_q, 0);
-    mbar_wait(&sm.full_k[0], 0);
-    issue_s<DP, T>(s, q_addr, k_addr);
+    mbar_wait(sm.full_q, q_phase);
+    mbar_wait(&sm.full_k[ring.slot], ring.phase);
+    if (pingpong) {
+      if (grp == 1) pass_turn(grp);
+      take_turn(grp);
+    }
+    issue_s<DP, T>(s, q_desc, k_desc + ring.slot * kSlotStep);
+    if (pingpong) pass_turn(grp);
     wg_wait<0>();
 #pragma unroll
     for (int i = 0; i < 64; ++i) pin(s[i]);
-    if (lane == 0) mbar_arrive(&sm.empty_k[0]);
+    if (lane == 0) {
+      mbar_arrive(&sm.empty_k[ring.slot]);
+      if (ntiles == 1) mbar_arrive(sm.empty_q);
+    }
     softmax_tile(s, m, l, alpha, p, tile_mask(0), 0, row0, b, qh, oh, t4);
     pack_p<T>(pf, s);
+    RingPos vpos = ring;
+    ring.advance<ST>();
 
     for (int j = 1; j < ntiles; ++j) {
-      const int sk = j % ST, sv = (j - 1) % ST;
-      mbar_wait(&sm.full_k[sk], (j / ST) & 1);
-      issue_s<DP, T>(s, q_addr, k_addr + sk * C::kTileBytes);
-      mbar_wait(&sm.full_v[sv], ((j - 1) / ST) & 1);
-      issue_pv<DP, T>(o, pf, v_addr + sv * C::kTileBytes);
+      const int sk = ring.slot, sv = vpos.slot;
+      mbar_wait(&sm.full_k[sk], ring.phase);
+      mbar_wait(&sm.full_v[sv], vpos.phase);
+      if (pingpong) take_turn(grp);
+      issue_s<DP, T>(s, q_desc, k_desc + sk * kSlotStep);
+      issue_pv<DP, T>(o, pf, v_desc + sv * kSlotStep);
+      if (pingpong) pass_turn(grp);
+      vpos = ring;
+      ring.advance<ST>();
       wg_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
 #pragma unroll
       for (int i = 0; i < 64; ++i) pin(s[i]);
-      if (lane == 0) mbar_arrive(&sm.empty_k[sk]);
+      if (lane == 0) {
+        mbar_arrive(&sm.empty_k[sk]);
+        if (j == ntiles - 1) mbar_arrive(sm.empty_q);
+      }
       const i64 j0 = static_cast<i64>(j) * kKeys;
-      softmax_tile(s, m, l, alpha, p, tile_mask(j0), j0, row0, b, qh, oh, t4);
+      softmax_tile(s, m, l, alpha, p, tile_mask(j), j0, row0, b, qh, oh, t4);
       wg_wait<0>();
 #pragma unroll
       for (int i = 0; i < DP / 2; ++i) pin(o[i]);
@@ -280,14 +368,16 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
       }
       pack_p<T>(pf, s);
     }
-    const int sv = (ntiles - 1) % ST;
-    mbar_wait(&sm.full_v[sv], ((ntiles - 1) / ST) & 1);
-    issue_pv<DP, T>(o, pf, v_addr + sv * C::kTileBytes);
+    mbar_wait(&sm.full_v[vpos.slot], vpos.phase);
+    if (pingpong) take_turn(grp);
+    issue_pv<DP, T>(o, pf, v_desc + vpos.slot * kSlotStep);
+    if (pingpong && grp == 0) pass_turn(grp);
     wg_wait<0>();
 #pragma unroll
     for (int i = 0; i < DP / 2; ++i) pin(o[i]);
 #pragma unroll
     for (int i = 0; i < 32; ++i) pin(pf[i]);
+    if (lane == 0) mbar_arrive(&sm.empty_v[vpos.slot]);
   }
 
   // O / l; rows past Tq are not stored. l == 0 (every score -inf, or no tile) gives zeros.
@@ -316,9 +406,11 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
   }
 }
 
-template <int DP, typename T>
-__global__ void __launch_bounds__(kMaxThreads, 1)
-    attn_hopper_kernel(const AttnParams p, const __grid_constant__ Maps maps) {
+/// PerSm: blocks per multiprocessor the launch bounds allow (1: up to two consumer groups; 2: one).
+/// pingpong: the two consumer groups take turns issuing (see take_turn); only with two groups.
+template <int DP, typename T, int PerSm>
+__global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
+    attn_hopper_kernel(const AttnParams p, const __grid_constant__ Maps maps, int pingpong) {
   using C = Cfg<DP>;
   constexpr int ST = C::kStages;
   extern __shared__ unsigned char smem_raw[];
@@ -331,22 +423,37 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   sm.k = sm.q + groups * C::kQBytes;            // [ST][kBlocks][128 keys][128 B]
   sm.v = sm.k + ST * C::kTileBytes;             // [ST][kBlocks][128 keys][128 B]
   sm.full_q = reinterpret_cast<std::uint64_t*>(sm.v + ST * C::kTileBytes);
-  sm.full_k = sm.full_q + 1;
+  sm.empty_q = sm.full_q + 1;
+  sm.full_k = sm.empty_q + 1;
   sm.full_v = sm.full_k + ST;
   sm.empty_k = sm.full_v + ST;
   sm.empty_v = sm.empty_k + ST;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int qblk = p.causal ? static_cast<int>(gridDim.x - 1 - blockIdx.x) : static_cast<int>(blockIdx.x);
-  const i64 q0 = static_cast<i64>(qblk) * kRows * groups;
-  const int oh = blockIdx.y;
-  const i64 b = blockIdx.z;
-  int qh, kvh;
-  map_heads(p, oh, qh, kvh);
-  const int ntiles = key_tiles(p, q0, static_cast<i64>(kRows) * groups);
+  // Work items: (query block, output head, batch), query blocks fastest (neighbouring blocks
+  // share their head's K/V in L2); causal problems run their longest blocks first. A block takes
+  // items blockIdx.x, + gridDim.x, ...: one each when the grid covers them all, several when it
+  // is persistent (sized to what is co-resident).
+  const i64 rows = static_cast<i64>(kRows) * groups;
+  const i64 nq = (p.Tq + rows - 1) / rows, items = nq * p.Ho * p.B;
+  struct Item {
+    i64 q0, b;
+    int oh, qh, kvh, ntiles;
+  };
+  auto item_at = [&](i64 i) {
+    Item it;
+    const i64 qi = i % nq, hb = i / nq;
+    it.q0 = (p.causal ? nq - 1 - qi : qi) * rows;
+    it.oh = static_cast<int>(hb % p.Ho);
+    it.b = hb / p.Ho;
+    map_heads(p, it.oh, it.qh, it.kvh);
+    it.ntiles = key_tiles(p, it.q0, rows);
+    return it;
+  };
 
   if (threadIdx.x == 0) {
     mbar_init(sm.full_q, 1);
+    mbar_init(sm.empty_q, 4 * groups);
     for (int s = 0; s < ST; ++s) {
       mbar_init(&sm.full_k[s], 1);
       mbar_init(&sm.full_v[s], 1);
@@ -358,34 +465,50 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   __syncthreads();
 
   // The two roles are the two branches of one if/else (setmaxnreg needs that); no block-wide
-  // barrier after this point.
+  // barrier after this point. Items without key tiles load nothing (their rows are zeros).
   if (warp >= 4 * groups) {  // producer warpgroup: its first thread issues every copy
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs<DP>));
-    if (warp == 4 * groups && lane == 0 && ntiles > 0) {
-      const int bi = static_cast<int>(b);
-      mbar_expect_tx(sm.full_q, groups * C::kQBytes);
-      for (int g = 0; g < groups; ++g)
-        for (int c = 0; c < C::kBlocks; ++c)
-          tma_rows(sm.q + g * C::kQBytes + c * (kRows * 128), &maps.q, maps.q_bt, sm.full_q, qh * DP + c * 64,
-                   static_cast<int>(q0) + g * kRows, bi);
-      for (int j = 0; j < ntiles; ++j) {
-        const int s = j % ST;
-        const unsigned released = ((j / ST) & 1) ^ 1;  // parity of the slot's previous release
-        if (j >= ST) mbar_wait(&sm.empty_k[s], released);
-        mbar_expect_tx(&sm.full_k[s], C::kTileBytes);
-        for (int c = 0; c < C::kBlocks; ++c)
-          tma_rows(sm.k + s * C::kTileBytes + c * (kKeys * 128), &maps.k, maps.k_bt, &sm.full_k[s], kvh * DP + c * 64,
-                   j * kKeys, bi);
-        if (j >= ST) mbar_wait(&sm.empty_v[s], released);
-        mbar_expect_tx(&sm.full_v[s], C::kTileBytes);
-        for (int c = 0; c < C::kBlocks; ++c)
-          tma_rows(sm.v + s * C::kTileBytes + c * (kKeys * 128), &maps.v, maps.v_bt, &sm.full_v[s], kvh * DP + c * 64,
-                   j * kKeys, bi);
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs<DP, PerSm>));
+    if (warp == 4 * groups && lane == 0) {
+      RingPos ring;
+      bool reused = false;  // a slot's previous fill must have been released first
+      unsigned loaded = 0;  // items whose Q has been loaded
+      for (i64 i = blockIdx.x; i < items; i += gridDim.x) {
+        const Item it = item_at(i);
+        if (it.ntiles == 0) continue;
+        const int bi = static_cast<int>(it.b);
+        if (loaded > 0) mbar_wait(sm.empty_q, (loaded - 1) & 1);
+        ++loaded;
+        mbar_expect_tx(sm.full_q, groups * C::kQBytes);
+        for (int g = 0; g < groups; ++g)
+          for (int c = 0; c < C::kBlocks; ++c)
+            tma_rows(sm.q + g * C::kQBytes + c * (kRows * 128), &maps.q, maps.q_bt, sm.full_q, it.qh * DP + c * 64,
+                     static_cast<int>(it.q0) + g * kRows, bi);
+        for (int j = 0; j < it.ntiles; ++j) {
+          const int s = ring.slot;
+          if (reused) mbar_wait(&sm.empty_k[s], ring.phase ^ 1);
+          mbar_expect_tx(&sm.full_k[s], C::kTileBytes);
+          for (int c = 0; c < C::kBlocks; ++c)
+            tma_rows(sm.k + s * C::kTileBytes + c * (kKeys * 128), &maps.k, maps.k_bt, &sm.full_k[s],
+                     it.kvh * DP + c * 64, j * kKeys, bi);
+          if (reused) mbar_wait(&sm.empty_v[s], ring.phase ^ 1);
+          mbar_expect_tx(&sm.full_v[s], C::kTileBytes);
+          for (int c = 0; c < C::kBlocks; ++c)
+            tma_rows(sm.v + s * C::kTileBytes + c * (kKeys * 128), &maps.v, maps.v_bt, &sm.full_v[s],
+                     it.kvh * DP + c * 64, j * kKeys, bi);
+          ring.advance<ST>();
+          reused = reused || ring.slot == 0;
+        }
       }
     }
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs<DP>));
-    consume<DP, T>(p, sm, ntiles, q0, oh, qh, b);
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs<DP, PerSm>));
+    RingPos ring;
+    unsigned loaded = 0;
+    for (i64 i = blockIdx.x; i < items; i += gridDim.x) {
+      const Item it = item_at(i);
+      consume<DP, T>(p, sm, it.ntiles, it.q0, it.oh, it.qh, it.b, groups == 2 && pingpong != 0, ring, loaded & 1);
+      loaded += it.ntiles > 0 ? 1 : 0;
+    }
   }
 }
 
@@ -430,33 +553,72 @@ bool make_map(CUtensorMap& map, bool& bt, EncodeTiled fn, const void* ptr, bool 
 }
 
 /// Whether the process has loaded this kernel's sm_90a code (checked once).
-template <int DP, typename T>
+template <int DP, typename T, int PerSm>
 bool kernel_loaded() {
   static const bool ok = [] {
     cudaFuncAttributes a{};
-    const bool loaded = cudaFuncGetAttributes(&a, attn_hopper_kernel<DP, T>) == cudaSuccess;
+    const bool loaded = cudaFuncGetAttributes(&a, attn_hopper_kernel<DP, T, PerSm>) == cudaSuccess;
     if (!loaded) cudaGetLastError();
     return loaded;
   }();
   return ok;
 }
 
-template <int DP, typename T>
-bool launch(const AttnParams& p, const Maps& maps, int groups, bool pdl, cudaStream_t stream, const char** why) {
-  if (!kernel_loaded<DP, T>()) {
+/// How a launch is shaped: consumer groups per block, blocks per multiprocessor, ping-pong.
+struct Shape {
+  int groups = 2, per_sm = 1;
+  bool pingpong = false;  // two groups take turns issuing (take_turn)
+  bool persistent = false;  // a grid of per_sm blocks per multiprocessor, each taking several items
+};
+
+template <int DP, typename T, int PerSm>
+bool launch(const AttnParams& p, const Maps& maps, const Shape& shape, int num_sms, bool pdl, cudaStream_t stream,
+            const char** why) {
+  if (!kernel_loaded<DP, T, PerSm>()) {
     if (why != nullptr) *why = "this binary's sm_90a code does not load on the device";
     return false;
   }
-  kc::check_cuda(cudaFuncSetAttribute(attn_hopper_kernel<DP, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(Cfg<DP>::smem(kMaxGroups))),
+  const std::size_t smem = Cfg<DP>::smem(shape.groups);
+  kc::check_cuda(cudaFuncSetAttribute(attn_hopper_kernel<DP, T, PerSm>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(Cfg<DP>::smem(PerSm == 2 ? 1 : kMaxGroups))),
                  "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  const i64 rows = static_cast<i64>(kRows) * groups;
-  const dim3 grid(static_cast<unsigned>((p.Tq + rows - 1) / rows), static_cast<unsigned>(p.Ho),
-                  static_cast<unsigned>(p.B));
-  kc::check_cuda(pdl::launch(pdl, attn_hopper_kernel<DP, T>, grid, dim3((groups + 1) * 128), Cfg<DP>::smem(groups),
-                             stream, p, maps),
+  const i64 rows = static_cast<i64>(kRows) * shape.groups;
+  const i64 items = (p.Tq + rows - 1) / rows * p.Ho * p.B;
+  const i64 resident = static_cast<i64>(shape.per_sm) * num_sms;
+  // More items than a grid can have blocks: persistent whatever the shape says.
+  const i64 blocks = shape.persistent || items > INT32_MAX ? std::min(items, resident) : items;
+  kc::check_cuda(pdl::launch(pdl, attn_hopper_kernel<DP, T, PerSm>, dim3(static_cast<unsigned>(blocks)),
+                             dim3((shape.groups + 1) * 128), smem,
+                             stream, p, maps, shape.pingpong ? 1 : 0),
                  "attention (wgmma)");
   return true;
+}
+
+/// The launch shape for a problem (measured on the H200, docs/benchmarks.md, 2026-11-30): the grid
+/// is persistent, so a block's next item loads while it finishes the last one. D = 64: one consumer
+/// group per block and two blocks per multiprocessor; the two blocks' softmax and matrix products
+/// interleave without coordination, which beat two groups sharing K/V tiles, ping-pong or not, at
+/// every ViT-B shape. D = 128 (no shared memory for two blocks): two groups sharing each K/V tile,
+/// or one group, for twice the blocks, when the problem cannot fill half the device with pairs.
+/// ENCORE_ATTN_HOPPER_SHAPE overrides it, for exploration only: groups ("1" or "2") first, then
+/// any of "pp" (ping-pong), "x2" (two blocks per multiprocessor; one group, D = 64) and "+p"
+/// (persistent); e.g. "1x2+p" is the D = 64 default.
+Shape choose_shape(const AttnParams& p, int num_sms) {
+  static const std::string forced = [] {
+    const char* e = std::getenv("ENCORE_ATTN_HOPPER_SHAPE");
+    return std::string(e != nullptr ? e : "");
+  }();
+  Shape s;
+  if (!forced.empty() && (forced[0] == '1' || forced[0] == '2')) {
+    s.groups = forced[0] - '0';
+    s.pingpong = s.groups == 2 && forced.find("pp") != std::string::npos;
+    s.per_sm = s.groups == 1 && p.D == 64 && forced.find("x2") != std::string::npos ? 2 : 1;
+    s.persistent = forced.find("+p") != std::string::npos;
+    return s;
+  }
+  if (p.D == 64) return Shape{1, 2, false, true};
+  const i64 big_blocks = (p.Tq + 2 * kRows - 1) / (2 * kRows) * p.Ho * p.B;
+  return 2 * big_blocks >= num_sms ? Shape{2, 1, false, true} : Shape{1, 1, false, true};
 }
 
 }  // namespace
@@ -478,15 +640,16 @@ bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, bool pdl, cu
       !make_map(maps.k, maps.k_bt, fn, p.k, bf16, static_cast<i64>(p.Hkv) * p.D, p.Tk, p.B, p.k_st, p.k_sb, kKeys) ||
       !make_map(maps.v, maps.v_bt, fn, p.v, bf16, static_cast<i64>(p.Hkv) * p.D, p.Tk, p.B, p.v_st, p.v_sb, kKeys))
     return refuse("the TMA encoder refused the q/k/v layout (strides or alignment)");
-  // Two consumer warpgroups per block share each K/V tile (half the L2 traffic) and keep the
-  // tensor cores busy while one does its softmax; problems too small to fill half the device with
-  // such blocks use one, for twice the blocks (one block per multiprocessor either way: registers).
-  const i64 big_blocks = (p.Tq + 2 * kRows - 1) / (2 * kRows) * p.Ho * p.B;
-  const int groups = 2 * big_blocks >= num_sms ? 2 : 1;
-  if (p.D == 64) return bf16 ? launch<64, __nv_bfloat16>(p, maps, groups, pdl, stream, why)
-                             : launch<64, __half>(p, maps, groups, pdl, stream, why);
-  return bf16 ? launch<128, __nv_bfloat16>(p, maps, groups, pdl, stream, why)
-              : launch<128, __half>(p, maps, groups, pdl, stream, why);
+  const Shape shape = choose_shape(p, num_sms);
+  if (p.D == 64) {
+    if (shape.per_sm == 2)
+      return bf16 ? launch<64, __nv_bfloat16, 2>(p, maps, shape, num_sms, pdl, stream, why)
+                  : launch<64, __half, 2>(p, maps, shape, num_sms, pdl, stream, why);
+    return bf16 ? launch<64, __nv_bfloat16, 1>(p, maps, shape, num_sms, pdl, stream, why)
+                : launch<64, __half, 1>(p, maps, shape, num_sms, pdl, stream, why);
+  }
+  return bf16 ? launch<128, __nv_bfloat16, 1>(p, maps, shape, num_sms, pdl, stream, why)
+              : launch<128, __half, 1>(p, maps, shape, num_sms, pdl, stream, why);
 }
 
 }  // namespace encore::cuda::attn

@@ -47,10 +47,16 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, std:
 
 // ---- wgmma -------------------------------------------------------------------------------------------
 
-/// Descriptor of a 128B-swizzled operand at shared address `addr` (see the header comment).
-__device__ __forceinline__ std::uint64_t desc_sw128(std::uint32_t addr, std::uint32_t lead, std::uint32_t stride) {
-  return static_cast<std::uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<std::uint64_t>(lead >> 4) << 16) |
-         (static_cast<std::uint64_t>(stride >> 4) << 32) | (1ull << 62);
+/// Descriptor of a 128B-swizzled operand (see the header comment), in two words: the low word
+/// (start address and leading offset) changes from one operand to the next, by (bytes moved) / 16
+/// as long as the address stays below 256 KB (all of shared memory), so that a k-step is one add;
+/// the high word (stride 1024, 128B swizzle) is the same for every operand of these kernels.
+__device__ __forceinline__ std::uint32_t desc_lo(std::uint32_t addr, std::uint32_t lead) {
+  return ((addr & 0x3FFFF) >> 4) | ((lead >> 4) << 16);
+}
+constexpr std::uint32_t kDescHi = (1024u >> 4) | (1u << 30);
+__device__ __forceinline__ std::uint64_t desc_of(std::uint32_t lo) {
+  return (static_cast<std::uint64_t>(kDescHi) << 32) | lo;
 }
 
 /// Orders this thread's register writes before the next wgmma reads them (wgmma.fence).

@@ -364,6 +364,24 @@ TEST(CudaAttentionHopper, ManyBlocks) {
                    rng, /*check_auto=*/true);
 }
 
+TEST(CudaAttentionHopper, PersistentBlocksTakeSeveralItems) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(79);
+  // The grid is persistent (two blocks per multiprocessor at D = 64, one at D = 128): 360 and 180
+  // work items on the H200's 132 multiprocessors, so blocks take two or three items, one after the
+  // other, on a K/V ring that runs on across them. Items with different numbers of key tiles
+  // (causal), cross-attention, and a key-padding mask (every tile on the per-element path) in
+  // turn; the automatic path must take the same kernel.
+  for (int D : {64, 128}) {
+    check_hopper({.B = 6, .Tq = 600, .Tk = 600, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
+                  .layout = Layout::fused}, rng, /*check_auto=*/true);
+    check_hopper({.B = 6, .Tq = 600, .Tk = 600, .Hq = 6, .Hkv = 3, .D = D, .dt = DType::BF16, .causal = true},
+                 rng, /*check_auto=*/true);
+    check_hopper({.B = 6, .Tq = 600, .Tk = 333, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
+                  .mask = MaskKind::key_padding, .layout = Layout::fused}, rng);
+  }
+}
+
 TEST(CudaAttentionHopper, RefusesWhatItCannotTake) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(77);

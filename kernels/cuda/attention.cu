@@ -13,8 +13,11 @@
 // replace the scaled score by the fill (float lowest or -inf), an additive mask is then added in
 // f32; MaskFill::lowest makes a fully masked row uniform over all keys, a row of only -inf outputs
 // zeros. Softmax is in f32 whatever the input dtype.
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "kernels/cuda/attention_flash.cuh"
 #include "kernels/cuda/attention_internal.h"
@@ -280,6 +283,42 @@ void attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   allow_smem(attn_generic_kernel, smem);
   const dim3 grid(static_cast<unsigned>((Tq + kGQ - 1) / kGQ), static_cast<unsigned>(Ho), static_cast<unsigned>(B));
   l.kernel("attention", attn_generic_kernel, grid, kGW * 32, smem, p);
+}
+
+namespace {
+
+/// ENCORE_ATTN_HOPPER_SHAPE's grammar (attention_internal.h); -1 when `s` does not follow it.
+int parse_hopper_shape(const std::string& s) {
+  if (s.empty()) return 0;
+  if (s[0] != '1' && s[0] != '2') return -1;
+  int code = s[0] - '0', per_sm = 1;
+  bool persistent = false;
+  for (std::size_t i = 1; i < s.size();) {
+    if (s.compare(i, 2, "x2") == 0) per_sm = 2, i += 2;
+    else if (s.compare(i, 2, "+p") == 0) persistent = true, i += 2;
+    else return -1;
+  }
+  return code | per_sm << 2 | (persistent ? 1 << 4 : 0);
+}
+
+std::atomic<int>& shape_override() {
+  static std::atomic<int> code{[] {
+    const char* e = std::getenv("ENCORE_ATTN_HOPPER_SHAPE");
+    const int c = e != nullptr ? parse_hopper_shape(e) : 0;
+    return c < 0 ? 0 : c;  // an unreadable setting of the exploration knob is ignored
+  }()};
+  return code;
+}
+
+}  // namespace
+
+int hopper_shape_override() { return shape_override().load(std::memory_order_relaxed); }
+
+void set_hopper_shape_for_testing(const std::string& shape) {
+  const int code = parse_hopper_shape(shape);
+  ENCORE_CU_CHECK(code >= 0, invalid_argument, "set_hopper_shape_for_testing: \"", shape,
+                  "\" is not a launch shape (expected \"\", or \"1\" or \"2\" followed by any of \"x2\", \"+p\")");
+  shape_override().store(code, std::memory_order_relaxed);
 }
 
 bool hopper_available(const CudaContext& ctx) {

@@ -64,4 +64,9 @@ __device__ __forceinline__ float mask_score(const AttnParams& p, float s, i64 b,
 /// programmatic dependent launch (kernels/cuda/pdl.cuh).
 bool launch_hopper(const AttnParams& p, int device_sm, int num_sms, bool pdl, cudaStream_t stream, const char** why);
 
+/// The wgmma kernel's launch shape when forced (set_hopper_shape_for_testing, else the environment
+/// variable ENCORE_ATTN_HOPPER_SHAPE read at first use): 0 = the kernel's own choice, otherwise
+/// groups (1 or 2) | blocks per multiprocessor (1 or 2) << 2 | persistent << 4.
+int hopper_shape_override();
+
 }  // namespace encore::cuda::attn

@@ -4,11 +4,11 @@
 //
 // A block has 1 or 2 consumer warpgroups of 64 query rows each and one producer warpgroup, which
 // gives its registers to the consumers (setmaxnreg; the accumulators of S, O and P alone take
-// 128-160 per thread). Its work items are (query block, batch, output head); a persistent grid
-// (choose_shape) gives each block several, one after the other, so that the producer loads the
-// next item's Q and first tiles while the consumers finish the current one. At D = 64 two blocks
-// of one consumer group share a multiprocessor; otherwise one block of up to two groups does,
-// which can take turns on the tensor cores ("ping-pong", named barriers).
+// 128-160 per thread). Its work items are (query block, output head, batch), query blocks fastest;
+// a persistent grid (choose_shape) gives each block several, one after the other, so that the
+// producer loads the next item's Q and first tiles while the consumers finish the current one. At
+// D = 64 two blocks of one consumer group share a multiprocessor; otherwise one block of up to two
+// groups (sharing each K/V tile) does.
 // The producer's first thread issues TMA copies: an item's Q (once the consumers have released
 // the previous one), then K and V tiles of 128 keys into a ring of kStages slots that runs on
 // across items; each slot has a "full" mbarrier (completed by the copy's transaction bytes) and an
@@ -32,8 +32,6 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "kernels/cuda/attention_wgmma.cuh"
 
@@ -54,18 +52,6 @@ template <int DP, int PerSm>
 constexpr int kProducerRegs = PerSm == 2 || DP != 64 ? 24 : 40;
 template <int DP, int PerSm>
 constexpr int kConsumerRegs = PerSm == 2 ? 232 : DP == 64 ? 232 : 240;
-
-// Named barriers (0 is __syncthreads) that make the two consumer groups of a block take turns
-// issuing their matrix products ("ping-pong"): group g waits on kTurnBarrier + g before it issues
-// and then hands the turn to the other group, so one group's softmax runs while the other's
-// products occupy the tensor cores instead of both groups doing their softmax at once.
-constexpr int kTurnBarrier = 1;
-__device__ __forceinline__ void take_turn(int grp) {
-  asm volatile("bar.sync %0, 256;\n" ::"r"(kTurnBarrier + grp) : "memory");
-}
-__device__ __forceinline__ void pass_turn(int grp) {
-  asm volatile("bar.arrive %0, 256;\n" ::"r"(kTurnBarrier + (grp ^ 1)) : "memory");
-}
 
 template <int DP>
 struct Cfg {
@@ -276,7 +262,7 @@ struct RingPos {
 /// the parity of its Q load.
 template <int DP, typename T>
 __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int ntiles, i64 q0, int oh, int qh,
-                                        i64 b, bool pingpong, RingPos& ring, unsigned q_phase) {
+                                        i64 b, RingPos& ring, unsigned q_phase) {
   using C = Cfg<DP>;
   constexpr int ST = C::kStages;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -310,20 +296,12 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
     return j >= tail_from ? (DP == 64 ? TileMask::tail : TileMask::full) : TileMask::none;
   };
 
-  // Ping-pong: each group issues ntiles + 1 times (S_0; S_j with P_{j-1} V_{j-1}; the last P V).
-  // Group 0 goes first (group 1 hands it the first turn); group 1's last hand-over is left out so
-  // that both barriers see as many arrivals as waits.
   // The K slot of tile j is `ring` before the loop's j-th advance; its V slot `vpos` lags by one.
   // Q is released once the last S has been computed.
   if (ntiles > 0) {
     mbar_wait(sm.full_q, q_phase);
     mbar_wait(&sm.full_k[ring.slot], ring.phase);
-    if (pingpong) {
-      if (grp == 1) pass_turn(grp);
-      take_turn(grp);
-    }
     issue_s<DP, T>(s, q_desc, k_desc + ring.slot * kSlotStep);
-    if (pingpong) pass_turn(grp);
     wg_wait<0>();
 #pragma unroll
     for (int i = 0; i < 64; ++i) pin(s[i]);
@@ -340,10 +318,8 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
       const int sk = ring.slot, sv = vpos.slot;
       mbar_wait(&sm.full_k[sk], ring.phase);
       mbar_wait(&sm.full_v[sv], vpos.phase);
-      if (pingpong) take_turn(grp);
       issue_s<DP, T>(s, q_desc, k_desc + sk * kSlotStep);
       issue_pv<DP, T>(o, pf, v_desc + sv * kSlotStep);
-      if (pingpong) pass_turn(grp);
       vpos = ring;
       ring.advance<ST>();
       wg_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
@@ -369,9 +345,7 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
       pack_p<T>(pf, s);
     }
     mbar_wait(&sm.full_v[vpos.slot], vpos.phase);
-    if (pingpong) take_turn(grp);
     issue_pv<DP, T>(o, pf, v_desc + vpos.slot * kSlotStep);
-    if (pingpong && grp == 0) pass_turn(grp);
     wg_wait<0>();
 #pragma unroll
     for (int i = 0; i < DP / 2; ++i) pin(o[i]);
@@ -407,10 +381,9 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
 }
 
 /// PerSm: blocks per multiprocessor the launch bounds allow (1: up to two consumer groups; 2: one).
-/// pingpong: the two consumer groups take turns issuing (see take_turn); only with two groups.
 template <int DP, typename T, int PerSm>
 __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
-    attn_hopper_kernel(const AttnParams p, const __grid_constant__ Maps maps, int pingpong) {
+    attn_hopper_kernel(const AttnParams p, const __grid_constant__ Maps maps) {
   using C = Cfg<DP>;
   constexpr int ST = C::kStages;
   extern __shared__ unsigned char smem_raw[];
@@ -506,7 +479,7 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
     unsigned loaded = 0;
     for (i64 i = blockIdx.x; i < items; i += gridDim.x) {
       const Item it = item_at(i);
-      consume<DP, T>(p, sm, it.ntiles, it.q0, it.oh, it.qh, it.b, groups == 2 && pingpong != 0, ring, loaded & 1);
+      consume<DP, T>(p, sm, it.ntiles, it.q0, it.oh, it.qh, it.b, ring, loaded & 1);
       loaded += it.ntiles > 0 ? 1 : 0;
     }
   }
@@ -564,10 +537,9 @@ bool kernel_loaded() {
   return ok;
 }
 
-/// How a launch is shaped: consumer groups per block, blocks per multiprocessor, ping-pong.
+/// How a launch is shaped: consumer groups per block, blocks per multiprocessor, persistence.
 struct Shape {
   int groups = 2, per_sm = 1;
-  bool pingpong = false;  // two groups take turns issuing (take_turn)
   bool persistent = false;  // a grid of per_sm blocks per multiprocessor, each taking several items
 };
 
@@ -584,12 +556,26 @@ bool launch(const AttnParams& p, const Maps& maps, const Shape& shape, int num_s
                  "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
   const i64 rows = static_cast<i64>(kRows) * shape.groups;
   const i64 items = (p.Tq + rows - 1) / rows * p.Ho * p.B;
-  const i64 resident = static_cast<i64>(shape.per_sm) * num_sms;
+  // Blocks that fit at once (MPS limits or a carveout could make it fewer than the launch bounds
+  // promise; then a persistent grid of per_sm per multiprocessor would run in two waves).
+  static const int fit = [] {
+    kc::check_cuda(cudaFuncSetAttribute(attn_hopper_kernel<DP, T, PerSm>,
+                                        cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared),
+                   "cudaFuncSetAttribute(PreferredSharedMemoryCarveout)");
+    int n = 0;
+    kc::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn_hopper_kernel<DP, T, PerSm>,
+                                                                 (PerSm == 2 ? 2 : kMaxGroups + 1) * 128,
+                                                                 Cfg<DP>::smem(PerSm == 2 ? 1 : kMaxGroups)),
+                   "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    return n;
+  }();
+  const i64 resident = static_cast<i64>(std::clamp(fit, 1, shape.per_sm)) * num_sms;
   // More items than a grid can have blocks: persistent whatever the shape says.
   const i64 blocks = shape.persistent || items > INT32_MAX ? std::min(items, resident) : items;
   kc::check_cuda(pdl::launch(pdl, attn_hopper_kernel<DP, T, PerSm>, dim3(static_cast<unsigned>(blocks)),
                              dim3((shape.groups + 1) * 128), smem,
-                             stream, p, maps, shape.pingpong ? 1 : 0),
+                             stream, p, maps),
                  "attention (wgmma)");
   return true;
 }
@@ -597,28 +583,21 @@ bool launch(const AttnParams& p, const Maps& maps, const Shape& shape, int num_s
 /// The launch shape for a problem (measured on the H200, docs/benchmarks.md, 2026-11-30): the grid
 /// is persistent, so a block's next item loads while it finishes the last one. D = 64: one consumer
 /// group per block and two blocks per multiprocessor; the two blocks' softmax and matrix products
-/// interleave without coordination, which beat two groups sharing K/V tiles, ping-pong or not, at
-/// every ViT-B shape. D = 128 (no shared memory for two blocks): two groups sharing each K/V tile,
-/// or one group, for twice the blocks, when the problem cannot fill half the device with pairs.
-/// ENCORE_ATTN_HOPPER_SHAPE overrides it, for exploration only: groups ("1" or "2") first, then
-/// any of "pp" (ping-pong), "x2" (two blocks per multiprocessor; one group, D = 64) and "+p"
-/// (persistent); e.g. "1x2+p" is the D = 64 default.
+/// interleave without coordination, which beat two groups sharing K/V tiles (with or without
+/// taking turns on the tensor cores) at every ViT-B shape. D = 128 (no shared memory for two
+/// blocks): two groups sharing each K/V tile, or one group, for twice the blocks, when the problem
+/// cannot fill half the device with pairs. hopper_shape_override() forces another.
 Shape choose_shape(const AttnParams& p, int num_sms) {
-  static const std::string forced = [] {
-    const char* e = std::getenv("ENCORE_ATTN_HOPPER_SHAPE");
-    return std::string(e != nullptr ? e : "");
-  }();
-  Shape s;
-  if (!forced.empty() && (forced[0] == '1' || forced[0] == '2')) {
-    s.groups = forced[0] - '0';
-    s.pingpong = s.groups == 2 && forced.find("pp") != std::string::npos;
-    s.per_sm = s.groups == 1 && p.D == 64 && forced.find("x2") != std::string::npos ? 2 : 1;
-    s.persistent = forced.find("+p") != std::string::npos;
+  if (const int forced = hopper_shape_override(); forced != 0) {
+    Shape s;
+    s.groups = forced & 3;
+    s.per_sm = s.groups == 1 && p.D == 64 && ((forced >> 2) & 3) == 2 ? 2 : 1;
+    s.persistent = (forced >> 4) & 1;
     return s;
   }
-  if (p.D == 64) return Shape{1, 2, false, true};
+  if (p.D == 64) return Shape{1, 2, true};
   const i64 big_blocks = (p.Tq + 2 * kRows - 1) / (2 * kRows) * p.Ho * p.B;
-  return 2 * big_blocks >= num_sms ? Shape{2, 1, false, true} : Shape{1, 1, false, true};
+  return 2 * big_blocks >= num_sms ? Shape{2, 1, true} : Shape{1, 1, true};
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // the tests include it without CUDA headers.
 #pragma once
 
+#include <string>
+
 #include "backends/cuda/cuda_kernels.h"
 
 namespace encore::cuda::attn {
@@ -22,5 +24,12 @@ void attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
 
 /// Whether Path::hopper can run here: this build has the sm_90a kernel and `ctx`'s device is sm_90.
 bool hopper_available(const CudaContext& ctx);
+
+/// Forces the wgmma kernel's launch shape, process-wide (tests and exploration; the environment
+/// variable ENCORE_ATTN_HOPPER_SHAPE gives the initial value): "" restores the kernel's own choice;
+/// otherwise the consumer warpgroups per block ("1" or "2"), then optionally "x2" (two blocks per
+/// multiprocessor: one group, head dim 64 only, else ignored) and "+p" (a persistent grid), e.g.
+/// "1x2+p" (the head-dim-64 default) or "2". Throws Error(invalid_argument) on any other string.
+void set_hopper_shape_for_testing(const std::string& shape);
 
 }  // namespace encore::cuda::attn

@@ -367,19 +367,47 @@ TEST(CudaAttentionHopper, ManyBlocks) {
 TEST(CudaAttentionHopper, PersistentBlocksTakeSeveralItems) {
   ENCORE_REQUIRE_HOPPER();
   std::mt19937 rng(79);
-  // The grid is persistent (two blocks per multiprocessor at D = 64, one at D = 128): 360 and 180
-  // work items on the H200's 132 multiprocessors, so blocks take two or three items, one after the
-  // other, on a K/V ring that runs on across them. Items with different numbers of key tiles
-  // (causal), cross-attention, and a key-padding mask (every tile on the per-element path) in
-  // turn; the automatic path must take the same kernel.
+  // The default grid is persistent (two blocks per multiprocessor at D = 64, one at D = 128): on
+  // the H200's 132 multiprocessors 720 work items at D = 64 (264 blocks) and 360 at D = 128 (132
+  // blocks) give blocks two and three items, one after the other, on a K/V ring and a Q barrier
+  // whose phases run on across them. In turn: items with different numbers of key tiles (causal),
+  // items with none at all (causal with Tq > Tk and -inf fill: the first query blocks see no key),
+  // cross-attention with a key-padding mask (every tile on the per-element path). The automatic
+  // path must take the same kernel.
   for (int D : {64, 128}) {
-    check_hopper({.B = 6, .Tq = 600, .Tk = 600, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
+    check_hopper({.B = 12, .Tq = 600, .Tk = 600, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
                   .layout = Layout::fused}, rng, /*check_auto=*/true);
-    check_hopper({.B = 6, .Tq = 600, .Tk = 600, .Hq = 6, .Hkv = 3, .D = D, .dt = DType::BF16, .causal = true},
+    check_hopper({.B = 12, .Tq = 600, .Tk = 600, .Hq = 6, .Hkv = 3, .D = D, .dt = DType::BF16, .causal = true},
                  rng, /*check_auto=*/true);
-    check_hopper({.B = 6, .Tq = 600, .Tk = 333, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
+    check_hopper({.B = 12, .Tq = 600, .Tk = 100, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16, .causal = true,
+                  .fill = MaskFill::neg_infinity}, rng, /*check_auto=*/true);
+    check_hopper({.B = 12, .Tq = 600, .Tk = 333, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
                   .mask = MaskKind::key_padding, .layout = Layout::fused}, rng);
   }
+}
+
+TEST(CudaAttentionHopper, EveryLaunchShapeAgrees) {
+  ENCORE_REQUIRE_HOPPER();
+  // The shapes the kernel does not choose by default stay correct (they are kept for exploration
+  // through ENCORE_ATTN_HOPPER_SHAPE): one or two groups, one or two blocks per multiprocessor,
+  // persistent or one item per block. Restores the default choice whatever happens.
+  struct Restore {
+    ~Restore() { cuda::attn::set_hopper_shape_for_testing(""); }
+  } restore;
+  std::mt19937 rng(83);
+  for (const char* shape : {"1", "2", "1x2", "1+p", "2+p", "1x2+p"}) {
+    SCOPED_TRACE(shape);
+    cuda::attn::set_hopper_shape_for_testing(shape);
+    for (int D : {64, 128}) {
+      check_hopper({.B = 6, .Tq = 300, .Tk = 300, .Hq = 12, .Hkv = 4, .D = D, .dt = DType::BF16, .causal = true,
+                    .layout = Layout::fused}, rng);
+      check_hopper({.B = 5, .Tq = 257, .Tk = 130, .Hq = 12, .Hkv = 12, .D = D, .dt = DType::F16,
+                    .mask = MaskKind::additive}, rng);
+    }
+  }
+  EXPECT_THROW(cuda::attn::set_hopper_shape_for_testing("3"), Error);
+  EXPECT_THROW(cuda::attn::set_hopper_shape_for_testing("1x3"), Error);
+  EXPECT_THROW(cuda::attn::set_hopper_shape_for_testing("2+q"), Error);
 }
 
 TEST(CudaAttentionHopper, RefusesWhatItCannotTake) {

@@ -9,11 +9,11 @@
 // producer loads the next item's Q and first tiles while the consumers finish the current one. At
 // D = 64 two blocks of one consumer group share a multiprocessor; otherwise one block of up to two
 // groups (sharing each K/V tile) does.
-// The producer's first thread issues TMA copies: an item's Q (once the consumers have released
-// the previous one), then K and V tiles of 128 keys into a ring of kStages slots that runs on
-// across items; each slot has a "full" mbarrier (completed by the copy's transaction bytes) and an
-// "empty" one (one arrival per consumer warp once the tile has been read). Out-of-range rows arrive
-// as zeros from the TMA, so no bounds checks on loads.
+// The producer's first thread issues TMA copies: an item's first K tile, its Q (once the consumers
+// have released the previous one), then the rest of its K and V tiles of 128 keys, into a ring of
+// kStages slots that runs on across items; each slot has a "full" mbarrier (completed by the
+// copy's transaction bytes) and an "empty" one (one arrival per consumer warp once the tile has
+// been read). Out-of-range rows arrive as zeros from the TMA, so no bounds checks on loads.
 //
 // A consumer warpgroup, per key tile j:
 //   S_j = Q K_j^T      wgmma m64n128k16, both operands in shared memory (issued, not awaited)
@@ -32,6 +32,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/attention_wgmma.cuh"
 
@@ -267,7 +268,9 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
   constexpr int ST = C::kStages;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // Consumer warpgroup `grp`: rows qg0..qg0+63; this thread's rows row0 and row0 + 8.
-  const int grp = warp >> 2, t4 = lane & 3;
+  // grp broadcast from lane 0: ptxas then knows it is warp-uniform, and so are the descriptors
+  // built from it, which stay in uniform registers (no register-to-uniform move per wgmma).
+  const int grp = __shfl_sync(0xffffffffu, warp >> 2, 0), t4 = lane & 3;
   const i64 qg0 = q0 + static_cast<i64>(grp) * kRows;
   const i64 row0 = qg0 + (warp & 3) * 16 + (lane >> 2);
   const std::uint32_t q_desc = desc_lo(smem_u32(sm.q + grp * C::kQBytes), 16);
@@ -314,7 +317,10 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
     RingPos vpos = ring;
     ring.advance<ST>();
 
-    for (int j = 1; j < ntiles; ++j) {
+    // One tile of the loop. `plain` (a std::bool_constant): the tile needs no masking, known at
+    // compile time, so that loop has one softmax path: with the masked paths beside it in the same
+    // loop, ptxas copied 32 of the 64 score registers on every tile to merge the paths.
+    auto tile = [&](int j, auto plain) __attribute__((always_inline)) {
       const int sk = ring.slot, sv = vpos.slot;
       mbar_wait(&sm.full_k[sk], ring.phase);
       mbar_wait(&sm.full_v[sv], vpos.phase);
@@ -330,7 +336,8 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
         if (j == ntiles - 1) mbar_arrive(sm.empty_q);
       }
       const i64 j0 = static_cast<i64>(j) * kKeys;
-      softmax_tile(s, m, l, alpha, p, tile_mask(j), j0, row0, b, qh, oh, t4);
+      softmax_tile(s, m, l, alpha, p, decltype(plain)::value ? TileMask::none : tile_mask(j), j0, row0, b, qh, oh,
+                   t4);
       wg_wait<0>();
 #pragma unroll
       for (int i = 0; i < DP / 2; ++i) pin(o[i]);
@@ -343,7 +350,13 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
         o[4 * i + 2] *= alpha[1], o[4 * i + 3] *= alpha[1];
       }
       pack_p<T>(pf, s);
-    }
+    };
+    // Unmasked tiles come first (masks, the causal diagonal and the end of the keys only reach
+    // the last ones), then the rest.
+    const int plain_end = min(ntiles, min(full_from, tail_from));
+    int j = 1;
+    for (; j < plain_end; ++j) tile(j, std::true_type{});
+    for (; j < ntiles; ++j) tile(j, std::false_type{});
     mbar_wait(&sm.full_v[vpos.slot], vpos.phase);
     issue_pv<DP, T>(o, pf, v_desc + vpos.slot * kSlotStep);
     wg_wait<0>();
@@ -445,10 +458,34 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
       RingPos ring;
       bool reused = false;  // a slot's previous fill must have been released first
       unsigned loaded = 0;  // items whose Q has been loaded
+      // Tile j's K (then V) into the ring slot at `ring`; load_v advances the ring.
+      auto load_k = [&](const Item& it, int bi, int j) __attribute__((always_inline)) {
+        const int s = ring.slot;
+        if (reused) mbar_wait(&sm.empty_k[s], ring.phase ^ 1);
+        mbar_expect_tx(&sm.full_k[s], C::kTileBytes);
+        for (int c = 0; c < C::kBlocks; ++c)
+          tma_rows(sm.k + s * C::kTileBytes + c * (kKeys * 128), &maps.k, maps.k_bt, &sm.full_k[s],
+                   it.kvh * DP + c * 64, j * kKeys, bi);
+      };
+      auto load_v = [&](const Item& it, int bi, int j) __attribute__((always_inline)) {
+        const int s = ring.slot;
+        if (reused) mbar_wait(&sm.empty_v[s], ring.phase ^ 1);
+        mbar_expect_tx(&sm.full_v[s], C::kTileBytes);
+        for (int c = 0; c < C::kBlocks; ++c)
+          tma_rows(sm.v + s * C::kTileBytes + c * (kKeys * 128), &maps.v, maps.v_bt, &sm.full_v[s],
+                   it.kvh * DP + c * 64, j * kKeys, bi);
+        ring.advance<ST>();
+        reused = reused || ring.slot == 0;
+      };
       for (i64 i = blockIdx.x; i < items; i += gridDim.x) {
         const Item it = item_at(i);
         if (it.ntiles == 0) continue;
         const int bi = static_cast<int>(it.b);
+        // The item's first K goes before its Q: with 3 stages its slot was released by the
+        // previous item's third-last S, so the copy overlaps the consumers' last tile. Its first V
+        // goes after Q (it is needed only by the second S, and with 2 stages its slot is released
+        // only after the previous item's last softmax, later than Q's).
+        load_k(it, bi, 0);
         if (loaded > 0) mbar_wait(sm.empty_q, (loaded - 1) & 1);
         ++loaded;
         mbar_expect_tx(sm.full_q, groups * C::kQBytes);
@@ -456,21 +493,8 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
           for (int c = 0; c < C::kBlocks; ++c)
             tma_rows(sm.q + g * C::kQBytes + c * (kRows * 128), &maps.q, maps.q_bt, sm.full_q, it.qh * DP + c * 64,
                      static_cast<int>(it.q0) + g * kRows, bi);
-        for (int j = 0; j < it.ntiles; ++j) {
-          const int s = ring.slot;
-          if (reused) mbar_wait(&sm.empty_k[s], ring.phase ^ 1);
-          mbar_expect_tx(&sm.full_k[s], C::kTileBytes);
-          for (int c = 0; c < C::kBlocks; ++c)
-            tma_rows(sm.k + s * C::kTileBytes + c * (kKeys * 128), &maps.k, maps.k_bt, &sm.full_k[s],
-                     it.kvh * DP + c * 64, j * kKeys, bi);
-          if (reused) mbar_wait(&sm.empty_v[s], ring.phase ^ 1);
-          mbar_expect_tx(&sm.full_v[s], C::kTileBytes);
-          for (int c = 0; c < C::kBlocks; ++c)
-            tma_rows(sm.v + s * C::kTileBytes + c * (kKeys * 128), &maps.v, maps.v_bt, &sm.full_v[s],
-                     it.kvh * DP + c * 64, j * kKeys, bi);
-          ring.advance<ST>();
-          reused = reused || ring.slot == 0;
-        }
+        load_v(it, bi, 0);
+        for (int j = 1; j < it.ntiles; ++j) load_k(it, bi, j), load_v(it, bi, j);
       }
     }
   } else {

@@ -383,6 +383,10 @@ TEST(CudaAttentionHopper, PersistentBlocksTakeSeveralItems) {
                   .fill = MaskFill::neg_infinity}, rng, /*check_auto=*/true);
     check_hopper({.B = 12, .Tq = 600, .Tk = 333, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
                   .mask = MaskKind::key_padding, .layout = Layout::fused}, rng);
+    // Keys a multiple of the 128-key tile, no mask: every tile, the last one (and its release of
+    // Q) included, runs in the unmasked loop.
+    check_hopper({.B = 12, .Tq = 512, .Tk = 512, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::BF16,
+                  .layout = Layout::fused}, rng, /*check_auto=*/true);
   }
 }
 
@@ -403,6 +407,7 @@ TEST(CudaAttentionHopper, EveryLaunchShapeAgrees) {
                     .layout = Layout::fused}, rng);
       check_hopper({.B = 5, .Tq = 257, .Tk = 130, .Hq = 12, .Hkv = 12, .D = D, .dt = DType::F16,
                     .mask = MaskKind::additive}, rng);
+      check_hopper({.B = 4, .Tq = 256, .Tk = 384, .Hq = 12, .Hkv = 12, .D = D, .dt = DType::F16}, rng);
     }
   }
   EXPECT_THROW(cuda::attn::set_hopper_shape_for_testing("3"), Error);

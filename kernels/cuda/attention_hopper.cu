@@ -258,6 +258,28 @@ struct RingPos {
   }
 };
 
+/// A work item: 64 * groups query rows from q0 of output head oh (query head qh, K/V head kvh) in
+/// batch b, and how many key tiles it visits.
+struct Item {
+  i64 q0, b;
+  int oh, qh, kvh, ntiles;
+};
+
+/// The launch's work items: nq query blocks of `rows` rows per head and batch, `count` in all.
+struct Work {
+  i64 rows, nq, count;
+  __device__ __forceinline__ Item at(const AttnParams& p, i64 i) const {
+    Item it;
+    const i64 qi = i % nq, hb = i / nq;
+    it.q0 = (p.causal ? nq - 1 - qi : qi) * rows;
+    it.oh = static_cast<int>(hb % p.Ho);
+    it.b = hb / p.Ho;
+    map_heads(p, it.oh, it.qh, it.kvh);
+    it.ntiles = key_tiles(p, it.q0, rows);
+    return it;
+  }
+};
+
 /// A consumer warpgroup's whole work (see the file comment).
 /// One work item (64 * groups query rows of one head); `ring` is where its first tile is, `q_phase`
 /// the parity of its Q load.
@@ -419,22 +441,18 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
   // Work items: (query block, output head, batch), query blocks fastest (neighbouring blocks
   // share their head's K/V in L2); causal problems run their longest blocks first. A block takes
   // items blockIdx.x, + gridDim.x, ...: one each when the grid covers them all, several when it
-  // is persistent (sized to what is co-resident).
-  const i64 rows = static_cast<i64>(kRows) * groups;
-  const i64 nq = (p.Tq + rows - 1) / rows, items = nq * p.Ho * p.B;
-  struct Item {
-    i64 q0, b;
-    int oh, qh, kvh, ntiles;
-  };
-  auto item_at = [&](i64 i) {
-    Item it;
-    const i64 qi = i % nq, hb = i / nq;
-    it.q0 = (p.causal ? nq - 1 - qi : qi) * rows;
-    it.oh = static_cast<int>(hb % p.Ho);
-    it.b = hb / p.Ho;
-    map_heads(p, it.oh, it.qh, it.kvh);
-    it.ntiles = key_tiles(p, it.q0, rows);
-    return it;
+  // is persistent (sized to what is co-resident). Each role works the count out inside its own
+  // branch: values live across the branch are spilled for the producer's 24 registers, and the
+  // consumers then reloaded them from local memory on every item. (The empty asm keeps ptxas
+  // from hoisting the common computation above the branch.)
+  auto work = [&p, groups] __attribute__((always_inline)) {
+    Work w;
+    i64 tq = p.Tq;
+    asm volatile("" : "+l"(tq));
+    w.rows = static_cast<i64>(kRows) * groups;
+    w.nq = (tq + w.rows - 1) / w.rows;
+    w.count = w.nq * p.Ho * p.B;
+    return w;
   };
 
   if (threadIdx.x == 0) {
@@ -477,8 +495,9 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
         ring.advance<ST>();
         reused = reused || ring.slot == 0;
       };
-      for (i64 i = blockIdx.x; i < items; i += gridDim.x) {
-        const Item it = item_at(i);
+      const Work w = work();
+      for (i64 i = blockIdx.x; i < w.count; i += gridDim.x) {
+        const Item it = w.at(p, i);
         if (it.ntiles == 0) continue;
         const int bi = static_cast<int>(it.b);
         // The item's first K goes before its Q: with 3 stages its slot was released by the
@@ -501,8 +520,9 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs<DP, PerSm>));
     RingPos ring;
     unsigned loaded = 0;
-    for (i64 i = blockIdx.x; i < items; i += gridDim.x) {
-      const Item it = item_at(i);
+    const Work w = work();
+    for (i64 i = blockIdx.x; i < w.count; i += gridDim.x) {
+      const Item it = w.at(p, i);
       consume<DP, T>(p, sm, it.ntiles, it.q0, it.oh, it.qh, it.b, ring, loaded & 1);
       loaded += it.ntiles > 0 ? 1 : 0;
     }

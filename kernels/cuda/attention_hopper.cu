@@ -373,8 +373,8 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
       }
       pack_p<T>(pf, s);
     };
-    // Unmasked tiles come first (masks, the causal diagonal and the end of the keys only reach
-    // the last ones), then the rest.
+    // The unmasked tiles, if any, are a prefix (the causal diagonal and the end of the keys reach
+    // only the last ones; a mask or a scale <= 0 makes every tile masked), then the rest.
     const int plain_end = min(ntiles, min(full_from, tail_from));
     int j = 1;
     for (; j < plain_end; ++j) tile(j, std::true_type{});
@@ -442,9 +442,10 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
   // share their head's K/V in L2); causal problems run their longest blocks first. A block takes
   // items blockIdx.x, + gridDim.x, ...: one each when the grid covers them all, several when it
   // is persistent (sized to what is co-resident). Each role works the count out inside its own
-  // branch: values live across the branch are spilled for the producer's 24 registers, and the
-  // consumers then reloaded them from local memory on every item. (The empty asm keeps ptxas
-  // from hoisting the common computation above the branch.)
+  // branch: values live across the branch were spilled to local memory, and with the one-block
+  // D = 64 shape (40 producer registers) the consumers reloaded them on every item. Now no
+  // consumer touches local memory in any shape (the 24-register producers spill a few words
+  // more). The empty asm keeps ptxas from hoisting the common computation above the branch.
   auto work = [&p, groups] __attribute__((always_inline)) {
     Work w;
     i64 tq = p.Tq;
@@ -500,10 +501,11 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
         const Item it = w.at(p, i);
         if (it.ntiles == 0) continue;
         const int bi = static_cast<int>(it.b);
-        // The item's first K goes before its Q: with 3 stages its slot was released by the
-        // previous item's third-last S, so the copy overlaps the consumers' last tile. Its first V
-        // goes after Q (it is needed only by the second S, and with 2 stages its slot is released
-        // only after the previous item's last softmax, later than Q's).
+        // The item's first K goes before its Q: with 3 stages its slot was released by the S three
+        // tiles back (in this item's predecessors), so the copy overlaps the consumers' last tile.
+        // Its first V goes after Q: it is needed only by the second S, and with 2 stages its slot
+        // is released only after the previous item's last softmax, later than Q's (with 3 stages
+        // either order would do).
         load_k(it, bi, 0);
         if (loaded > 0) mbar_wait(sm.empty_q, (loaded - 1) & 1);
         ++loaded;

@@ -383,10 +383,12 @@ TEST(CudaAttentionHopper, PersistentBlocksTakeSeveralItems) {
                   .fill = MaskFill::neg_infinity}, rng, /*check_auto=*/true);
     check_hopper({.B = 12, .Tq = 600, .Tk = 333, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16,
                   .mask = MaskKind::key_padding, .layout = Layout::fused}, rng);
-    // Keys a multiple of the 128-key tile, no mask: every tile, the last one (and its release of
-    // Q) included, runs in the unmasked loop.
+    // Keys a multiple of the 128-key tile, no mask: every tile after the first (which has code of
+    // its own), the last one and its release of Q included, runs in the unmasked loop; also with
+    // exactly two tiles per item.
     check_hopper({.B = 12, .Tq = 512, .Tk = 512, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::BF16,
                   .layout = Layout::fused}, rng, /*check_auto=*/true);
+    check_hopper({.B = 12, .Tq = 300, .Tk = 256, .Hq = 6, .Hkv = 6, .D = D, .dt = DType::F16}, rng);
   }
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "kernels/common/decode_checks.h"
 #include "kernels/common/lean_schedule.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/decode_attention_internal.h"
@@ -307,41 +308,18 @@ void decode_attention_impl(const Tensor& q_in, const Tensor& kc_in, const Tensor
     ENCORE_CHECK(t->device().is_cpu(), invalid_argument, "{}: {} is on {}, expected the CPU", op, name,
                  t->device().str());
   }
-  ENCORE_CHECK(q_in.rank() == 3, invalid_argument, "{}: q is {}, expected [B, Tq, Hq*D]", op, q_in.shape().str());
-  ENCORE_CHECK(kc_in.rank() == 4 && vc_in.shape() == kc_in.shape(), invalid_argument,
-               "{}: k_cache {} and v_cache {} must both be [num_blocks, Hkv, block_size, D]", op, kc_in.shape().str(),
-               vc_in.shape().str());
   ENCORE_CHECK(is_float(q_in.dtype()) && is_float(y.dtype()), unsupported,
                "{}: q ({}) and the output ({}) must be f32, bf16 or f16", op, dtype_name(q_in.dtype()),
                dtype_name(y.dtype()));
-  ENCORE_CHECK(is_float(kc_in.dtype()) && kc_in.dtype() == vc_in.dtype(), unsupported,
-               "{}: k_cache ({}) and v_cache ({}) must share one dtype of f32, bf16, f16", op,
-               dtype_name(kc_in.dtype()), dtype_name(vc_in.dtype()));
-  const int Hq = attrs.num_heads, Hkv = attrs.num_kv_heads == 0 ? attrs.num_heads : attrs.num_kv_heads;
-  ENCORE_CHECK(Hq >= 1 && Hkv >= 1 && Hq % Hkv == 0, invalid_argument,
-               "{}: num_heads {} must be a positive multiple of num_kv_heads {}", op, Hq, Hkv);
-  const i64 num_blocks = kc_in.dim(0), bs = kc_in.dim(2), D = kc_in.dim(3);
-  ENCORE_CHECK(kc_in.dim(1) == Hkv && bs >= 1 && D >= 1, invalid_argument,
-               "{}: k_cache is {}, expected [num_blocks, {} (Hkv), block_size >= 1, D >= 1]", op, kc_in.shape().str(),
-               Hkv);
-  const i64 B = q_in.dim(0), Tq = q_in.dim(1);
-  ENCORE_CHECK(q_in.dim(2) == Hq * D, invalid_argument, "{}: q is {}, expected [B, Tq, {}] ({} heads x D {})", op,
-               q_in.shape().str(), Hq * D, Hq, D);
-  ENCORE_CHECK(block_table.dtype() == DType::I32 && block_table.rank() == 2 && block_table.dim(0) == B,
-               invalid_argument, "{}: block_table is {} {}, expected i32 [{}, max_blocks]", op,
-               dtype_name(block_table.dtype()), block_table.shape().str(), B);
-  ENCORE_CHECK(lengths.dtype() == DType::I32 && lengths.rank() == 1 && lengths.dim(0) == B, invalid_argument,
-               "{}: lengths is {} {}, expected i32 [{}]", op, dtype_name(lengths.dtype()), lengths.shape().str(), B);
-  const Shape y_shape{B, Tq, Hq * D};
-  ENCORE_CHECK(y.shape() == y_shape && y.is_contiguous(), invalid_argument,
-               "{}: output is {}, expected a contiguous {}", op, y.shape().str(), y_shape.str());
-  ENCORE_CHECK(attrs.num_splits >= 0, invalid_argument, "{}: num_splits {} must be >= 0", op, attrs.num_splits);
-  ENCORE_CHECK(static_cast<int>(attrs.strategy) <= static_cast<int>(DecodeStrategy::lean), invalid_argument,
-               "{}: unknown strategy {}", op, static_cast<int>(attrs.strategy));
-  ENCORE_CHECK(std::isfinite(attrs.scale), invalid_argument, "{}: scale {} is not finite", op, attrs.scale);
+  ENCORE_CHECK(is_float(kc_in.dtype()), unsupported, "{}: k_cache ({}) must be f32, bf16 or f16", op,
+               dtype_name(kc_in.dtype()));
+  const decode_checks::DecodeDims dims =
+      decode_checks::check_decode_attention(op, q_in, kc_in, vc_in, block_table, lengths, attrs, y);
+  const int Hq = dims.Hq, Hkv = dims.Hkv;
+  const i64 num_blocks = dims.num_blocks, bs = dims.block_size, D = dims.D, B = dims.B, Tq = dims.Tq;
 
   // Host copies of the tables, checked so the loops never read outside the cache.
-  const i64 max_blocks = block_table.dim(1);
+  const i64 max_blocks = dims.max_blocks;
   std::vector<std::int32_t> table(static_cast<std::size_t>(B * max_blocks));
   std::vector<i64> lens(static_cast<std::size_t>(B));
   const auto* tp = block_table.data_ptr<std::int32_t>();

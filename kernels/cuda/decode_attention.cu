@@ -30,6 +30,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/common/decode_checks.h"
 #include "kernels/cuda/decode_attention_internal.h"
 #include "kernels/cuda/decode_attention_lean.cuh"
 #include "kernels/cuda/decode_attention_split.cuh"
@@ -183,8 +184,10 @@ int occupancy(int ordinal, const void* fn, int threads, std::size_t smem) {
   return n;
 }
 
+/// The CUDA side of the checks (devices, float dtypes, D <= 256); the rest is shared with the CPU
+/// backend (kernels/common/decode_checks.h).
 void check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& table, const Tensor& lengths,
-                  const DecodeAttentionAttrs& attrs, const Tensor& y, int Hq, int Hkv) {
+                  const DecodeAttentionAttrs& attrs, const Tensor& y) {
   const char* op = "decode_attention";
   kc::check_float(op, "q", q);
   kc::check_float(op, "k_cache", kc);
@@ -195,31 +198,8 @@ void check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Ten
   for (const Tensor* t : {&kc, &vc, &table, &lengths, &y})
     ENCORE_CU_CHECK(t->device() == q.device(), invalid_argument, op, ": all operands must be on ", q.device().str(),
                     ", got one on ", t->device().str());
-  ENCORE_CU_CHECK(q.rank() == 3, invalid_argument, op, ": q is ", q.shape().str(), ", expected [B, Tq, Hq*D]");
-  ENCORE_CU_CHECK(kc.rank() == 4 && vc.shape() == kc.shape(), invalid_argument, op, ": k_cache ", kc.shape().str(),
-                  " and v_cache ", vc.shape().str(), " must both be [num_blocks, Hkv, block_size, D]");
-  ENCORE_CU_CHECK(kc.dtype() == vc.dtype(), unsupported, op, ": k_cache (", dtype_name(kc.dtype()), ") and v_cache (",
-                  dtype_name(vc.dtype()), ") must share a dtype");
-  ENCORE_CU_CHECK(Hq >= 1 && Hkv >= 1 && Hq % Hkv == 0, invalid_argument, op, ": num_heads ", Hq,
-                  " must be a positive multiple of num_kv_heads ", Hkv);
-  const i64 D = kc.dim(3), B = q.dim(0);
-  ENCORE_CU_CHECK(kc.dim(1) == Hkv && kc.dim(2) >= 1 && D >= 1, invalid_argument, op, ": k_cache is ", kc.shape().str(),
-                  ", expected [num_blocks, ", Hkv, " (Hkv), block_size >= 1, D >= 1]");
-  ENCORE_CU_CHECK(D <= 256, unsupported, op, ": head dim ", D, " > 256 is not supported on CUDA");
-  ENCORE_CU_CHECK(q.dim(2) == Hq * D, invalid_argument, op, ": q is ", q.shape().str(), ", expected [B, Tq, ", Hq * D,
-                  "] (", Hq, " heads x D ", D, ")");
-  ENCORE_CU_CHECK(table.dtype() == DType::I32 && table.rank() == 2 && table.dim(0) == B, invalid_argument, op,
-                  ": block_table is ", dtype_name(table.dtype()), " ", table.shape().str(), ", expected i32 [", B,
-                  ", max_blocks]");
-  ENCORE_CU_CHECK(lengths.dtype() == DType::I32 && lengths.rank() == 1 && lengths.dim(0) == B, invalid_argument, op,
-                  ": lengths is ", dtype_name(lengths.dtype()), " ", lengths.shape().str(), ", expected i32 [", B, "]");
-  const Shape ys{B, q.dim(1), Hq * D};
-  ENCORE_CU_CHECK(y.shape() == ys && y.is_contiguous(), invalid_argument, op, ": output is ", y.shape().str(),
-                  ", expected a contiguous ", ys.str());
-  ENCORE_CU_CHECK(attrs.num_splits >= 0, invalid_argument, op, ": num_splits ", attrs.num_splits, " must be >= 0");
-  ENCORE_CU_CHECK(static_cast<int>(attrs.strategy) <= static_cast<int>(DecodeStrategy::lean), invalid_argument, op,
-                  ": unknown strategy ", static_cast<int>(attrs.strategy));
-  ENCORE_CU_CHECK(std::isfinite(attrs.scale), invalid_argument, op, ": scale ", attrs.scale, " is not finite");
+  const decode_checks::DecodeDims d = decode_checks::check_decode_attention(op, q, kc, vc, table, lengths, attrs, y);
+  ENCORE_CU_CHECK(d.D <= 256, unsupported, op, ": head dim ", d.D, " > 256 is not supported on CUDA");
 }
 
 }  // namespace
@@ -241,7 +221,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                                  const Tensor& y, const CudaContext& ctx, const Options& opts) {
   const char* op = "decode_attention";
   const int Hq = attrs.num_heads, Hkv = attrs.num_kv_heads == 0 ? attrs.num_heads : attrs.num_kv_heads;
-  check_inputs(q, k_cache, v_cache, block_table, lengths, attrs, y, Hq, Hkv);
+  check_inputs(q, k_cache, v_cache, block_table, lengths, attrs, y);
   kc::Launch l(ctx, op);
   const i64 B = q.dim(0), Tq = q.dim(1), D = k_cache.dim(3), bs = k_cache.dim(2);
   LaunchInfo info;

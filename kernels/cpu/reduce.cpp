@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/common/reduce_layout.h"
 #include "kernels/cpu/simd_common.h"
 
 namespace encore::cpu {
@@ -42,17 +43,6 @@ double sum_run(const T* p, i64 s, i64 n) {
   return (a0 + a1) + (a2 + a3);
 }
 
-/// The strides of `y` for the dims of `x` that are kept (x dims not in `reduced`).
-Shape kept_strides(const Tensor& y, const std::vector<bool>& reduced, bool keepdims) {
-  Shape s;
-  int yd = 0;
-  for (std::size_t d = 0; d < reduced.size(); ++d) {
-    if (!reduced[d]) s.push_back(y.strides()[yd]);
-    if (!reduced[d] || keepdims) ++yd;
-  }
-  return s;
-}
-
 template <typename T>
 void store_value(std::byte* p, double v) {
   if constexpr (is_float_storage<T>) *reinterpret_cast<T*>(p) = from_f32<T>(static_cast<float>(v));
@@ -68,32 +58,10 @@ void reduce(const Tensor& x, const ReduceAttrs& attrs, bool mean, const Tensor& 
   const char* op = mean ? "reduce_mean" : "reduce_sum";
   check_defined(op, "x", x);
   check_defined(op, "y", y);
-  const bool fl = is_floating(x.dtype());
-  ENCORE_CHECK(fl || (!mean && (x.dtype() == DType::I32 || x.dtype() == DType::I64)), unsupported,
-               "{}: x has dtype {}; supported: f32, bf16, f16{}", op, dtype_name(x.dtype()), mean ? "" : ", i32, i64");
-  ENCORE_CHECK(y.dtype() == x.dtype(), invalid_argument, "{}: y is {} but x is {}", op, dtype_name(y.dtype()),
-               dtype_name(x.dtype()));
-  std::vector<bool> reduced(static_cast<std::size_t>(x.rank()), attrs.axes.empty());
-  for (int a : attrs.axes) {
-    const int d = normalize_axis(a, x.rank(), "reduce axis");
-    ENCORE_CHECK(!reduced[static_cast<std::size_t>(d)], invalid_argument, "{}: axis {} is listed twice", op, d);
-    reduced[static_cast<std::size_t>(d)] = true;
-  }
-  Shape expected, kept_shape, kept_x, red_shape, red_x;
-  for (int d = 0; d < x.rank(); ++d) {
-    if (reduced[static_cast<std::size_t>(d)]) {
-      red_shape.push_back(x.shape()[d]);
-      red_x.push_back(x.strides()[d]);
-      if (attrs.keepdims) expected.push_back(1);
-    } else {
-      kept_shape.push_back(x.shape()[d]);
-      kept_x.push_back(x.strides()[d]);
-      expected.push_back(x.shape()[d]);
-    }
-  }
-  check_shape(op, "y", y, expected);
+  const reduce_layout::Layout rl = reduce_layout::plan(op, x, attrs, mean, y);
   if (y.numel() == 0) return;
-  const Shape kept_y = kept_strides(y, reduced, attrs.keepdims);
+  const Shape &kept_shape = rl.kept_shape, &kept_x = rl.kept_x, &kept_y = rl.kept_y, &red_shape = rl.red_shape,
+              &red_x = rl.red_x;
   const Walk<2> out(kept_shape, {kept_x.begin(), kept_y.begin()});
   const Walk<1> box(red_shape, {red_x.begin()});
   const i64 count = red_shape.numel(), bs = box.inner_stride(0);
@@ -136,7 +104,7 @@ void argmax(const Tensor& x, const ArgMaxAttrs& attrs, const Tensor& y, const Cp
   check_shape("argmax", "y", y, expected);
   if (y.numel() == 0) return;
   const Without xo(x, axis);
-  const Shape ys = kept_strides(y, reduced, attrs.keepdims);
+  const Shape ys = reduce_layout::kept_strides(y, reduced, attrs.keepdims);
   const Walk<2> out(xo.shape, {xo.strides.begin(), ys.begin()});
   const i64 xa = x.strides()[axis];
   std::int64_t* yp = y.data_ptr<std::int64_t>();

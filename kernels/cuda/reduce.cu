@@ -7,6 +7,7 @@
 // Ordering (argmax, topk): NaN above everything, then larger values, ties to the lower index.
 #include <cmath>
 
+#include "kernels/common/reduce_layout.h"
 #include "kernels/cuda/kernel_common.cuh"
 
 namespace encore::cuda {
@@ -226,17 +227,6 @@ __global__ void cumsum_kernel(const CumsumParams p) {
   }
 }
 
-/// y's strides over x's kept dims (x dims not reduced), for keepdims or not.
-Shape kept_strides(const Tensor& y, const std::vector<bool>& reduced, bool keepdims) {
-  Shape s;
-  int yd = 0;
-  for (std::size_t d = 0; d < reduced.size(); ++d) {
-    if (!reduced[d]) s.push_back(y.strides()[yd]);
-    if (!reduced[d] || keepdims) ++yd;
-  }
-  return s;
-}
-
 unsigned line_blocks(i64 count) { return static_cast<unsigned>(std::min<i64>(count, 1 << 20)); }
 
 }  // namespace
@@ -245,37 +235,14 @@ void reduce(const Tensor& x, const ReduceAttrs& attrs, bool mean, const Tensor& 
   const char* op = mean ? "reduce_mean" : "reduce_sum";
   check_dev(op, "x", x);
   check_dev(op, "y", y);
-  const bool fl = is_floating(x.dtype());
-  ENCORE_CU_CHECK(fl || (!mean && (x.dtype() == DType::I32 || x.dtype() == DType::I64)), unsupported, op,
-                  ": x has dtype ", dtype_name(x.dtype()), "; supported: f32, bf16, f16", mean ? "" : ", i32, i64");
-  ENCORE_CU_CHECK(y.dtype() == x.dtype(), invalid_argument, op, ": y is ", dtype_name(y.dtype()), " but x is ",
-                  dtype_name(x.dtype()));
-  std::vector<bool> reduced(static_cast<std::size_t>(x.rank()), attrs.axes.empty());
-  for (int a : attrs.axes) {
-    const int d = normalize_axis(a, x.rank(), "reduce axis");
-    ENCORE_CU_CHECK(!reduced[static_cast<std::size_t>(d)], invalid_argument, op, ": axis ", d, " is listed twice");
-    reduced[static_cast<std::size_t>(d)] = true;
-  }
-  Shape expected, kept_shape, kept_x, red_shape, red_x;
-  for (int d = 0; d < x.rank(); ++d) {
-    if (reduced[static_cast<std::size_t>(d)]) {
-      red_shape.push_back(x.shape()[d]);
-      red_x.push_back(x.strides()[d]);
-      if (attrs.keepdims) expected.push_back(1);
-    } else {
-      kept_shape.push_back(x.shape()[d]);
-      kept_x.push_back(x.strides()[d]);
-      expected.push_back(x.shape()[d]);
-    }
-  }
-  check_shape(op, "y", y, expected);
+  const reduce_layout::Layout rl = reduce_layout::plan(op, x, attrs, mean, y);
   if (y.numel() == 0) return;
   Launch l(ctx, op);
   ReduceParams p;
-  p.out = make_indexer<2>(kept_shape, std::array<Shape, 2>{kept_x, kept_strides(y, reduced, attrs.keepdims)});
-  p.box = make_indexer<1>(red_shape, std::array<Shape, 1>{red_x});
-  p.M = kept_shape.numel();
-  p.R = red_shape.numel();
+  p.out = make_indexer<2>(rl.kept_shape, std::array<Shape, 2>{rl.kept_x, rl.kept_y});
+  p.box = make_indexer<1>(rl.red_shape, std::array<Shape, 1>{rl.red_x});
+  p.M = rl.kept_shape.numel();
+  p.R = rl.red_shape.numel();
   p.x = x.data(), p.y = y.data();
   p.dt = code(x.dtype());
   p.mean = mean;
@@ -302,7 +269,7 @@ void argmax(const Tensor& x, const ArgMaxAttrs& attrs, const Tensor& y, const Cu
   Launch l(ctx, "argmax");
   std::vector<bool> reduced(static_cast<std::size_t>(x.rank()), false);
   reduced[static_cast<std::size_t>(axis)] = true;
-  const Shape ys = kept_strides(y, reduced, attrs.keepdims);
+  const Shape ys = reduce_layout::kept_strides(y, reduced, attrs.keepdims);
   ArgParams p;
   p.ix = make_indexer<3>(drop_dim(x.shape(), axis), std::array<Shape, 3>{drop_dim(x.strides(), axis), ys, ys});
   p.count = y.numel();

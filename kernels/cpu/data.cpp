@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/common/index_checks.h"
 #include "kernels/cpu/simd_common.h"
 
 namespace encore::cpu {
@@ -173,14 +174,8 @@ void pad(const Tensor& x, const PadAttrs& attrs, const Tensor& y, const CpuConte
 void gather(const Tensor& x, const Tensor& index, const GatherAttrs& attrs, const Tensor& y, const CpuContext& ctx) {
   check_defined("gather", "x", x);
   check_defined("gather", "y", y);
-  ENCORE_CHECK(x.dtype() == y.dtype(), invalid_argument, "gather: x is {} but y is {}", dtype_name(x.dtype()),
-               dtype_name(y.dtype()));
-  const int axis = normalize_axis(attrs.axis, x.rank(), "gather axis");
   check_index("gather", "index", index);
-  ENCORE_CHECK(index.rank() == 1, invalid_argument, "gather: index must be 1-D, got shape {}", index.shape().str());
-  Shape expected = x.shape();
-  expected[axis] = index.shape()[0];
-  check_shape("gather", "y", y, expected);
+  const int axis = index_checks::check_gather(x, index, attrs.axis, y);
   const std::vector<i64> idx = read_indices("gather", index, x.shape()[axis], axis);
   if (y.numel() == 0) return;
   const Without xo(x, axis), yo(y, axis);
@@ -214,14 +209,8 @@ void scatter_add(const Tensor& x, const Tensor& index, const Tensor& src, const 
   check_float(op, "x", x);
   check_float(op, "src", src);
   check_float(op, "y", y);
-  check_shape(op, "y", y, x.shape());
-  const int axis = normalize_axis(attrs.axis, x.rank(), "scatter_add axis");
   check_index(op, "index", index);
-  ENCORE_CHECK(index.rank() == 1, invalid_argument, "scatter_add: index must be 1-D, got shape {}",
-               index.shape().str());
-  Shape src_expected = x.shape();
-  src_expected[axis] = index.shape()[0];
-  check_shape(op, "src", src, src_expected);
+  const int axis = index_checks::check_scatter_add(x, index, src, attrs.axis, y);
   const std::vector<i64> idx = read_indices(op, index, x.shape()[axis], axis);
   if (y.numel() == 0) return;
   // Accumulate in f32: y itself when it is contiguous f32, else a scratch copy rounded once at the end.

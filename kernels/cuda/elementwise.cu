@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/common/index_checks.h"
 #include "kernels/cuda/kernel_common.cuh"
 
 namespace encore::cuda {
@@ -513,14 +514,8 @@ void pad(const Tensor& x, const PadAttrs& attrs, const Tensor& y, const CudaCont
 void gather(const Tensor& x, const Tensor& index, const GatherAttrs& attrs, const Tensor& y, const CudaContext& ctx) {
   check_dev("gather", "x", x);
   check_dev("gather", "y", y);
-  ENCORE_CU_CHECK(x.dtype() == y.dtype(), invalid_argument, "gather: x is ", dtype_name(x.dtype()), " but y is ",
-                  dtype_name(y.dtype()));
-  const int axis = normalize_axis(attrs.axis, x.rank(), "gather axis");
   check_index_dtype("gather", "index", index);
-  ENCORE_CU_CHECK(index.rank() == 1, invalid_argument, "gather: index must be 1-D, got shape ", index.shape().str());
-  Shape expected = x.shape();
-  expected[axis] = index.shape()[0];
-  check_shape("gather", "y", y, expected);
+  const int axis = index_checks::check_gather(x, index, attrs.axis, y);
   if (y.numel() == 0) return;
   Launch l(ctx, "gather");
   IndexCheck guard(l);
@@ -547,14 +542,8 @@ void scatter_add(const Tensor& x, const Tensor& index, const Tensor& src, const 
   check_float(op, "x", x);
   check_float(op, "src", src);
   check_float(op, "y", y);
-  check_shape(op, "y", y, x.shape());
-  const int axis = normalize_axis(attrs.axis, x.rank(), "scatter_add axis");
   check_index_dtype(op, "index", index);
-  ENCORE_CU_CHECK(index.rank() == 1, invalid_argument, "scatter_add: index must be 1-D, got shape ",
-                  index.shape().str());
-  Shape src_expected = x.shape();
-  src_expected[axis] = index.shape()[0];
-  check_shape(op, "src", src, src_expected);
+  const int axis = index_checks::check_scatter_add(x, index, src, attrs.axis, y);
   if (y.numel() == 0) return;
   Launch l(ctx, op);
   // Accumulate in f32: into y itself when it is f32, else into a scratch copy rounded once at the end.

@@ -7,6 +7,7 @@
 
 #include "backends/cuda/cublas_gemm.h"
 #include "backends/cuda/cuda_check.h"
+#include "kernels/common/int8_checks.h"
 #include "kernels/cuda/gemm_kernels.h"
 
 namespace encore::cuda {
@@ -22,35 +23,7 @@ void check_int8_args(CudaRuntime& rt, const Tensor& x, float x_scale, std::int32
   const Device dev = rt.device();
   ENCORE_CHECK(x.device() == dev && w.device() == dev && y.device() == dev && (!bias.defined() || bias.device() == dev),
                invalid_argument, "linear_int8 (CUDA): every tensor must be on {}", dev.str());
-  ENCORE_CHECK(x.dtype() == DType::U8 && w.dtype() == DType::I8, unsupported,
-               "linear_int8: x must be u8 and weight i8 (got {} and {})", dtype_name(x.dtype()), dtype_name(w.dtype()));
-  ENCORE_CHECK(x.rank() >= 1 && w.rank() == 2 && w.dim(1) == x.dim(-1), invalid_argument,
-               "linear_int8: x {} and weight {} ([N, K]) do not match", x.shape().str(), w.shape().str());
-  const std::int64_t N = w.dim(0);
-  ENCORE_CHECK(w_scales.size() == 1 || static_cast<std::int64_t>(w_scales.size()) == N, invalid_argument,
-               "linear_int8: {} weight scales given for weight {}: expected 1 or {}", w_scales.size(),
-               w.shape().str(), N);
-  const auto good = [](float s) { return std::isfinite(s) && s > 0.0f; };
-  bool scales_ok = good(x_scale) && good(y_scale);
-  for (const float s : w_scales) scales_ok = scales_ok && good(s);
-  ENCORE_CHECK(scales_ok, invalid_argument, "linear_int8: scales must be finite and > 0 (x {}, y {})", x_scale,
-               y_scale);
-  ENCORE_CHECK(x_zp >= 0 && x_zp <= 255, invalid_argument, "linear_int8: x zero point {} is outside [0, 255]", x_zp);
-  ENCORE_CHECK(!bias.defined() || (bias.dtype() == DType::F32 && bias.rank() == 1 && bias.dim(0) == N),
-               invalid_argument, "linear_int8: bias {} ({}) must be f32 [{}]", bias.shape().str(),
-               dtype_name(bias.dtype()), N);
-  Shape expect = x.shape();
-  expect[expect.rank() - 1] = N;
-  ENCORE_CHECK(y.shape() == expect && y.is_contiguous(), invalid_argument,
-               "linear_int8: y {} should be a contiguous {}", y.shape().str(), expect.str());
-  ENCORE_CHECK(y.dtype() == DType::F32 || y.dtype() == DType::U8 || y.dtype() == DType::I8, unsupported,
-               "linear_int8: y must be f32, u8 or i8 (got {})", dtype_name(y.dtype()));
-  if (y.dtype() == DType::U8)
-    ENCORE_CHECK(y_zp >= 0 && y_zp <= 255, invalid_argument, "linear_int8: u8 y zero point {} is outside [0, 255]",
-                 y_zp);
-  if (y.dtype() == DType::I8)
-    ENCORE_CHECK(y_zp >= -128 && y_zp <= 127, invalid_argument,
-                 "linear_int8: i8 y zero point {} is outside [-128, 127]", y_zp);
+  int8_checks::check_linear_int8(x, x_scale, x_zp, w, w_scales, bias, y, y_scale, y_zp);
 }
 
 }  // namespace

@@ -185,9 +185,9 @@ int occupancy(int ordinal, const void* fn, int threads, std::size_t smem) {
 }
 
 /// The CUDA side of the checks (devices, float dtypes, D <= 256); the rest is shared with the CPU
-/// backend (kernels/common/decode_checks.h).
-void check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& table, const Tensor& lengths,
-                  const DecodeAttentionAttrs& attrs, const Tensor& y) {
+/// backend (kernels/common/decode_checks.h), whose sizes are returned.
+decode_checks::DecodeDims check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& table,
+                                       const Tensor& lengths, const DecodeAttentionAttrs& attrs, const Tensor& y) {
   const char* op = "decode_attention";
   kc::check_float(op, "q", q);
   kc::check_float(op, "k_cache", kc);
@@ -200,6 +200,7 @@ void check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Ten
                     ", got one on ", t->device().str());
   const decode_checks::DecodeDims d = decode_checks::check_decode_attention(op, q, kc, vc, table, lengths, attrs, y);
   ENCORE_CU_CHECK(d.D <= 256, unsupported, op, ": head dim ", d.D, " > 256 is not supported on CUDA");
+  return d;
 }
 
 }  // namespace
@@ -220,10 +221,10 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                                  const Tensor& block_table, const Tensor& lengths, const DecodeAttentionAttrs& attrs,
                                  const Tensor& y, const CudaContext& ctx, const Options& opts) {
   const char* op = "decode_attention";
-  const int Hq = attrs.num_heads, Hkv = attrs.num_kv_heads == 0 ? attrs.num_heads : attrs.num_kv_heads;
-  check_inputs(q, k_cache, v_cache, block_table, lengths, attrs, y);
+  const decode_checks::DecodeDims dims = check_inputs(q, k_cache, v_cache, block_table, lengths, attrs, y);
   kc::Launch l(ctx, op);
-  const i64 B = q.dim(0), Tq = q.dim(1), D = k_cache.dim(3), bs = k_cache.dim(2);
+  const int Hq = dims.Hq, Hkv = dims.Hkv;
+  const i64 B = dims.B, Tq = dims.Tq, D = dims.D, bs = dims.block_size;
   LaunchInfo info;
   if (B == 0 || Tq == 0) return info;
   ENCORE_CU_CHECK(B <= (1 << 20) && Tq * (Hq / Hkv) <= (1 << 20), unsupported, op, ": batch ", B, " or ", Tq,
@@ -267,7 +268,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   if ((bs & (bs - 1)) == 0 && bs <= (i64{1} << 30)) p.bs_shift = std::countr_zero(static_cast<std::uint64_t>(bs));
   p.MT = row_blocks(p.rows, kern.rb), p.Hv = Hkv * p.MT;
   p.tile = lean::tile_tokens(bs, opts.tile_tokens > 0 ? opts.tile_tokens : (D <= 64 ? 128 : 64));
-  p.capacity = block_table.dim(1) * bs;
+  p.capacity = dims.max_blocks * bs;
   const float scale = attrs.scale != 0.0f ? attrs.scale : 1.0f / std::sqrt(static_cast<float>(D));
   p.scale_log2 = scale * 1.4426950408889634f;
   p.nw = kern.nw, p.warp_bytes = kern.warp_bytes;

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Times torch scaled_dot_product_attention (flash, cuDNN, memory-efficient backends) at the
 prefill/encoder shapes of benchmarks/bench_cuda_attention.cpp (ViT-B: 12 heads x 64; 197 and 1024
-tokens; batch 1 and 32; f16 and bf16; then 12 heads x 128 at 1024 tokens, f16), as CUDA-graph replays so host overhead is out, and prints
-one JSON line per (shape, backend): {"B","T","H","D","dtype","backend","us","tflops"}.
+tokens; batch 1 and 32; f16 and bf16; then 12 heads x 128 at 1024 tokens, f16), as CUDA-graph
+replays so host overhead is out, and prints one JSON line per (shape, backend):
+{"B","T","H","D","dtype","backend","us","tflops"}.
 
 Needs only torch. Run on the GPU machine: python3 tools/bench/sdpa_prefill.py > sdpa_prefill.jsonl
 """

@@ -16,7 +16,8 @@
 // been read). Out-of-range rows arrive as zeros from the TMA, so no bounds checks on loads.
 //
 // A consumer warpgroup, per key tile j:
-//   S_j = Q K_j^T      wgmma m64n128k16, both operands in shared memory (issued, not awaited)
+//   S_j = Q K_j^T      wgmma m64n128k16 (n32/64/96 for a narrow last tile), both operands in
+//                      shared memory (issued, not awaited)
 //   O  += P_{j-1} V_{j-1}  wgmma m64nDk16, P in registers (issued behind S_j)
 //   wait for S_j; release K_j; mask + online softmax of S_j (exp2) while P V runs on the tensor
 //   cores; wait for P V; release V_{j-1}; rescale O; P_j = S_j packed to 16 bits.
@@ -149,7 +150,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[DP / 2], const unsigned (&pf
 /// mask_score (key padding, an additive mask, the causal diagonal, or a scale <= 0).
 enum class TileMask { none, tail, full };
 
-/// Masks one S tile of raw scores (keys j0..j0+127; this thread's rows row0 and row0 + 8) and runs
+/// Masks one S tile of raw scores (keys j0..j0+8NC-1; this thread's rows row0 and row0 + 8) and runs
 /// the online softmax on it: s becomes the unnormalised probabilities, m/l the running max (of
 /// scaled scores) and partial sum, alpha the factor the previous output must be rescaled by.
 /// NC: the tile's 8-key chunks (16; fewer for a narrow last tile).

@@ -617,7 +617,10 @@ bool launch(const AttnParams& p, Maps maps, const Shape& shape, int num_sms, boo
   const i64 rows = static_cast<i64>(kRows) * shape.groups;
   const i64 nq = (p.Tq + rows - 1) / rows, items = nq * p.Ho * p.B;
   maps.fast_items = items < (i64{1} << 31) && FastDiv::valid(nq) && FastDiv::valid(p.Ho);
-  if (maps.fast_items) maps.by_nq = FastDiv(static_cast<std::uint32_t>(nq)), maps.by_ho = FastDiv(static_cast<std::uint32_t>(p.Ho));
+  if (maps.fast_items) {
+    maps.by_nq = FastDiv(static_cast<std::uint32_t>(nq));
+    maps.by_ho = FastDiv(static_cast<std::uint32_t>(p.Ho));
+  }
   // Blocks that fit at once (MPS limits or a carveout could make it fewer than the launch bounds
   // promise; then a persistent grid of per_sm per multiprocessor would run in two waves).
   static const int fit = [] {

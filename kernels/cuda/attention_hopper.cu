@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/common/fast_div.h"
 #include "kernels/cuda/attention_wgmma.cuh"
 
 namespace encore::cuda::attn {
@@ -71,6 +72,10 @@ struct Cfg {
 struct Maps {
   CUtensorMap q, k, v;
   bool q_bt = false, k_bt = false, v_bt = false;
+  // Work-item decoding by multiplication (fast_items: fewer than 2^31 items): by the query
+  // blocks per head and by the output heads.
+  bool fast_items = false;
+  FastDiv by_nq, by_ho;
 };
 
 /// A box of rows [row, row + box rows) of batch b from one of the maps.
@@ -276,12 +281,21 @@ struct Item {
 /// The launch's work items: nq query blocks of `rows` rows per head and batch, `count` in all.
 struct Work {
   i64 rows, nq, count;
-  __device__ __forceinline__ Item at(const AttnParams& p, i64 i) const {
+  __device__ __forceinline__ Item at(const AttnParams& p, const Maps& maps, i64 i) const {
     Item it;
-    const i64 qi = i % nq, hb = i / nq;
+    i64 qi;
+    if (maps.fast_items) {  // i < 2^31: two multiply-highs instead of two divisions
+      const std::uint32_t n = static_cast<std::uint32_t>(i), hb = maps.by_nq.div(n), b = maps.by_ho.div(hb);
+      qi = n - hb * maps.by_nq.d;
+      it.oh = static_cast<int>(hb - b * maps.by_ho.d);
+      it.b = b;
+    } else {
+      const i64 hb = i / nq;
+      qi = i % nq;
+      it.oh = static_cast<int>(hb % p.Ho);
+      it.b = hb / p.Ho;
+    }
     it.q0 = (p.causal ? nq - 1 - qi : qi) * rows;
-    it.oh = static_cast<int>(hb % p.Ho);
-    it.b = hb / p.Ho;
     map_heads(p, it.oh, it.qh, it.kvh);
     it.ntiles = key_tiles(p, it.q0, rows);
     return it;
@@ -531,7 +545,7 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
       };
       const Work w = work();
       for (i64 i = blockIdx.x; i < w.count; i += gridDim.x) {
-        const Item it = w.at(p, i);
+        const Item it = w.at(p, maps, i);
         if (it.ntiles == 0) continue;
         const int bi = static_cast<int>(it.b);
         // The item's first K goes before its Q: with 3 stages its slot was released by the S three
@@ -557,7 +571,7 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
     unsigned loaded = 0;
     const Work w = work();
     for (i64 i = blockIdx.x; i < w.count; i += gridDim.x) {
-      const Item it = w.at(p, i);
+      const Item it = w.at(p, maps, i);
       consume<DP, T>(p, sm, it.ntiles, it.q0, it.oh, it.qh, it.b, ring, loaded & 1);
       loaded += it.ntiles > 0 ? 1 : 0;
     }
@@ -623,7 +637,7 @@ struct Shape {
 };
 
 template <int DP, typename T, int PerSm>
-bool launch(const AttnParams& p, const Maps& maps, const Shape& shape, int num_sms, bool pdl, cudaStream_t stream,
+bool launch(const AttnParams& p, Maps maps, const Shape& shape, int num_sms, bool pdl, cudaStream_t stream,
             const char** why) {
   if (!kernel_loaded<DP, T, PerSm>()) {
     if (why != nullptr) *why = "this binary's sm_90a code does not load on the device";
@@ -634,7 +648,12 @@ bool launch(const AttnParams& p, const Maps& maps, const Shape& shape, int num_s
                                       static_cast<int>(Cfg<DP>::smem(PerSm == 2 ? 1 : kMaxGroups))),
                  "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
   const i64 rows = static_cast<i64>(kRows) * shape.groups;
-  const i64 items = (p.Tq + rows - 1) / rows * p.Ho * p.B;
+  const i64 nq = (p.Tq + rows - 1) / rows, items = nq * p.Ho * p.B;
+  maps.fast_items = items < (i64{1} << 31) && FastDiv::valid(nq) && FastDiv::valid(p.Ho);
+  if (maps.fast_items) {
+    maps.by_nq = FastDiv(static_cast<std::uint32_t>(nq));
+    maps.by_ho = FastDiv(static_cast<std::uint32_t>(p.Ho));
+  }
   // Blocks that fit at once (MPS limits or a carveout could make it fewer than the launch bounds
   // promise; then a persistent grid of per_sm per multiprocessor would run in two waves).
   static const int fit = [] {

@@ -16,7 +16,8 @@
 // been read). Out-of-range rows arrive as zeros from the TMA, so no bounds checks on loads.
 //
 // A consumer warpgroup, per key tile j:
-//   S_j = Q K_j^T      wgmma m64n128k16, both operands in shared memory (issued, not awaited)
+//   S_j = Q K_j^T      wgmma m64n128k16 (n32/64/96 for a narrow last tile), both operands in
+//                      shared memory (issued, not awaited)
 //   O  += P_{j-1} V_{j-1}  wgmma m64nDk16, P in registers (issued behind S_j)
 //   wait for S_j; release K_j; mask + online softmax of S_j (exp2) while P V runs on the tensor
 //   cores; wait for P V; release V_{j-1}; rescale O; P_j = S_j packed to 16 bits.
@@ -34,6 +35,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/common/fast_div.h"
 #include "kernels/cuda/attention_wgmma.cuh"
 
 namespace encore::cuda::attn {
@@ -70,6 +72,10 @@ struct Cfg {
 struct Maps {
   CUtensorMap q, k, v;
   bool q_bt = false, k_bt = false, v_bt = false;
+  // Work-item decoding by multiplication (fast_items: fewer than 2^31 items): by the query
+  // blocks per head and by the output heads.
+  bool fast_items = false;
+  FastDiv by_nq, by_ho;
 };
 
 /// A box of rows [row, row + box rows) of batch b from one of the maps.
@@ -113,25 +119,30 @@ __device__ __forceinline__ int key_tiles(const AttnParams& p, i64 q0, i64 rows) 
 /// S = Q K^T for one K slot (issued and committed, not awaited). `q` and `k` are the low words of
 /// the operands' descriptors (desc_lo); each k-step only adds a constant to them, so that issuing
 /// takes an add and two moves to uniform registers per instruction, not a chain of address masks.
-template <int DP, typename T>
-__device__ __forceinline__ void issue_s(float (&s)[64], std::uint32_t q, std::uint32_t k) {
+/// W < 128: only the first W keys of the slot (a narrow last tile).
+template <int DP, typename T, int W = kKeys>
+__device__ __forceinline__ void issue_s(float (&s)[W / 2], std::uint32_t q, std::uint32_t k) {
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < DP / 16; ++kk) {
     const std::uint32_t off = (kk & 3) * 32u;  // k-step within the 128-byte row
     const std::uint64_t da = desc_of(q + ((kk >> 2) * (kRows * 128u) + off) / 16);
     const std::uint64_t db = desc_of(k + ((kk >> 2) * (kKeys * 128u) + off) / 16);
-    Wgmma<T>::ss_n128(s, da, db, kk > 0 ? 1 : 0);
+    if constexpr (W == 32) Wgmma<T>::ss_n32(s, da, db, kk > 0 ? 1 : 0);
+    else if constexpr (W == 64) Wgmma<T>::ss_n64(s, da, db, kk > 0 ? 1 : 0);
+    else if constexpr (W == 96) Wgmma<T>::ss_n96(s, da, db, kk > 0 ? 1 : 0);
+    else Wgmma<T>::ss_n128(s, da, db, kk > 0 ? 1 : 0);
   }
   wg_commit();
 }
 
-/// O += P V for one V slot (issued and committed, not awaited); `v` as `k` above.
-template <int DP, typename T>
+/// O += P V for one V slot (issued and committed, not awaited); `v` as `k` above; W: the first W
+/// keys only.
+template <int DP, typename T, int W = kKeys>
 __device__ __forceinline__ void issue_pv(float (&o)[DP / 2], const unsigned (&pf)[32], std::uint32_t v) {
   wg_fence();
 #pragma unroll
-  for (int c = 0; c < kKeys / 16; ++c) {
+  for (int c = 0; c < W / 16; ++c) {
     const unsigned a[4] = {pf[4 * c], pf[4 * c + 1], pf[4 * c + 2], pf[4 * c + 3]};
     const std::uint64_t db = desc_of(v + c * (16 * 128u) / 16);
     if constexpr (DP == 64) Wgmma<T>::rs_n64(o, a, db);
@@ -144,16 +155,18 @@ __device__ __forceinline__ void issue_pv(float (&o)[DP / 2], const unsigned (&pf
 /// mask_score (key padding, an additive mask, the causal diagonal, or a scale <= 0).
 enum class TileMask { none, tail, full };
 
-/// Masks one S tile of raw scores (keys j0..j0+127; this thread's rows row0 and row0 + 8) and runs
+/// Masks one S tile of raw scores (keys j0..j0+8NC-1; this thread's rows row0 and row0 + 8) and runs
 /// the online softmax on it: s becomes the unnormalised probabilities, m/l the running max (of
 /// scaled scores) and partial sum, alpha the factor the previous output must be rescaled by.
-__device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], float (&l)[2], float (&alpha)[2],
+/// NC: the tile's 8-key chunks (16; fewer for a narrow last tile).
+template <int NC = kKeys / 8>
+__device__ __forceinline__ void softmax_tile(float (&s)[4 * NC], float (&m)[2], float (&l)[2], float (&alpha)[2],
                                              const AttnParams& p, TileMask mask, i64 j0, i64 row0, i64 b, int qh,
                                              int oh, int t4) {
   constexpr float kLog2e = 1.4426950408889634f;
   if (mask == TileMask::full) {
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
+    for (int i = 0; i < NC; ++i) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float v = s[4 * i + e] * p.scale;
@@ -166,7 +179,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], floa
   } else if (mask == TileMask::tail) {
     const int left = static_cast<int>(p.Tk - j0);  // keys of this tile that exist
 #pragma unroll
-    for (int i = 0; i < 16; ++i)
+    for (int i = 0; i < NC; ++i)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         if (8 * i + 2 * t4 + (e & 1) >= left) s[4 * i + e] = -INFINITY;
@@ -179,14 +192,14 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], floa
   float mx[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float t[8];
+    float t[NC / 2];
 #pragma unroll
-    for (int k = 0; k < 8; ++k)
+    for (int k = 0; k < NC / 2; ++k)
       t[k] = fmaxf(fmaxf(s[8 * k + 2 * h], s[8 * k + 2 * h + 1]), fmaxf(s[8 * k + 4 + 2 * h], s[8 * k + 5 + 2 * h]));
 #pragma unroll
-    for (int w = 4; w > 0; w >>= 1)
+    for (int w = NC / 2; w > 1; w = (w + 1) / 2)  // pairs k and k + ceil(w / 2); odd w keeps the middle
 #pragma unroll
-      for (int k = 0; k < w; ++k) t[k] = fmaxf(t[k], t[k + w]);
+      for (int k = 0; k < w / 2; ++k) t[k] = fmaxf(t[k], t[k + (w + 1) / 2]);
     mx[h] = t[0];
   }
 #pragma unroll
@@ -212,7 +225,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], floa
   // each loop: a select per element would evaluate both exponentials.)
   if (mask == TileMask::full) {
 #pragma unroll
-    for (int i = 0; i < 16; ++i)
+    for (int i = 0; i < NC; ++i)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float pe = fast_exp2((s[4 * i + e] - mu[e >> 1]) * kLog2e);
@@ -221,7 +234,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], floa
       }
   } else {
 #pragma unroll
-    for (int i = 0; i < 16; ++i)
+    for (int i = 0; i < NC; ++i)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float pe = fast_exp2(fmaf(s[4 * i + e], c, -mb[e >> 1]));
@@ -234,10 +247,10 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m)[2], floa
     l[h] = l[h] * alpha[h] + ((rs[h][0] + rs[h][1]) + (rs[h][2] + rs[h][3]));  // per-lane partial sum
 }
 
-template <typename T>
-__device__ __forceinline__ void pack_p(unsigned (&pf)[32], const float (&s)[64]) {
+template <typename T, int NC = kKeys / 8>
+__device__ __forceinline__ void pack_p(unsigned (&pf)[32], const float (&s)[4 * NC]) {
 #pragma unroll
-  for (int i = 0; i < 32; ++i) pf[i] = pack2<T>(s[2 * i], s[2 * i + 1]);
+  for (int i = 0; i < 2 * NC; ++i) pf[i] = pack2<T>(s[2 * i], s[2 * i + 1]);
 }
 
 /// The block's shared memory: Q, the K/V ring, and their barriers ("empty_q": the consumers
@@ -268,12 +281,21 @@ struct Item {
 /// The launch's work items: nq query blocks of `rows` rows per head and batch, `count` in all.
 struct Work {
   i64 rows, nq, count;
-  __device__ __forceinline__ Item at(const AttnParams& p, i64 i) const {
+  __device__ __forceinline__ Item at(const AttnParams& p, const Maps& maps, i64 i) const {
     Item it;
-    const i64 qi = i % nq, hb = i / nq;
+    i64 qi;
+    if (maps.fast_items) {  // i < 2^31: two multiply-highs instead of two divisions
+      const std::uint32_t n = static_cast<std::uint32_t>(i), hb = maps.by_nq.div(n), b = maps.by_ho.div(hb);
+      qi = n - hb * maps.by_nq.d;
+      it.oh = static_cast<int>(hb - b * maps.by_ho.d);
+      it.b = b;
+    } else {
+      const i64 hb = i / nq;
+      qi = i % nq;
+      it.oh = static_cast<int>(hb % p.Ho);
+      it.b = hb / p.Ho;
+    }
     it.q0 = (p.causal ? nq - 1 - qi : qi) * rows;
-    it.oh = static_cast<int>(hb % p.Ho);
-    it.b = hb / p.Ho;
     map_heads(p, it.oh, it.qh, it.kvh);
     it.ntiles = key_tiles(p, it.q0, rows);
     return it;
@@ -341,25 +363,31 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
 
     // One tile of the loop. `plain` (a std::bool_constant): the tile needs no masking, known at
     // compile time, so that loop has one softmax path: with the masked paths beside it in the same
-    // loop, ptxas copied 32 of the 64 score registers on every tile to merge the paths.
-    auto tile = [&](int j, auto plain) __attribute__((always_inline)) {
+    // loop, ptxas copied 32 of the 64 score registers on every tile to merge the paths. `width` (a
+    // std::integral_constant): the keys it computes, 128 but for a narrow last tile.
+    auto tile = [&](int j, auto plain, auto width) __attribute__((always_inline)) {
+      constexpr int W = decltype(width)::value;
+      // S of this tile, exactly as wide as the tile: one array shared with narrow tiles' partial
+      // writes made ptxas serialise every wgmma of the kernel (C7511).
+      float st[W / 2];
       const int sk = ring.slot, sv = vpos.slot;
       mbar_wait(&sm.full_k[sk], ring.phase);
       mbar_wait(&sm.full_v[sv], vpos.phase);
-      issue_s<DP, T>(s, q_desc, k_desc + sk * kSlotStep);
+      issue_s<DP, T, W>(st, q_desc, k_desc + sk * kSlotStep);
       issue_pv<DP, T>(o, pf, v_desc + sv * kSlotStep);
       vpos = ring;
       ring.advance<ST>();
       wg_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
 #pragma unroll
-      for (int i = 0; i < 64; ++i) pin(s[i]);
+      for (int i = 0; i < W / 2; ++i) pin(st[i]);
       if (lane == 0) {
         mbar_arrive(&sm.empty_k[sk]);
         if (j == ntiles - 1) mbar_arrive(sm.empty_q);
       }
       const i64 j0 = static_cast<i64>(j) * kKeys;
-      softmax_tile(s, m, l, alpha, p, decltype(plain)::value ? TileMask::none : tile_mask(j), j0, row0, b, qh, oh,
-                   t4);
+      // (A narrow tile is the tail tile without other masks, known at compile time.)
+      const TileMask mask = W < kKeys ? TileMask::tail : decltype(plain)::value ? TileMask::none : tile_mask(j);
+      softmax_tile<W / 8>(st, m, l, alpha, p, mask, j0, row0, b, qh, oh, t4);
       wg_wait<0>();
 #pragma unroll
       for (int i = 0; i < DP / 2; ++i) pin(o[i]);
@@ -371,21 +399,40 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
         o[4 * i] *= alpha[0], o[4 * i + 1] *= alpha[0];
         o[4 * i + 2] *= alpha[1], o[4 * i + 3] *= alpha[1];
       }
-      pack_p<T>(pf, s);
+      pack_p<T, W / 8>(pf, st);
     };
+    // A narrow last tile: when the last tile holds the end of the keys and no other mask (D = 64),
+    // it computes the 32, 64 or 96 keys it needs rather than 128, S and P V (ViT's 197 tokens:
+    // 96 of the second tile's 128; the rest of its slot is loaded but not read).
+    int narrow = kKeys;
+    if (DP == 64 && tail_from >= 1 && tail_from == ntiles - 1 && tail_from < full_from)
+      narrow = (static_cast<int>(p.Tk - static_cast<i64>(tail_from) * kKeys) + 31) / 32 * 32;
+    using Full = std::integral_constant<int, kKeys>;
     // The unmasked tiles, if any, are a prefix (the causal diagonal and the end of the keys reach
     // only the last ones; a mask or a scale <= 0 makes every tile masked), then the rest.
     const int plain_end = min(ntiles, min(full_from, tail_from));
     int j = 1;
-    for (; j < plain_end; ++j) tile(j, std::true_type{});
-    for (; j < ntiles; ++j) tile(j, std::false_type{});
+    for (; j < plain_end; ++j) tile(j, std::true_type{}, Full{});
+    for (; j < ntiles; ++j) {
+      if (j < ntiles - 1 || narrow == kKeys) tile(j, std::false_type{}, Full{});
+      else if (narrow == 32) tile(j, std::false_type{}, std::integral_constant<int, 32>{});
+      else if (narrow == 64) tile(j, std::false_type{}, std::integral_constant<int, 64>{});
+      else tile(j, std::false_type{}, std::integral_constant<int, 96>{});
+    }
+    // The last P V, as wide as the last tile (each issue awaited on its own path).
+    auto last_pv = [&](auto width) __attribute__((always_inline)) {
+      issue_pv<DP, T, decltype(width)::value>(o, pf, v_desc + vpos.slot * kSlotStep);
+      wg_wait<0>();
+#pragma unroll
+      for (int i = 0; i < DP / 2; ++i) pin(o[i]);
+#pragma unroll
+      for (int i = 0; i < 32; ++i) pin(pf[i]);
+    };
     mbar_wait(&sm.full_v[vpos.slot], vpos.phase);
-    issue_pv<DP, T>(o, pf, v_desc + vpos.slot * kSlotStep);
-    wg_wait<0>();
-#pragma unroll
-    for (int i = 0; i < DP / 2; ++i) pin(o[i]);
-#pragma unroll
-    for (int i = 0; i < 32; ++i) pin(pf[i]);
+    if (narrow == kKeys) last_pv(Full{});
+    else if (narrow == 32) last_pv(std::integral_constant<int, 32>{});
+    else if (narrow == 64) last_pv(std::integral_constant<int, 64>{});
+    else last_pv(std::integral_constant<int, 96>{});
     if (lane == 0) mbar_arrive(&sm.empty_v[vpos.slot]);
   }
 
@@ -498,7 +545,7 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
       };
       const Work w = work();
       for (i64 i = blockIdx.x; i < w.count; i += gridDim.x) {
-        const Item it = w.at(p, i);
+        const Item it = w.at(p, maps, i);
         if (it.ntiles == 0) continue;
         const int bi = static_cast<int>(it.b);
         // The item's first K goes before its Q: with 3 stages its slot was released by the S three
@@ -524,7 +571,7 @@ __global__ void __launch_bounds__(PerSm == 2 ? 256 : kMaxThreads, PerSm)
     unsigned loaded = 0;
     const Work w = work();
     for (i64 i = blockIdx.x; i < w.count; i += gridDim.x) {
-      const Item it = w.at(p, i);
+      const Item it = w.at(p, maps, i);
       consume<DP, T>(p, sm, it.ntiles, it.q0, it.oh, it.qh, it.b, ring, loaded & 1);
       loaded += it.ntiles > 0 ? 1 : 0;
     }
@@ -590,7 +637,7 @@ struct Shape {
 };
 
 template <int DP, typename T, int PerSm>
-bool launch(const AttnParams& p, const Maps& maps, const Shape& shape, int num_sms, bool pdl, cudaStream_t stream,
+bool launch(const AttnParams& p, Maps maps, const Shape& shape, int num_sms, bool pdl, cudaStream_t stream,
             const char** why) {
   if (!kernel_loaded<DP, T, PerSm>()) {
     if (why != nullptr) *why = "this binary's sm_90a code does not load on the device";
@@ -601,7 +648,12 @@ bool launch(const AttnParams& p, const Maps& maps, const Shape& shape, int num_s
                                       static_cast<int>(Cfg<DP>::smem(PerSm == 2 ? 1 : kMaxGroups))),
                  "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
   const i64 rows = static_cast<i64>(kRows) * shape.groups;
-  const i64 items = (p.Tq + rows - 1) / rows * p.Ho * p.B;
+  const i64 nq = (p.Tq + rows - 1) / rows, items = nq * p.Ho * p.B;
+  maps.fast_items = items < (i64{1} << 31) && FastDiv::valid(nq) && FastDiv::valid(p.Ho);
+  if (maps.fast_items) {
+    maps.by_nq = FastDiv(static_cast<std::uint32_t>(nq));
+    maps.by_ho = FastDiv(static_cast<std::uint32_t>(p.Ho));
+  }
   // Blocks that fit at once (MPS limits or a carveout could make it fewer than the launch bounds
   // promise; then a persistent grid of per_sm per multiprocessor would run in two waves).
   static const int fit = [] {

@@ -72,8 +72,9 @@ __device__ __forceinline__ void wg_wait() {
 __device__ __forceinline__ void pin(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 __device__ __forceinline__ void pin(unsigned& r) { asm volatile("" : "+r"(r)::"memory"); }
 
-/// The warpgroup MMAs (f32 accumulators): ss_n128 is D[64x128] (+)= A[64x16] B[16x128] with both
-/// operands in shared memory, K-major (S = Q K^T; scale_d = 0 overwrites D); rs_nN is
+/// The warpgroup MMAs (f32 accumulators): ss_nN is D[64xN] (+)= A[64x16] B[16xN] with both
+/// operands in shared memory, K-major (S = Q K^T; N < 128 for a narrow last key tile; scale_d = 0
+/// overwrites D); rs_nN is
 /// D[64xN] += A[64x16] B[16xN] with A in registers (the mma.m16n8k16 A layout per warp, warp w of
 /// the group holding rows 16w..16w+15) and B MN-major in shared memory (O += P V).
 template <typename T>
@@ -81,27 +82,75 @@ struct Wgmma;
 
 // The f16 and bf16 instructions differ only in their type suffix: one body, TY = "f16" / "bf16".
 // Accumulator operand lists (d[0..N)) and their %-placeholders are spelled once here.
+#define ENCORE_WG_REGS16                                                                           \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define ENCORE_WG_D16                                                                              \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),              \
+  "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),          \
+  "+f"(d[14]), "+f"(d[15])
 #define ENCORE_WG_REGS32                                                                           \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"                          \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-#define ENCORE_WG_REGS64                                                                           \
-  ENCORE_WG_REGS32 ","                                                                             \
-  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"                \
-  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19,"      \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define ENCORE_WG_D32                                                                              \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
-  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),          \
-  "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),        \
-  "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),        \
-  "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),              \
+  "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),          \
+  "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),       \
+  "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),       \
+  "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define ENCORE_WG_REGS48                                                                           \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19,"      \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37,"      \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+#define ENCORE_WG_D48                                                                              \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),              \
+  "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),          \
+  "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),       \
+  "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),       \
+  "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),       \
+  "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),       \
+  "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+#define ENCORE_WG_REGS64                                                                           \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19,"      \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37,"      \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55,"      \
+  "%56, %57, %58, %59, %60, %61, %62, %63"
 #define ENCORE_WG_D64                                                                              \
-  ENCORE_WG_D32, "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),      \
-  "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]),        \
-  "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),        \
-  "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]),        \
-  "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),              \
+  "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),          \
+  "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),       \
+  "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),       \
+  "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),       \
+  "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),       \
+  "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),       \
+  "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),       \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),       \
+  "+f"(d[63])
 #define ENCORE_WG_OPS(TY)                                                                          \
-  static __device__ __forceinline__ void ss_n128(float (&d)[64], std::uint64_t a, std::uint64_t b, \
+  static __device__ __forceinline__ void ss_n32(float (&d)[16], std::uint64_t a, std::uint64_t b,   \
+                                                 int scale_d) {                                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                      \
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " {" ENCORE_WG_REGS16    \
+                 "}, %16, %17, p, 1, 1, 0, 0;\n}\n"                                                \
+                 : ENCORE_WG_D16                                                                   \
+                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
+  }                                                                                                \
+  static __device__ __forceinline__ void ss_n64(float (&d)[32], std::uint64_t a, std::uint64_t b,   \
+                                                 int scale_d) {                                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                      \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" ENCORE_WG_REGS32    \
+                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"                                                \
+                 : ENCORE_WG_D32                                                                   \
+                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
+  }                                                                                                \
+  static __device__ __forceinline__ void ss_n96(float (&d)[48], std::uint64_t a, std::uint64_t b,   \
+                                                 int scale_d) {                                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %50, 0;\n"                                      \
+                 "wgmma.mma_async.sync.aligned.m64n96k16.f32." TY "." TY " {" ENCORE_WG_REGS48    \
+                 "}, %48, %49, p, 1, 1, 0, 0;\n}\n"                                                \
+                 : ENCORE_WG_D48                                                                   \
+                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
+  }                                                                                                \
+  static __device__ __forceinline__ void ss_n128(float (&d)[64], std::uint64_t a, std::uint64_t b,   \
                                                  int scale_d) {                                    \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                      \
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" ENCORE_WG_REGS64    \
@@ -133,8 +182,12 @@ struct Wgmma<__nv_bfloat16> {
 
 #undef ENCORE_WG_OPS
 #undef ENCORE_WG_D64
+#undef ENCORE_WG_D48
 #undef ENCORE_WG_D32
+#undef ENCORE_WG_D16
 #undef ENCORE_WG_REGS64
+#undef ENCORE_WG_REGS48
 #undef ENCORE_WG_REGS32
+#undef ENCORE_WG_REGS16
 
 }  // namespace encore::cuda::attn::hop

@@ -125,39 +125,22 @@ struct Wgmma;
   "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),       \
   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),       \
   "+f"(d[63])
+// D (+)= A B of width N, both operands in shared memory (a, b: descriptors; scale_d 0 overwrites d):
+// REGS/DREGS list the N / 2 accumulators; A, B, P are the operand numbers after them.
+#define ENCORE_WG_SS(TY, N, REGS, DREGS, A, B, P)                                                  \
+  static __device__ __forceinline__ void ss_n##N(float (&d)[N / 2], std::uint64_t a, std::uint64_t b, \
+                                                 int scale_d) {                                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #P ", 0;\n"                                  \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " {" REGS              \
+                 "}, %" #A ", %" #B ", p, 1, 1, 0, 0;\n}\n"                                       \
+                 : DREGS                                                                           \
+                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
+  }
 #define ENCORE_WG_OPS(TY)                                                                          \
-  static __device__ __forceinline__ void ss_n32(float (&d)[16], std::uint64_t a, std::uint64_t b,   \
-                                                 int scale_d) {                                    \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                      \
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " {" ENCORE_WG_REGS16    \
-                 "}, %16, %17, p, 1, 1, 0, 0;\n}\n"                                                \
-                 : ENCORE_WG_D16                                                                   \
-                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
-  }                                                                                                \
-  static __device__ __forceinline__ void ss_n64(float (&d)[32], std::uint64_t a, std::uint64_t b,   \
-                                                 int scale_d) {                                    \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                      \
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" ENCORE_WG_REGS32    \
-                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"                                                \
-                 : ENCORE_WG_D32                                                                   \
-                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
-  }                                                                                                \
-  static __device__ __forceinline__ void ss_n96(float (&d)[48], std::uint64_t a, std::uint64_t b,   \
-                                                 int scale_d) {                                    \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %50, 0;\n"                                      \
-                 "wgmma.mma_async.sync.aligned.m64n96k16.f32." TY "." TY " {" ENCORE_WG_REGS48    \
-                 "}, %48, %49, p, 1, 1, 0, 0;\n}\n"                                                \
-                 : ENCORE_WG_D48                                                                   \
-                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
-  }                                                                                                \
-  static __device__ __forceinline__ void ss_n128(float (&d)[64], std::uint64_t a, std::uint64_t b,   \
-                                                 int scale_d) {                                    \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                      \
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" ENCORE_WG_REGS64    \
-                 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"                                                \
-                 : ENCORE_WG_D64                                                                   \
-                 : "l"(a), "l"(b), "r"(scale_d));                                                  \
-  }                                                                                                \
+  ENCORE_WG_SS(TY, 32, ENCORE_WG_REGS16, ENCORE_WG_D16, 16, 17, 18)                                \
+  ENCORE_WG_SS(TY, 64, ENCORE_WG_REGS32, ENCORE_WG_D32, 32, 33, 34)                                \
+  ENCORE_WG_SS(TY, 96, ENCORE_WG_REGS48, ENCORE_WG_D48, 48, 49, 50)                                \
+  ENCORE_WG_SS(TY, 128, ENCORE_WG_REGS64, ENCORE_WG_D64, 64, 65, 66)                               \
   static __device__ __forceinline__ void rs_n64(float (&d)[32], const unsigned (&a)[4], std::uint64_t b) { \
     asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" ENCORE_WG_REGS32      \
                  "}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"                                      \
@@ -181,6 +164,7 @@ struct Wgmma<__nv_bfloat16> {
 };
 
 #undef ENCORE_WG_OPS
+#undef ENCORE_WG_SS
 #undef ENCORE_WG_D64
 #undef ENCORE_WG_D48
 #undef ENCORE_WG_D32

@@ -335,35 +335,35 @@ Shape with_axis_stride(Shape s, int axis, i64 v) {
   return s;
 }
 
-}  // namespace
-
-// ---- public kernels -----------------------------------------------------------------------------------
-
-void activation(const Tensor& x, Activation act, const Tensor& y, const CudaContext& ctx) {
-  check_float("activation", "x", x);
-  check_float("activation", "y", y);
-  check_shape("activation", "y", y, x.shape());
-  Launch l(ctx, "activation");
+/// Checks a one-input float op (x and y floating, y shaped like x) and fills its operands; the
+/// op's code and constants are the caller's.
+PwParams unary_params(const char* op, const Tensor& x, const Tensor& y) {
+  check_float(op, "x", x);
+  check_float(op, "y", y);
+  check_shape(op, "y", y, x.shape());
   PwParams p;
   p.a = p.b = x.data();
   p.y = y.data();
   p.ta = p.tb = code(x.dtype());
   p.ty = code(y.dtype());
+  return p;
+}
+
+}  // namespace
+
+// ---- public kernels -----------------------------------------------------------------------------------
+
+void activation(const Tensor& x, Activation act, const Tensor& y, const CudaContext& ctx) {
+  PwParams p = unary_params("activation", x, y);
+  Launch l(ctx, "activation");
   p.op = kPwAct;
   p.sub = static_cast<int>(act);
   launch_pointwise(l, p, x.shape(), x.strides(), x.strides(), y.strides(), "activation");
 }
 
 void scale(const Tensor& x, const ScaleAttrs& attrs, const Tensor& y, const CudaContext& ctx) {
-  check_float("scale", "x", x);
-  check_float("scale", "y", y);
-  check_shape("scale", "y", y, x.shape());
+  PwParams p = unary_params("scale", x, y);
   Launch l(ctx, "scale");
-  PwParams p;
-  p.a = p.b = x.data();
-  p.y = y.data();
-  p.ta = p.tb = code(x.dtype());
-  p.ty = code(y.dtype());
   p.op = kPwScale;
   p.s0 = attrs.scale;
   p.s1 = attrs.shift;

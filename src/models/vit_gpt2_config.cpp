@@ -1,5 +1,8 @@
 // config.json / generation_config.json of a VisionEncoderDecoderModel (ViT + GPT-2).
+#include <cmath>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
@@ -34,15 +37,58 @@ T field(const json& obj, const char* key, T fallback, const std::string& where) 
   }
 }
 
+// An integer in [lo, hi]. A float (12.0, 1e300) or a value out of range is an error: nlohmann's
+// get<int>() would truncate the one and cast the other out of range (undefined behaviour).
+std::int64_t integer(const json& v, const char* key, std::int64_t lo, std::int64_t hi, const std::string& where) {
+  ENCORE_CHECK(v.is_number_integer(), bad_model_file, "{}: field '{}' must be an integer, got {}", where, key, v.dump());
+  // (JSON's non-negative integers are nlohmann's unsigned kind, which may exceed int64.)
+  const bool in_range = v.is_number_unsigned()
+                            ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(hi) && v.get<std::int64_t>() >= lo
+                            : v.get<std::int64_t>() >= lo && v.get<std::int64_t>() <= hi;
+  ENCORE_CHECK(in_range, bad_model_file, "{}: field '{}' = {} is outside [{}, {}]", where, key, v.dump(), lo, hi);
+  return v.get<std::int64_t>();
+}
+
+std::int64_t int_field(const json& obj, const char* key, std::int64_t fallback, std::int64_t lo, std::int64_t hi,
+                       const std::string& where) {
+  const auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? fallback : integer(*it, key, lo, hi, where);
+}
+
+// A size of the model. The bounds keep every product of sizes the loader forms (e.g. vocab x
+// hidden, patches x hidden) far inside int64, and the graphs' int32 shape fields valid.
+std::int64_t size_field(const json& obj, const char* key, std::int64_t fallback, std::int64_t hi,
+                        const std::string& where) {
+  return int_field(obj, key, fallback, 1, hi, where);
+}
+
+// A finite float; `positive`: also > 0 (a norm's epsilon: 0 divides by zero on constant rows).
+float float_field(const json& obj, const char* key, float fallback, bool positive, const std::string& where) {
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  ENCORE_CHECK(it->is_number(), bad_model_file, "{}: field '{}' must be a number, got {}", where, key, it->dump());
+  const double d = it->get<double>();
+  ENCORE_CHECK(std::isfinite(d) && std::abs(d) <= std::numeric_limits<float>::max() && (!positive || d > 0),
+               bad_model_file, "{}: field '{}' = {} must be a finite{} number", where, key, it->dump(),
+               positive ? ", positive" : "");
+  return static_cast<float>(d);
+}
+
+// A token id (or a list of them, of which the first counts, as Hugging Face's eos lists).
 std::int32_t token_id(const json& obj, const char* key, std::int32_t fallback, const std::string& where) {
   const auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return fallback;
-  if (it->is_array() && !it->empty()) return field<std::int32_t>(json{{key, it->front()}}, key, fallback, where);
-  return field<std::int32_t>(obj, key, fallback, where);
+  const json& v = it->is_array() && !it->empty() ? it->front() : *it;
+  return static_cast<std::int32_t>(integer(v, key, std::numeric_limits<std::int32_t>::min(),
+                                           std::numeric_limits<std::int32_t>::max(), where));
 }
 
-void require_positive(std::int64_t v, const char* name, const std::string& where) {
-  ENCORE_CHECK(v > 0 && v < (1ll << 31), bad_model_file, "{}: {} = {} must be a positive size", where, name, v);
+// A flag that changes the model's numerics: only `supported` is implemented.
+void require_flag(const json& obj, const char* key, bool fallback, bool supported, const char* section,
+                  const std::string& where) {
+  const bool v = field<bool>(obj, key, fallback, where);
+  ENCORE_CHECK(v == supported, unsupported, "{}: {}.{} = {} is not supported (encore implements {})", where, section,
+               key, v, supported);
 }
 
 }  // namespace
@@ -61,32 +107,33 @@ VitGpt2Config read_config(const std::filesystem::path& dir) {
   ENCORE_CHECK(enc_type == "vit" && dec_type == "gpt2", unsupported,
                "{}: encore's VitGpt2 needs a 'vit' encoder and a 'gpt2' decoder, got '{}' and '{}'", where, enc_type,
                dec_type);
+  constexpr std::int64_t kMaxSide = 16384, kMaxWidth = 65536, kMaxLayers = 1024, kMaxInner = 1 << 20;
+  constexpr std::int64_t kMaxVocab = std::numeric_limits<std::int32_t>::max(), kMaxPositions = 1 << 24;
   VitGpt2Config c;
-  c.image_size = field<std::int64_t>(e, "image_size", 224, where);
-  c.patch_size = field<std::int64_t>(e, "patch_size", 16, where);
-  c.num_channels = field<std::int64_t>(e, "num_channels", 3, where);
-  c.enc_hidden = field<std::int64_t>(e, "hidden_size", 768, where);
-  c.enc_layers = field<std::int64_t>(e, "num_hidden_layers", 12, where);
-  c.enc_heads = field<std::int64_t>(e, "num_attention_heads", 12, where);
-  c.enc_intermediate = field<std::int64_t>(e, "intermediate_size", 3072, where);
-  c.enc_layer_norm_eps = field<float>(e, "layer_norm_eps", 1e-12f, where);
+  c.image_size = size_field(e, "image_size", 224, kMaxSide, where);
+  c.patch_size = size_field(e, "patch_size", 16, kMaxSide, where);
+  c.num_channels = size_field(e, "num_channels", 3, kMaxWidth, where);
+  c.enc_hidden = size_field(e, "hidden_size", 768, kMaxWidth, where);
+  c.enc_layers = size_field(e, "num_hidden_layers", 12, kMaxLayers, where);
+  c.enc_heads = size_field(e, "num_attention_heads", 12, kMaxWidth, where);
+  c.enc_intermediate = size_field(e, "intermediate_size", 3072, kMaxInner, where);
+  c.enc_layer_norm_eps = float_field(e, "layer_norm_eps", 1e-12f, true, where);
   c.enc_hidden_act = field<std::string>(e, "hidden_act", "gelu", where);
-  c.dec_hidden = field<std::int64_t>(d, "n_embd", 768, where);
-  c.dec_layers = field<std::int64_t>(d, "n_layer", 12, where);
-  c.dec_heads = field<std::int64_t>(d, "n_head", 12, where);
-  c.dec_intermediate = field<std::int64_t>(d, "n_inner", 4 * c.dec_hidden, where);
-  c.vocab_size = field<std::int64_t>(d, "vocab_size", 50257, where);
-  c.max_positions = field<std::int64_t>(d, "n_positions", 1024, where);
-  c.dec_layer_norm_eps = field<float>(d, "layer_norm_epsilon", 1e-5f, where);
+  c.dec_hidden = size_field(d, "n_embd", 768, kMaxWidth, where);
+  c.dec_layers = size_field(d, "n_layer", 12, kMaxLayers, where);
+  c.dec_heads = size_field(d, "n_head", 12, kMaxWidth, where);
+  c.dec_intermediate = size_field(d, "n_inner", 4 * c.dec_hidden, kMaxInner, where);
+  c.vocab_size = size_field(d, "vocab_size", 50257, kMaxVocab, where);
+  c.max_positions = size_field(d, "n_positions", 1024, kMaxPositions, where);
+  c.dec_layer_norm_eps = float_field(d, "layer_norm_epsilon", 1e-5f, true, where);
   c.dec_activation = field<std::string>(d, "activation_function", "gelu_new", where);
 
-  for (auto [v, name] : {std::pair{c.image_size, "encoder.image_size"}, {c.patch_size, "encoder.patch_size"},
-                         {c.enc_hidden, "encoder.hidden_size"}, {c.enc_layers, "encoder.num_hidden_layers"},
-                         {c.enc_heads, "encoder.num_attention_heads"}, {c.enc_intermediate, "encoder.intermediate_size"},
-                         {c.dec_hidden, "decoder.n_embd"}, {c.dec_layers, "decoder.n_layer"}, {c.dec_heads, "decoder.n_head"},
-                         {c.dec_intermediate, "decoder.n_inner"}, {c.vocab_size, "decoder.vocab_size"},
-                         {c.max_positions, "decoder.n_positions"}})
-    require_positive(v, name, where);
+  // Variants of the architecture that transformers implements and encore does not: refused by
+  // name rather than computed wrongly (or failing later on a missing tensor).
+  require_flag(e, "qkv_bias", true, true, "encoder", where);
+  require_flag(d, "scale_attn_weights", true, true, "decoder", where);
+  require_flag(d, "scale_attn_by_inverse_layer_idx", false, false, "decoder", where);
+  require_flag(d, "tie_word_embeddings", true, true, "decoder", where);  // the LM head is wte
   ENCORE_CHECK(c.num_channels == 3, unsupported, "{}: encoder.num_channels = {}, encore supports 3 (RGB)", where,
                c.num_channels);
   ENCORE_CHECK(c.image_size % c.patch_size == 0, bad_model_file, "{}: image_size {} is not a multiple of patch_size {}",
@@ -111,9 +158,11 @@ VitGpt2Config read_config(const std::filesystem::path& dir) {
   c.decoder_start_token_id = token_id(j, "decoder_start_token_id",
                                       token_id(d, "decoder_start_token_id", token_id(d, "bos_token_id", 50256, where), where),
                                       where);
-  c.max_length = field<int>(j, "max_length", field<int>(d, "max_length", 20, where), where);
-  c.num_beams = field<int>(j, "num_beams", 1, where);
-  c.length_penalty = field<float>(j, "length_penalty", 1.0f, where);
+  constexpr std::int64_t kMaxInt = std::numeric_limits<int>::max();
+  c.max_length = static_cast<int>(int_field(j, "max_length", int_field(d, "max_length", 20, 1, kMaxInt, where), 1,
+                                            kMaxInt, where));
+  c.num_beams = static_cast<int>(int_field(j, "num_beams", 1, 1, kMaxInt, where));
+  c.length_penalty = float_field(j, "length_penalty", 1.0f, false, where);
 
   const auto gen_path = dir / "generation_config.json";
   if (std::filesystem::exists(gen_path)) {
@@ -122,9 +171,9 @@ VitGpt2Config read_config(const std::filesystem::path& dir) {
     c.decoder_start_token_id = token_id(gj, "decoder_start_token_id", c.decoder_start_token_id, gw);
     c.eos_token_id = token_id(gj, "eos_token_id", c.eos_token_id, gw);
     c.pad_token_id = token_id(gj, "pad_token_id", c.pad_token_id, gw);
-    c.max_length = field<int>(gj, "max_length", c.max_length, gw);
-    c.num_beams = field<int>(gj, "num_beams", c.num_beams, gw);
-    c.length_penalty = field<float>(gj, "length_penalty", c.length_penalty, gw);
+    c.max_length = static_cast<int>(int_field(gj, "max_length", c.max_length, 1, kMaxInt, gw));
+    c.num_beams = static_cast<int>(int_field(gj, "num_beams", c.num_beams, 1, kMaxInt, gw));
+    c.length_penalty = float_field(gj, "length_penalty", c.length_penalty, false, gw);
     const auto es = gj.find("early_stopping");
     if (es != gj.end() && es->is_boolean()) c.early_stopping = es->get<bool>() ? 1 : 0;
     if (es != gj.end() && es->is_string() && es->get<std::string>() == "never") c.early_stopping = 2;

@@ -1,0 +1,138 @@
+// config.json / generation_config.json of ViT-GPT2: every field a user's file can get wrong ends
+// in an encore::Error naming the file and field (never a truncated or out-of-range value), and
+// architecture variants encore does not implement are refused by name.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include <unistd.h>
+
+#include "models/vit_gpt2_internal.h"
+
+using namespace encore;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+const fs::path kData = ENCORE_TEST_DATA_DIR;
+
+// A model directory with the tiny golden model's config.json, edited by `edit`, and optionally a
+// generation_config.json.
+class ConfigDir {
+ public:
+  explicit ConfigDir(const std::function<void(json&)>& edit, const json* generation = nullptr) {
+    // One directory per test and process (ctest runs the tests of this file in parallel).
+    dir_ = fs::temp_directory_path() / ("encore_vitgpt2_config_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    json config = json::parse(std::ifstream(kData / "vit_gpt2_tiny" / "config.json"));
+    edit(config);
+    std::ofstream(dir_ / "config.json") << config.dump(2);
+    if (generation != nullptr) std::ofstream(dir_ / "generation_config.json") << generation->dump(2);
+  }
+  ~ConfigDir() { fs::remove_all(dir_); }
+  const fs::path& path() const { return dir_; }
+
+ private:
+  fs::path dir_;
+};
+
+// read_config on an edited config must fail with `code` and a message containing `needle`.
+void expect_refused(const std::function<void(json&)>& edit, ErrorCode code, const std::string& needle,
+                    const json* generation = nullptr) {
+  const ConfigDir dir(edit, generation);
+  try {
+    (void)vitgpt2::read_config(dir.path());
+    ADD_FAILURE() << "accepted; expected an error containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(VitGpt2Config, ReadsTheGoldenConfig) {
+  const ConfigDir dir([](json&) {});
+  const VitGpt2Config c = vitgpt2::read_config(dir.path());
+  EXPECT_EQ(c.image_size, 32);
+  EXPECT_EQ(c.patch_size, 8);
+  EXPECT_EQ(c.enc_hidden, 32);
+  EXPECT_EQ(c.enc_intermediate, 37);
+  EXPECT_EQ(c.dec_intermediate, 4 * 32);  // n_inner null: 4 x n_embd
+  EXPECT_EQ(c.vocab_size, 50);
+  EXPECT_EQ(c.max_positions, 20);
+  EXPECT_FLOAT_EQ(c.enc_layer_norm_eps, 1e-12f);
+  EXPECT_FLOAT_EQ(c.dec_layer_norm_eps, 1e-5f);
+  EXPECT_EQ(c.eos_token_id, 49);
+}
+
+TEST(VitGpt2Config, IntegerFieldsMustBeIntegersInRange) {
+  // A float where an integer belongs: neither truncated (12.5 -> 12) nor cast out of range (1e300).
+  expect_refused([](json& j) { j["decoder"]["n_layer"] = 2.5; }, ErrorCode::bad_model_file, "'n_layer' must be an integer");
+  expect_refused([](json& j) { j["decoder"]["n_layer"] = 1e300; }, ErrorCode::bad_model_file, "must be an integer");
+  expect_refused([](json& j) { j["decoder"]["n_embd"] = "32"; }, ErrorCode::bad_model_file, "'n_embd' must be an integer");
+  expect_refused([](json& j) { j["decoder"]["n_head"] = 0; }, ErrorCode::bad_model_file, "'n_head' = 0 is outside");
+  expect_refused([](json& j) { j["encoder"]["image_size"] = -32; }, ErrorCode::bad_model_file, "'image_size' = -32");
+  // Sizes whose products would overflow int64 (before: n_embd = 2^62 made the n_inner default
+  // 4 x 2^62, signed overflow) stop at the field.
+  expect_refused([](json& j) { j["decoder"]["n_embd"] = std::int64_t{1} << 62; }, ErrorCode::bad_model_file,
+                 "'n_embd' = 4611686018427387904 is outside");
+  expect_refused([](json& j) { j["decoder"]["vocab_size"] = std::uint64_t{1} << 63; }, ErrorCode::bad_model_file,
+                 "'vocab_size' = 9223372036854775808 is outside");
+  expect_refused([](json& j) { j["decoder_start_token_id"] = 1e10; }, ErrorCode::bad_model_file,
+                 "'decoder_start_token_id' must be an integer");
+  expect_refused([](json& j) { j["eos_token_id"] = json::array({std::int64_t{1} << 40}); }, ErrorCode::bad_model_file,
+                 "'eos_token_id' = 1099511627776 is outside");
+  expect_refused([](json& j) { j["pad_token_id"] = 50; }, ErrorCode::bad_model_file, "pad_token_id = 50 is outside the vocabulary");
+}
+
+TEST(VitGpt2Config, FloatFieldsMustBeFiniteAndEpsilonPositive) {
+  expect_refused([](json& j) { j["decoder"]["layer_norm_epsilon"] = 0; }, ErrorCode::bad_model_file,
+                 "'layer_norm_epsilon' = 0 must be a finite, positive number");
+  expect_refused([](json& j) { j["encoder"]["layer_norm_eps"] = -1e-6; }, ErrorCode::bad_model_file, "'layer_norm_eps'");
+  expect_refused([](json& j) { j["encoder"]["layer_norm_eps"] = 1e300; }, ErrorCode::bad_model_file, "'layer_norm_eps'");
+  expect_refused([](json& j) { j["length_penalty"] = "high"; }, ErrorCode::bad_model_file, "'length_penalty' must be a number");
+}
+
+TEST(VitGpt2Config, GenerationSettingsAreCheckedWhereTheyComeFrom) {
+  const json zero_beams = {{"num_beams", 0}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "generation_config.json: field 'num_beams' = 0 is outside",
+                 &zero_beams);
+  const json fractional = {{"max_length", 16.5}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "'max_length' must be an integer", &fractional);
+  expect_refused([](json& j) { j["max_length"] = 0; }, ErrorCode::bad_model_file, "'max_length' = 0 is outside");
+  const json good = {{"num_beams", 3}, {"max_length", 12}, {"length_penalty", 0.5}, {"early_stopping", "never"}};
+  const ConfigDir dir([](json&) {}, &good);
+  const VitGpt2Config c = vitgpt2::read_config(dir.path());
+  EXPECT_EQ(c.num_beams, 3);
+  EXPECT_EQ(c.max_length, 12);
+  EXPECT_FLOAT_EQ(c.length_penalty, 0.5f);
+  EXPECT_EQ(c.early_stopping, 2);
+}
+
+TEST(VitGpt2Config, ArchitectureVariantsEncoreDoesNotImplementAreRefused) {
+  expect_refused([](json& j) { j["decoder"]["scale_attn_by_inverse_layer_idx"] = true; }, ErrorCode::unsupported,
+                 "decoder.scale_attn_by_inverse_layer_idx = true is not supported");
+  expect_refused([](json& j) { j["decoder"]["scale_attn_weights"] = false; }, ErrorCode::unsupported,
+                 "decoder.scale_attn_weights = false is not supported");
+  expect_refused([](json& j) { j["decoder"]["tie_word_embeddings"] = false; }, ErrorCode::unsupported,
+                 "decoder.tie_word_embeddings = false is not supported");
+  expect_refused([](json& j) { j["encoder"]["qkv_bias"] = false; }, ErrorCode::unsupported,
+                 "encoder.qkv_bias = false is not supported");
+  expect_refused([](json& j) { j["decoder"]["scale_attn_weights"] = 1; }, ErrorCode::bad_model_file,
+                 "'scale_attn_weights' has the wrong type");
+  // Absent flags take transformers' defaults, which encore implements.
+  const ConfigDir dir([](json& j) {
+    for (const char* k : {"scale_attn_weights", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings"})
+      j["decoder"].erase(k);
+    j["encoder"].erase("qkv_bias");
+  });
+  EXPECT_NO_THROW((void)vitgpt2::read_config(dir.path()));
+}
+
+}  // namespace

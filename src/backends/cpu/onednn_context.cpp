@@ -42,7 +42,8 @@ dnnl::memory::data_type to_dnnl(DType t) {
                dtype_name(t));
 }
 
-int resolve_threads(const CpuContext& ctx) noexcept {
+int resolve_threads(const CpuContext& ctx, std::int64_t work) noexcept {
+  if (work < kOneDnnParallelMin) return 1;
   return ctx.num_threads > 0 ? ctx.num_threads : omp_get_max_threads();
 }
 

@@ -28,8 +28,17 @@ dnnl::stream& stream();
 /// oneDNN's data type for an encore dtype; throws Error(unsupported) for F16/I64/Bool.
 dnnl::memory::data_type to_dnnl(DType t);
 
-/// Threads a call uses: ctx.num_threads, or OpenMP's default when it is <= 0.
-int resolve_threads(const CpuContext& ctx) noexcept;
+/// Threads a call of `work` (see call_work) uses: ctx.num_threads, or OpenMP's default when it is
+/// <= 0; one below kOneDnnParallelMin, where the call takes a few microseconds on one thread and
+/// OpenMP's fork and join would cost as much (and, on a machine shared with other processes, a
+/// barrier can wait a whole scheduler time slice for a descheduled thread: a tiny model then
+/// took ~1 s per caption instead of ~2 ms).
+int resolve_threads(const CpuContext& ctx, std::int64_t work) noexcept;
+inline constexpr std::int64_t kOneDnnParallelMin = std::int64_t{1} << 18;
+
+/// A call's work for resolve_threads: its multiply-adds plus 8 per element it reads or writes, so
+/// that memory-bound calls (one-row products streaming a large weight) count as large too.
+inline std::int64_t call_work(std::int64_t macs, std::int64_t elements) noexcept { return macs + 8 * elements; }
 
 /// Sets OpenMP's max-threads ICV of the calling thread for the scope and restores it after.
 /// oneDNN (OpenMP runtime) reads omp_get_max_threads() both when a primitive is created (to plan

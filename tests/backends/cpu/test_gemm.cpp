@@ -212,16 +212,34 @@ TEST(CpuLinear, Bf16BothPolicies) {
 
 TEST(CpuLinear, HigherRankAndThreadCounts) {
   std::mt19937 rng(9);
-  const Tensor x = ref::random_tensor({2, 3, 5, 64}, DType::F32, rng);
-  const Tensor w = ref::random_tensor({48, 64}, DType::F32, rng);
-  const ref::RefTensor want = ref::linear(ref::from_tensor(x), ref::from_tensor(w), nullptr, WeightLayout::out_in);
-  const int before = omp_get_max_threads();
-  for (int threads : {1, 2, 3}) {
-    const Tensor y = poisoned({2, 3, 5, 48}, DType::F32);
-    cpu::linear(x, w, Tensor(), LinearAttrs{}, y, cpu::CpuContext{threads});
-    EXPECT_LE(ref::relative_error(ref::from_tensor(y), want), 1e-5) << threads << " threads";
-    EXPECT_EQ(omp_get_max_threads(), before) << "the OpenMP thread setting must be restored";
+  // Large enough for every thread count to be used (resolve_threads keeps small calls on one):
+  // 30 rows through oneDNN's matmul, 3 through the few-rows kernel.
+  for (const auto& [xs, n] : {std::pair{Shape{2, 3, 5, 256}, std::int64_t{192}}, {Shape{3, 512}, 320}}) {
+    const std::int64_t k = xs[xs.rank() - 1], m = xs.numel() / k;
+    ASSERT_GE(cpu::onednn::call_work(m * n * k, m * k + n * k + m * n), cpu::onednn::kOneDnnParallelMin);
+    const Tensor x = ref::random_tensor(xs, DType::F32, rng);
+    const Tensor w = ref::random_tensor({n, k}, DType::F32, rng);
+    const ref::RefTensor want = ref::linear(ref::from_tensor(x), ref::from_tensor(w), nullptr, WeightLayout::out_in);
+    Shape ys = xs;
+    ys[ys.rank() - 1] = n;
+    const int before = omp_get_max_threads();
+    for (int threads : {1, 2, 3}) {
+      const Tensor y = poisoned(ys, DType::F32);
+      cpu::linear(x, w, Tensor(), LinearAttrs{}, y, cpu::CpuContext{threads});
+      EXPECT_LE(ref::relative_error(ref::from_tensor(y), want), 1e-5) << threads << " threads, x " << xs.str();
+      EXPECT_EQ(omp_get_max_threads(), before) << "the OpenMP thread setting must be restored";
+    }
   }
+}
+
+// Calls of a few microseconds run on one thread (no fork/join, no barrier that a descheduled
+// thread could hold up); a one-row product streaming a decoder's 768 x 768 weight is not one.
+TEST(CpuLinear, SmallCallsRunOnOneThread) {
+  namespace dnn = cpu::onednn;
+  const cpu::CpuContext two{2};
+  EXPECT_EQ(dnn::resolve_threads(two, dnn::call_work(8 * 32 * 32, 8 * 32 + 32 * 32 + 8 * 32)), 1);
+  EXPECT_EQ(dnn::resolve_threads(two, dnn::call_work(768 * 768, 768 + 768 * 768 + 768)), 2);
+  EXPECT_EQ(dnn::resolve_threads(two, dnn::call_work(197 * 768 * 768, 0)), 2);
 }
 
 TEST(CpuLinear, DegenerateShapes) {

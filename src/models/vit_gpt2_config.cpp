@@ -68,10 +68,13 @@ float float_field(const json& obj, const char* key, float fallback, bool positiv
   if (it == obj.end() || it->is_null()) return fallback;
   ENCORE_CHECK(it->is_number(), bad_model_file, "{}: field '{}' must be a number, got {}", where, key, it->dump());
   const double d = it->get<double>();
-  ENCORE_CHECK(std::isfinite(d) && std::abs(d) <= std::numeric_limits<float>::max() && (!positive || d > 0),
-               bad_model_file, "{}: field '{}' = {} must be a finite{} number", where, key, it->dump(),
-               positive ? ", positive" : "");
-  return static_cast<float>(d);
+  // Checked as the float it becomes: 1e-50 is positive as a double but 0 as a float.
+  const bool in_range = std::isfinite(d) && std::abs(d) <= std::numeric_limits<float>::max();
+  const float f = in_range ? static_cast<float>(d) : 0.0f;
+  ENCORE_CHECK(in_range && (!positive || f >= std::numeric_limits<float>::min()), bad_model_file,
+               "{}: field '{}' = {} must be a finite{} number within float range (|x| <= 3.4e38{})", where, key,
+               it->dump(), positive ? ", positive" : "", positive ? ", >= 1.2e-38" : "");
+  return f;
 }
 
 // A token id (or a list of them, of which the first counts, as Hugging Face's eos lists).
@@ -138,6 +141,9 @@ VitGpt2Config read_config(const std::filesystem::path& dir) {
                c.num_channels);
   ENCORE_CHECK(c.image_size % c.patch_size == 0, bad_model_file, "{}: image_size {} is not a multiple of patch_size {}",
                where, c.image_size, c.patch_size);
+  ENCORE_CHECK(c.num_patches() < kMaxPositions, bad_model_file,
+               "{}: image_size {} / patch_size {} gives {} patches, more than the {} encore accepts", where, c.image_size,
+               c.patch_size, c.num_patches(), kMaxPositions - 1);
   ENCORE_CHECK(c.enc_hidden % c.enc_heads == 0 && c.dec_hidden % c.dec_heads == 0, bad_model_file,
                "{}: hidden sizes {} / {} do not split into {} / {} heads", where, c.enc_hidden, c.dec_hidden, c.enc_heads,
                c.dec_heads);

@@ -78,6 +78,8 @@ TEST(VitGpt2Config, IntegerFieldsMustBeIntegersInRange) {
   expect_refused([](json& j) { j["decoder"]["n_embd"] = "32"; }, ErrorCode::bad_model_file, "'n_embd' must be an integer");
   expect_refused([](json& j) { j["decoder"]["n_head"] = 0; }, ErrorCode::bad_model_file, "'n_head' = 0 is outside");
   expect_refused([](json& j) { j["encoder"]["image_size"] = -32; }, ErrorCode::bad_model_file, "'image_size' = -32");
+  expect_refused([](json& j) { j["encoder"]["image_size"] = 16384, j["encoder"]["patch_size"] = 1; },
+                 ErrorCode::bad_model_file, "gives 268435456 patches");
   // Sizes whose products would overflow int64 (before: n_embd = 2^62 made the n_inner default
   // 4 x 2^62, signed overflow) stop at the field.
   expect_refused([](json& j) { j["decoder"]["n_embd"] = std::int64_t{1} << 62; }, ErrorCode::bad_model_file,
@@ -94,6 +96,9 @@ TEST(VitGpt2Config, IntegerFieldsMustBeIntegersInRange) {
 TEST(VitGpt2Config, FloatFieldsMustBeFiniteAndEpsilonPositive) {
   expect_refused([](json& j) { j["decoder"]["layer_norm_epsilon"] = 0; }, ErrorCode::bad_model_file,
                  "'layer_norm_epsilon' = 0 must be a finite, positive number");
+  // Positive as a double, 0 as the float it becomes.
+  expect_refused([](json& j) { j["decoder"]["layer_norm_epsilon"] = 1e-50; }, ErrorCode::bad_model_file,
+                 "'layer_norm_epsilon' = 1e-50 must be");
   expect_refused([](json& j) { j["encoder"]["layer_norm_eps"] = -1e-6; }, ErrorCode::bad_model_file, "'layer_norm_eps'");
   expect_refused([](json& j) { j["encoder"]["layer_norm_eps"] = 1e300; }, ErrorCode::bad_model_file, "'layer_norm_eps'");
   expect_refused([](json& j) { j["length_penalty"] = "high"; }, ErrorCode::bad_model_file, "'length_penalty' must be a number");

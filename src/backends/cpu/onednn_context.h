@@ -38,7 +38,11 @@ inline constexpr std::int64_t kOneDnnParallelMin = std::int64_t{1} << 18;
 
 /// A call's work for resolve_threads: its multiply-adds plus 8 per element it reads or writes, so
 /// that memory-bound calls (one-row products streaming a large weight) count as large too.
-inline std::int64_t call_work(std::int64_t macs, std::int64_t elements) noexcept { return macs + 8 * elements; }
+/// In double, clamped: the products of valid (e.g. broadcast, stride-0) shapes may exceed int64.
+inline std::int64_t call_work(double macs, double elements) noexcept {
+  const double w = macs + 8 * elements;
+  return w < 9.0e18 ? static_cast<std::int64_t>(w) : std::int64_t{9'000'000'000'000'000'000};
+}
 
 /// Sets OpenMP's max-threads ICV of the calling thread for the scope and restores it after.
 /// oneDNN (OpenMP runtime) reads omp_get_max_threads() both when a primitive is created (to plan

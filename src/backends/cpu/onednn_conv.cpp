@@ -104,7 +104,7 @@ void patch_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv
                 const CpuContext& ctx) {
   const std::int64_t Ho = g.out[0], Wo = g.out[1], kh = g.kernel[0], kw = g.kernel[1];
   const std::int64_t P = Ho * Wo, CK = g.C * kh * kw, rows = g.N * P;
-  const int threads = resolve_threads(ctx, call_work(rows * CK * g.O, x.numel() + w.numel() + y.numel()));
+  const int threads = resolve_threads(ctx, call_work(double(rows) * CK * g.O, double(x.numel()) + w.numel() + y.numel()));
   const auto& s = x.strides();
   // [N, Ho, Wo, C, kh, kw] over x's memory: row (n, ho, wo) holds patch (c, i, j) in weight order.
   const dnnl::memory::desc patches_view({g.N, Ho, Wo, g.C, kh, kw}, to_dnnl(x.dtype()),
@@ -130,9 +130,9 @@ void conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Con
       g.dilation == dims{1, 1} && w.is_contiguous())
     return patch_conv(x, w, bias, g, y, ctx);
 
-  std::int64_t macs = y.numel() * (g.C / g.groups);  // multiply-adds
-  for (const auto k : g.kernel) macs *= k;
-  const int threads = resolve_threads(ctx, call_work(macs, x.numel() + w.numel() + y.numel()));
+  double macs = double(y.numel()) * double(g.C / g.groups);  // multiply-adds
+  for (const auto k : g.kernel) macs *= double(k);
+  const int threads = resolve_threads(ctx, call_work(macs, double(x.numel()) + w.numel() + y.numel()));
   ThreadScope scope(threads);
   const dims x_dims{g.N, g.C, g.in[0], g.in[1]}, y_dims{g.N, g.O, g.out[0], g.out[1]};
   const dnnl::memory::desc x_plain = dense_md(x_dims, dt::f32), y_plain = dense_md(y_dims, dt::f32);

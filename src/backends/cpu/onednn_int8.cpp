@@ -45,7 +45,7 @@ void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const T
   const std::int64_t K = x.dim(-1), N = w.dim(0), M = K == 0 ? 0 : x.numel() / K;
   ENCORE_CHECK(K > 0 || y.numel() == 0, unsupported, "linear_int8: K = 0 (x {}) is not supported", x.shape().str());
   if (M == 0 || N == 0) return;
-  const int threads = resolve_threads(ctx, call_work(M * N * K, M * K + N * K + M * N));
+  const int threads = resolve_threads(ctx, call_work(double(M) * N * K, double(M) * K + double(N) * K + double(M) * N));
   ThreadScope scope(threads);
   const bool requant = y.dtype() != DType::F32;
 

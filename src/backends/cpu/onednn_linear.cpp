@@ -96,7 +96,7 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
   if (M == 0 || N == 0) return;
   if (K == 0) return fill_degenerate(bias, attrs.activation, y, M, N);
 
-  const int threads = resolve_threads(ctx, call_work(M * N * K, M * K + N * K + M * N));
+  const int threads = resolve_threads(ctx, call_work(double(M) * N * K, double(M) * K + double(N) * K + double(M) * N));
   ThreadScope scope(threads);
 
   // Compute type: bf16 x bf16 only when native bf16 pays off, else f32 (bf16 weights are packed

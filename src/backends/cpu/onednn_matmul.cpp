@@ -89,7 +89,7 @@ void matmul_impl(const Tensor& a, const Tensor& b, const MatMulAttrs& attrs, con
     Tensor(y).fill(0.0);  // an empty sum
     return;
   }
-  const int threads = resolve_threads(ctx, call_work(y.numel() * K, a.numel() + b.numel() + y.numel()));
+  const int threads = resolve_threads(ctx, call_work(double(y.numel()) * K, double(a.numel()) + b.numel() + y.numel()));
   ThreadScope scope(threads);
 
   const std::int64_t M = attrs.trans_a ? a.dim(-1) : a.dim(-2);

@@ -2,9 +2,12 @@
 """Writes the seed corpora of the tokenizer fuzzers (Python 3 standard library only):
 
   tests/fuzz/corpus_tokenizer/        texts for fuzz_tokenizer, and two id sequences (int32 LE)
+  tests/fuzz/corpus_tokenizer_files/  tokenizer files for fuzz_tokenizer_files, in its layout:
+                                      'v' + vocab.json + NUL + merges.txt, or 't' + tokenizer.json
 
-usage: tests/fuzz/make_tokenizer_corpora.py   (rewrites the directory)
+usage: tests/fuzz/make_tokenizer_corpora.py   (rewrites both directories)
 """
+import json
 import pathlib
 import shutil
 import struct
@@ -32,6 +35,82 @@ TEXTS = {
 }
 
 
+def byte_alphabet():
+    """GPT-2's byte -> printable character table (the same rule as bpe_tokenizer_unicode.cpp)."""
+    chars, extra = [], 256
+    for b in range(256):
+        if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(extra))
+            extra += 1
+    return chars
+
+
+def tiny_vocab(extra=()):
+    vocab = {c: i for i, c in enumerate(byte_alphabet())}
+    for token in extra:
+        vocab[token] = len(vocab)
+    return vocab
+
+
+def split(vocab_text, merges_text):
+    return b"v" + vocab_text.encode() + b"\0" + merges_text.encode()
+
+
+def tokenizer_json(doc):
+    return b"t" + json.dumps(doc, ensure_ascii=False).encode()
+
+
+def tokenizer_doc(merges, **extra):
+    doc = {"version": "1.0", "added_tokens": [{"id": 259, "content": "<|endoftext|>", "special": True},
+                                              {"id": 260, "content": "<image>", "special": False}],
+           "normalizer": None, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+           "model": {"type": "BPE", "vocab": tiny_vocab(["ab", "abc", "\u0120ab"]), "merges": merges}}
+    doc.update(extra)
+    return doc
+
+
+def files_corpus():
+    good = json.dumps(tiny_vocab(["ab"]), ensure_ascii=False)
+    words = tiny_vocab(["ab", "abc", "\u0120ab", "<|endoftext|>"])
+    gap, dup, missing = tiny_vocab(["ab"]), tiny_vocab(["ab"]), tiny_vocab(["ab"])
+    gap["ab"], dup["ab"] = 300, 5
+    del missing["\u0100"]
+    missing["zz"] = 0
+    out = {
+        "valid_vocab_merges": split(json.dumps(words, ensure_ascii=False), "#version: 0.2\na b\nab c\n\u0120 ab\n"),
+        "valid_escaped_crlf": split(json.dumps(words), "#version: 0.2\r\na b\r\nab c\r\n\u0120 ab\r\n"),
+        "valid_no_merges": b"v" + good.encode(),
+        "valid_tokenizer_json_strings": tokenizer_json(tokenizer_doc(["a b", "ab c", "\u0120 ab"])),
+        "valid_tokenizer_json_pairs": tokenizer_json(tokenizer_doc([["a", "b"], ["ab", "c"], ["\u0120", "ab"]])),
+        "malformed_vocab_syntax": split('{\n"a": 0,\n"b" 1\n}', "a b\n"),
+        "malformed_vocab_array": split("[1, 2]", "a b\n"),
+        "malformed_duplicate_key": split('{"a": 0, "a": 1}', "a b\n"),
+        "malformed_id_gap": split(json.dumps(gap), "a b\n"),
+        "malformed_duplicate_id": split(json.dumps(dup), "a b\n"),
+        "malformed_missing_byte": split(json.dumps(missing), "a b\n"),
+        "malformed_deep_nesting": split("[" * 200 + "]" * 200, ""),
+        "malformed_merge_one_token": split(good, "#version: 0.2\na b\nabc\n"),
+        "malformed_merge_double_space": split(good, "a  b\n"),
+        "malformed_merge_unknown": split(good, "a b\nq zz\n"),
+        "malformed_merge_result": split(good, "a b\nb c\n"),
+        "malformed_tj_normalizer": tokenizer_json(tokenizer_doc([], normalizer={"type": "NFC"})),
+        "malformed_tj_prefix_space": tokenizer_json(
+            tokenizer_doc([], pre_tokenizer={"type": "ByteLevel", "add_prefix_space": True})),
+        "malformed_tj_unigram": tokenizer_json({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}),
+        "malformed_tj_lstrip": tokenizer_json(
+            tokenizer_doc([], added_tokens=[{"id": 259, "content": "<x>", "lstrip": True}])),
+        "malformed_tj_added_gap": tokenizer_json(tokenizer_doc([], added_tokens=[{"id": 300, "content": "<x>"}])),
+        "malformed_tj_added_huge_id": tokenizer_json(
+            tokenizer_doc([], added_tokens=[{"id": 2**40, "content": "<x>"}])),
+        "malformed_tj_bad_merge": tokenizer_json(tokenizer_doc([42])),
+        "malformed_tj_invalid_utf8": b't{"model": {"type": "BPE", "vocab": {"\xff": 0}, "merges": []}}',
+        "malformed_tj_nul": b't{"model": {}}\0{"model": 1}',
+    }
+    return out
+
+
 def write(directory, files):
     path = FUZZ / directory
     shutil.rmtree(path, ignore_errors=True)
@@ -43,3 +122,4 @@ def write(directory, files):
 
 if __name__ == "__main__":
     write("corpus_tokenizer", TEXTS)
+    write("corpus_tokenizer_files", files_corpus())

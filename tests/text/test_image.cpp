@@ -274,29 +274,38 @@ std::uint32_t crc32(const std::uint8_t* p, std::size_t n) {
   return ~c;
 }
 
-// A PNG whose header declares w x h RGB pixels, followed by a tiny (wrong) IDAT.
-std::vector<std::byte> png_header(std::uint32_t w, std::uint32_t h) {
+using PngChunk = std::pair<std::string, std::vector<std::uint8_t>>;
+
+// A PNG file of `chunks` (type, data), each with its length and CRC.
+std::vector<std::byte> png_file(const std::vector<PngChunk>& chunks) {
   std::vector<std::uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   auto be32 = [&](std::uint32_t v) {
     for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<std::uint8_t>(v >> s));
   };
-  auto chunk = [&](const char* type, std::vector<std::uint8_t> data) {
+  for (const auto& [type, data] : chunks) {
     be32(static_cast<std::uint32_t>(data.size()));
     const std::size_t start = b.size();
-    b.insert(b.end(), type, type + 4);
+    b.insert(b.end(), type.begin(), type.end());
     b.insert(b.end(), data.begin(), data.end());
     be32(crc32(&b[start], b.size() - start));
-  };
-  std::vector<std::uint8_t> ihdr;
-  for (std::uint32_t v : {w, h})
-    for (int s = 24; s >= 0; s -= 8) ihdr.push_back(static_cast<std::uint8_t>(v >> s));
-  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});
-  chunk("IHDR", ihdr);
-  chunk("IDAT", {0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01});
-  chunk("IEND", {});
+  }
   std::vector<std::byte> out(b.size());
   std::memcpy(out.data(), b.data(), b.size());
   return out;
+}
+
+// IHDR data: w x h, 8 bits, colour type `colour` (0 grey, 2 RGB).
+std::vector<std::uint8_t> ihdr(std::uint32_t w, std::uint32_t h, std::uint8_t colour) {
+  std::vector<std::uint8_t> d;
+  for (std::uint32_t v : {w, h})
+    for (int s = 24; s >= 0; s -= 8) d.push_back(static_cast<std::uint8_t>(v >> s));
+  d.insert(d.end(), {8, colour, 0, 0, 0});
+  return d;
+}
+
+// A PNG whose header declares w x h RGB pixels, followed by a tiny (wrong) IDAT.
+std::vector<std::byte> png_header(std::uint32_t w, std::uint32_t h) {
+  return png_file({{"IHDR", ihdr(w, h, 2)}, {"IDAT", {0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}}, {"IEND", {}}});
 }
 
 TEST(ImageDecode, MalformedInputIsAnError) {
@@ -354,6 +363,32 @@ TEST(ImageDecode, OversizedJpegHuffmanTableIsRejected) {
   bad.insert(bad.end(), jpg.begin() + 2, jpg.end());
   expect_error([&] { (void)io::decode_image(bad, "dht.jpg"); }, ErrorCode::invalid_argument,
                {"dht.jpg", "Huffman table", "4080 codes"});
+}
+
+// Empty IDAT chunks before the data are legal and carry nothing; stb_image called
+// memcpy(NULL, p, 0) for them (undefined behaviour, found by fuzz_image; the sanitizer build
+// reports it), so decode_image leaves them out. tests/fuzz/corpus_image/png_empty_idat.png is the
+// fuzzer's input.
+TEST(ImageDecode, EmptyIdatChunksBeforeTheDataAreSkipped) {
+  // A 2x1 grey image [10, 200]: zlib with one stored deflate block, then the Adler-32.
+  const std::vector<std::uint8_t> zlib = {0x78, 0x01, 0x01, 0x03, 0x00, 0xFC, 0xFF, 0, 10, 200, 0x00, 0xDF, 0x00, 0xD3};
+  const std::vector<std::uint8_t> expect = {10, 10, 10, 200, 200, 200};
+  const PngChunk head = {"IHDR", ihdr(2, 1, 0)}, empty = {"IDAT", {}}, data = {"IDAT", zlib}, end = {"IEND", {}};
+  for (const auto& chunks : {std::vector<PngChunk>{head, data, end}, {head, empty, data, end},
+                             {head, empty, {"tEXt", {'a', 0, 'b'}}, empty, empty, data, empty, end}}) {
+    SCOPED_TRACE(chunks.size());
+    const Image im = io::decode_image(png_file(chunks), "idat.png");
+    EXPECT_EQ(im.width, 2);
+    EXPECT_EQ(im.height, 1);
+    EXPECT_EQ(im.rgb, expect);
+  }
+  expect_error([&] { (void)io::decode_image(png_file({head, empty, end}), "no-data.png"); },
+               ErrorCode::invalid_argument, {"no-data.png"});
+  auto cut = png_file({head, empty});
+  cut.resize(cut.size() - 4);  // ends inside the empty chunk's CRC
+  expect_error([&] { (void)io::decode_image(cut, "cut.png"); }, ErrorCode::invalid_argument, {"cut.png"});
+  const auto found = read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "png_empty_idat.png");
+  expect_error([&] { (void)io::decode_image(found, "fuzz.png"); }, ErrorCode::invalid_argument, {"fuzz.png"});
 }
 
 // Random corruption of valid files: every outcome is an image or an Error, never a crash.

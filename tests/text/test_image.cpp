@@ -365,6 +365,38 @@ TEST(ImageDecode, OversizedJpegHuffmanTableIsRejected) {
                {"dht.jpg", "Huffman table", "4080 codes"});
 }
 
+// A 16x8 grey baseline JPEG of two blocks whose DC differences are both +32767 (the largest
+// stb_image reads), with a 16-bit quantizer of 65535 for DC. stb multiplies the accumulated DC
+// (65534) by the quantizer in int: signed overflow, undefined behaviour that UBSan reported in
+// fuzz_image, until image.cpp was compiled with -fwrapv. The entropy data is valid, so this
+// decodes (to meaningless pixels, as corrupt coefficients do in any decoder). Run under
+// -DENCORE_SANITIZE=undefined to see the difference; tests/fuzz/corpus_image holds the same file.
+std::vector<std::byte> jpeg_with_overflowing_dc() {
+  std::vector<std::uint8_t> b = {0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x83, 0x10, 0xFF, 0xFF};  // SOI, DQT
+  for (int k = 1; k < 64; ++k) b.insert(b.end(), {0x00, 0x01});
+  const std::uint8_t rest[] = {
+      0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x08, 0x00, 0x10, 0x01, 0x01, 0x11, 0x00,  // SOF0 16x8 grey
+      // DHT: DC table with the one code '0' for size 15, AC table with the one code '0' for EOB
+      0xFF, 0xC4, 0x00, 0x26, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15,
+      0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
+      0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00,  // SOS
+      // per block: DC code, 15 one bits (+32767), EOB; then 1-bits to the byte's end; FF stuffed
+      0x7F, 0xFF, 0x00, 0x3F, 0xFF, 0x00, 0xBF, 0xFF, 0xD9};
+  b.insert(b.end(), std::begin(rest), std::end(rest));
+  std::vector<std::byte> out(b.size());
+  std::memcpy(out.data(), b.data(), b.size());
+  return out;
+}
+
+TEST(ImageDecode, OverflowingJpegDcCoefficientIsNotUndefined) {
+  const auto jpg = jpeg_with_overflowing_dc();
+  EXPECT_EQ(read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "jpeg_dc_overflow.jpg"), jpg);
+  const Image im = io::decode_image(jpg, "dc.jpg");
+  EXPECT_EQ(im.width, 16);
+  EXPECT_EQ(im.height, 8);
+  EXPECT_EQ(im.rgb.size(), 16u * 8 * 3);
+}
+
 // Empty IDAT chunks before the data are legal and carry nothing; stb_image called
 // memcpy(NULL, p, 0) for them (undefined behaviour, found by fuzz_image; the sanitizer build
 // reports it), so decode_image leaves them out. tests/fuzz/corpus_image/png_empty_idat.png is the

@@ -92,9 +92,12 @@ struct AllocationCap {
 // (junk before a marker skipped, entropy-coded data ending at the first FF xx that is neither
 // stuffing nor RSTn, bytes past the end read as 0) and refuses such tables before stb sees them.
 void check_jpeg_huffman_tables(std::span<const std::uint8_t> d, std::string_view source) {
-  if (d.size() < 2 || d[0] != 0xFF || d[1] != 0xD8) return;  // not a JPEG
+  // stb reads SOI like any marker, after any number of 0xFF fill bytes: FF FF .. FF D8.
+  std::size_t i = 0;
+  while (i < d.size() && d[i] == 0xFF) ++i;
+  if (i == 0 || i >= d.size() || d[i] != 0xD8) return;  // not a JPEG
+  ++i;
   auto at = [&](std::size_t k) -> std::size_t { return k < d.size() ? d[k] : 0; };
-  std::size_t i = 2;
   while (i < d.size()) {
     if (d[i] != 0xFF) {  // junk: stb scans on to the next 0xFF
       ++i;

@@ -423,6 +423,29 @@ TEST(ImageDecode, EmptyIdatChunksBeforeTheDataAreSkipped) {
   expect_error([&] { (void)io::decode_image(found, "fuzz.png"); }, ErrorCode::invalid_argument, {"fuzz.png"});
 }
 
+// stb_image takes 0xFF fill bytes before SOI as part of the marker, so such a file is a JPEG to it;
+// the Huffman table check used to look for FF D8 at offset 0 only and let the table through
+// (found by fuzz_image, UBSan: index 257 out of bounds; the input is
+// tests/fuzz/corpus_image/jpeg_fill_before_soi.jpg).
+TEST(ImageDecode, OversizedJpegHuffmanTableIsRejectedAfterFillBytes) {
+  const auto jpg = read_bytes(kDir / "small444_31x29.jpg");
+  std::vector<std::byte> bad(jpg.begin(), jpg.begin() + 2);  // SOI
+  const std::uint8_t dht[] = {0xFF, 0xC4, 0x00, 0x13, 0x00};
+  for (auto b : dht) bad.push_back(std::byte{b});
+  for (int k = 0; k < 16; ++k) bad.push_back(std::byte{0x11});
+  bad.insert(bad.end(), jpg.begin() + 2, jpg.end());
+  bad.insert(bad.begin(), 3, std::byte{0xFF});  // fill bytes before SOI
+  expect_error([&] { (void)io::decode_image(bad, "fill.jpg"); }, ErrorCode::invalid_argument,
+               {"fill.jpg", "Huffman table", "272 codes"});
+  // The prefix alone does not stop stb from decoding a JPEG.
+  std::vector<std::byte> good = jpg;
+  good.insert(good.begin(), 3, std::byte{0xFF});
+  EXPECT_EQ(io::decode_image(good, "fill.jpg").rgb, io::decode_image(jpg, "plain.jpg").rgb);
+  const auto found = read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "jpeg_fill_before_soi.jpg");
+  expect_error([&] { (void)io::decode_image(found, "found.jpg"); }, ErrorCode::invalid_argument,
+               {"found.jpg", "Huffman table"});
+}
+
 // Random corruption of valid files: every outcome is an image or an Error, never a crash.
 TEST(ImageDecode, CorruptedFilesNeverCrash) {
   std::mt19937 rng(11);

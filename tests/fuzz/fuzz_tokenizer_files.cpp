@@ -56,7 +56,7 @@ void write_file(const fs::path& p, std::string_view content) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   out.write(content.data(), static_cast<std::streamsize>(content.size()));
   out.close();
-  require(static_cast<bool>(out));  // a full disk is the harness's problem, not a finding
+  require(static_cast<bool>(out));  // a failed write (full /dev/shm) must not pass for a rejected file
 }
 
 // Letters, digits, spaces, a contraction, a special token, non-ASCII and invalid UTF-8.

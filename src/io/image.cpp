@@ -1,6 +1,7 @@
 // Image decoding (stb_image, JPEG/PNG/BMP only), resizing and ViT preprocessing.
 #include "encore/io/image.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -91,9 +92,12 @@ struct AllocationCap {
 // (junk before a marker skipped, entropy-coded data ending at the first FF xx that is neither
 // stuffing nor RSTn, bytes past the end read as 0) and refuses such tables before stb sees them.
 void check_jpeg_huffman_tables(std::span<const std::uint8_t> d, std::string_view source) {
-  if (d.size() < 2 || d[0] != 0xFF || d[1] != 0xD8) return;  // not a JPEG
+  // stb reads SOI like any marker, after any number of 0xFF fill bytes: FF FF .. FF D8.
+  std::size_t i = 0;
+  while (i < d.size() && d[i] == 0xFF) ++i;
+  if (i == 0 || i >= d.size() || d[i] != 0xD8) return;  // not a JPEG
+  ++i;
   auto at = [&](std::size_t k) -> std::size_t { return k < d.size() ? d[k] : 0; };
-  std::size_t i = 2;
   while (i < d.size()) {
     if (d[i] != 0xFF) {  // junk: stb scans on to the next 0xFF
       ++i;
@@ -128,6 +132,36 @@ void check_jpeg_huffman_tables(std::span<const std::uint8_t> d, std::string_view
   }
 }
 
+// stb_image (2.27) allocates its IDAT buffer at the first non-empty IDAT chunk; an empty one
+// before that makes it call memcpy(NULL, p, 0), which is undefined behaviour (UBSan, found by
+// fuzz_image). Such chunks carry no data and other decoders skip them, so they are left out: the
+// file without them, or an empty vector when there are none (the usual case: no copy).
+std::vector<std::uint8_t> without_leading_empty_idat(std::span<const std::uint8_t> d) {
+  static constexpr std::uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  if (d.size() < 8 || !std::equal(std::begin(kSignature), std::end(kSignature), d.begin())) return {};
+  std::vector<std::size_t> empty;  // offsets of the chunks to leave out (12 bytes, or to the end)
+  // Chunk by chunk as stb walks them: length, type, data, CRC.
+  for (std::size_t p = 8; d.size() - p >= 8;) {
+    const std::uint32_t length = std::uint32_t{d[p]} << 24 | std::uint32_t{d[p + 1]} << 16 |
+                                 std::uint32_t{d[p + 2]} << 8 | d[p + 3];
+    const std::string_view type(reinterpret_cast<const char*>(&d[p + 4]), 4);
+    if (type == "IEND" || (type == "IDAT" && length != 0)) break;
+    if (type == "IDAT") empty.push_back(p);
+    if (d.size() - p < 12 || length > d.size() - p - 12) break;
+    p += 12 + std::size_t{length};
+  }
+  if (empty.empty()) return {};
+  std::vector<std::uint8_t> out;
+  out.reserve(d.size());
+  std::size_t from = 0;
+  for (const std::size_t p : empty) {
+    out.insert(out.end(), d.begin() + static_cast<std::ptrdiff_t>(from), d.begin() + static_cast<std::ptrdiff_t>(p));
+    from = std::min(p + 12, d.size());
+  }
+  out.insert(out.end(), d.begin() + static_cast<std::ptrdiff_t>(from), d.end());
+  return out;
+}
+
 }  // namespace
 
 Image Image::from_rgb(std::span<const std::uint8_t> rgb, std::int32_t width, std::int32_t height) {
@@ -152,8 +186,13 @@ Image decode_image(std::span<const std::byte> data, std::string_view source, con
   ENCORE_CHECK(data.size() <= static_cast<std::size_t>(INT_MAX), invalid_argument,
                "{}: {} bytes is too large for the image decoder (limit {})", source, data.size(), INT_MAX);
   const auto* bytes = reinterpret_cast<const stbi_uc*>(data.data());
-  const int len = static_cast<int>(data.size());
+  int len = static_cast<int>(data.size());
   check_jpeg_huffman_tables({bytes, data.size()}, source);
+  const std::vector<std::uint8_t> png_copy = without_leading_empty_idat({bytes, data.size()});
+  if (!png_copy.empty()) {
+    bytes = png_copy.data();
+    len = static_cast<int>(png_copy.size());
+  }
 
   // Header first: refuse oversized images before the decoder allocates for them.
   int w = 0, h = 0, channels = 0;

@@ -274,29 +274,38 @@ std::uint32_t crc32(const std::uint8_t* p, std::size_t n) {
   return ~c;
 }
 
-// A PNG whose header declares w x h RGB pixels, followed by a tiny (wrong) IDAT.
-std::vector<std::byte> png_header(std::uint32_t w, std::uint32_t h) {
+using PngChunk = std::pair<std::string, std::vector<std::uint8_t>>;
+
+// A PNG file of `chunks` (type, data), each with its length and CRC.
+std::vector<std::byte> png_file(const std::vector<PngChunk>& chunks) {
   std::vector<std::uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   auto be32 = [&](std::uint32_t v) {
     for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<std::uint8_t>(v >> s));
   };
-  auto chunk = [&](const char* type, std::vector<std::uint8_t> data) {
+  for (const auto& [type, data] : chunks) {
     be32(static_cast<std::uint32_t>(data.size()));
     const std::size_t start = b.size();
-    b.insert(b.end(), type, type + 4);
+    b.insert(b.end(), type.begin(), type.end());
     b.insert(b.end(), data.begin(), data.end());
     be32(crc32(&b[start], b.size() - start));
-  };
-  std::vector<std::uint8_t> ihdr;
-  for (std::uint32_t v : {w, h})
-    for (int s = 24; s >= 0; s -= 8) ihdr.push_back(static_cast<std::uint8_t>(v >> s));
-  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});
-  chunk("IHDR", ihdr);
-  chunk("IDAT", {0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01});
-  chunk("IEND", {});
+  }
   std::vector<std::byte> out(b.size());
   std::memcpy(out.data(), b.data(), b.size());
   return out;
+}
+
+// IHDR data: w x h, 8 bits, colour type `colour` (0 grey, 2 RGB).
+std::vector<std::uint8_t> ihdr(std::uint32_t w, std::uint32_t h, std::uint8_t colour) {
+  std::vector<std::uint8_t> d;
+  for (std::uint32_t v : {w, h})
+    for (int s = 24; s >= 0; s -= 8) d.push_back(static_cast<std::uint8_t>(v >> s));
+  d.insert(d.end(), {8, colour, 0, 0, 0});
+  return d;
+}
+
+// A PNG whose header declares w x h RGB pixels, followed by a tiny (wrong) IDAT.
+std::vector<std::byte> png_header(std::uint32_t w, std::uint32_t h) {
+  return png_file({{"IHDR", ihdr(w, h, 2)}, {"IDAT", {0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}}, {"IEND", {}}});
 }
 
 TEST(ImageDecode, MalformedInputIsAnError) {
@@ -354,6 +363,87 @@ TEST(ImageDecode, OversizedJpegHuffmanTableIsRejected) {
   bad.insert(bad.end(), jpg.begin() + 2, jpg.end());
   expect_error([&] { (void)io::decode_image(bad, "dht.jpg"); }, ErrorCode::invalid_argument,
                {"dht.jpg", "Huffman table", "4080 codes"});
+}
+
+// A 16x8 grey baseline JPEG of two blocks whose DC differences are both +32767 (the largest
+// stb_image reads), with a 16-bit quantizer of 65535 for DC. stb multiplies the accumulated DC
+// (65534) by the quantizer in int: signed overflow, undefined behaviour that UBSan reported in
+// fuzz_image, until image.cpp was compiled with -fwrapv. The entropy data is valid, so this
+// decodes (to meaningless pixels, as corrupt coefficients do in any decoder). Run under
+// -DENCORE_SANITIZE=undefined to see the difference; tests/fuzz/corpus_image holds the same file.
+std::vector<std::byte> jpeg_with_overflowing_dc() {
+  std::vector<std::uint8_t> b = {0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x83, 0x10, 0xFF, 0xFF};  // SOI, DQT
+  for (int k = 1; k < 64; ++k) b.insert(b.end(), {0x00, 0x01});
+  const std::uint8_t rest[] = {
+      0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x08, 0x00, 0x10, 0x01, 0x01, 0x11, 0x00,  // SOF0 16x8 grey
+      // DHT: DC table with the one code '0' for size 15, AC table with the one code '0' for EOB
+      0xFF, 0xC4, 0x00, 0x26, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15,
+      0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
+      0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00,  // SOS
+      // per block: DC code, 15 one bits (+32767), EOB; then 1-bits to the byte's end; FF stuffed
+      0x7F, 0xFF, 0x00, 0x3F, 0xFF, 0x00, 0xBF, 0xFF, 0xD9};
+  b.insert(b.end(), std::begin(rest), std::end(rest));
+  std::vector<std::byte> out(b.size());
+  std::memcpy(out.data(), b.data(), b.size());
+  return out;
+}
+
+TEST(ImageDecode, OverflowingJpegDcCoefficientIsNotUndefined) {
+  const auto jpg = jpeg_with_overflowing_dc();
+  EXPECT_EQ(read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "jpeg_dc_overflow.jpg"), jpg);
+  const Image im = io::decode_image(jpg, "dc.jpg");
+  EXPECT_EQ(im.width, 16);
+  EXPECT_EQ(im.height, 8);
+  EXPECT_EQ(im.rgb.size(), 16u * 8 * 3);
+}
+
+// Empty IDAT chunks before the data are legal and carry nothing; stb_image called
+// memcpy(NULL, p, 0) for them (undefined behaviour, found by fuzz_image; the sanitizer build
+// reports it), so decode_image leaves them out. tests/fuzz/corpus_image/png_empty_idat.png is the
+// fuzzer's input.
+TEST(ImageDecode, EmptyIdatChunksBeforeTheDataAreSkipped) {
+  // A 2x1 grey image [10, 200]: zlib with one stored deflate block, then the Adler-32.
+  const std::vector<std::uint8_t> zlib = {0x78, 0x01, 0x01, 0x03, 0x00, 0xFC, 0xFF, 0, 10, 200, 0x00, 0xDF, 0x00, 0xD3};
+  const std::vector<std::uint8_t> expect = {10, 10, 10, 200, 200, 200};
+  const PngChunk head = {"IHDR", ihdr(2, 1, 0)}, empty = {"IDAT", {}}, data = {"IDAT", zlib}, end = {"IEND", {}};
+  for (const auto& chunks : {std::vector<PngChunk>{head, data, end}, {head, empty, data, end},
+                             {head, empty, {"tEXt", {'a', 0, 'b'}}, empty, empty, data, empty, end}}) {
+    SCOPED_TRACE(chunks.size());
+    const Image im = io::decode_image(png_file(chunks), "idat.png");
+    EXPECT_EQ(im.width, 2);
+    EXPECT_EQ(im.height, 1);
+    EXPECT_EQ(im.rgb, expect);
+  }
+  expect_error([&] { (void)io::decode_image(png_file({head, empty, end}), "no-data.png"); },
+               ErrorCode::invalid_argument, {"no-data.png"});
+  auto cut = png_file({head, empty});
+  cut.resize(cut.size() - 4);  // ends inside the empty chunk's CRC
+  expect_error([&] { (void)io::decode_image(cut, "cut.png"); }, ErrorCode::invalid_argument, {"cut.png"});
+  const auto found = read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "png_empty_idat.png");
+  expect_error([&] { (void)io::decode_image(found, "fuzz.png"); }, ErrorCode::invalid_argument, {"fuzz.png"});
+}
+
+// stb_image takes 0xFF fill bytes before SOI as part of the marker, so such a file is a JPEG to it;
+// the Huffman table check used to look for FF D8 at offset 0 only and let the table through
+// (found by fuzz_image, UBSan: index 257 out of bounds; the input is
+// tests/fuzz/corpus_image/jpeg_fill_before_soi.jpg).
+TEST(ImageDecode, OversizedJpegHuffmanTableIsRejectedAfterFillBytes) {
+  const auto jpg = read_bytes(kDir / "small444_31x29.jpg");
+  std::vector<std::byte> bad(jpg.begin(), jpg.begin() + 2);  // SOI
+  const std::uint8_t dht[] = {0xFF, 0xC4, 0x00, 0x13, 0x00};
+  for (auto b : dht) bad.push_back(std::byte{b});
+  for (int k = 0; k < 16; ++k) bad.push_back(std::byte{0x11});
+  bad.insert(bad.end(), jpg.begin() + 2, jpg.end());
+  bad.insert(bad.begin(), 3, std::byte{0xFF});  // fill bytes before SOI
+  expect_error([&] { (void)io::decode_image(bad, "fill.jpg"); }, ErrorCode::invalid_argument,
+               {"fill.jpg", "Huffman table", "272 codes"});
+  // The prefix alone does not stop stb from decoding a JPEG.
+  std::vector<std::byte> good = jpg;
+  good.insert(good.begin(), 3, std::byte{0xFF});
+  EXPECT_EQ(io::decode_image(good, "fill.jpg").rgb, io::decode_image(jpg, "plain.jpg").rgb);
+  const auto found = read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "jpeg_fill_before_soi.jpg");
+  expect_error([&] { (void)io::decode_image(found, "found.jpg"); }, ErrorCode::invalid_argument,
+               {"found.jpg", "Huffman table"});
 }
 
 // Random corruption of valid files: every outcome is an image or an Error, never a crash.

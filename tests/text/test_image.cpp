@@ -353,14 +353,24 @@ TEST(ImageDecode, MalformedInputIsAnError) {
   expect_error([] { (void)io::load_image(kDir / "expected"); }, ErrorCode::io, {"expected"});
 }
 
+// `jpg` with a DHT segment inserted after SOI whose 16 code counts are each `count` (16 x count
+// codes in all, where a table holds at most 256).
+std::vector<std::byte> with_dht(const std::vector<std::byte>& jpg, std::uint8_t count) {
+  std::vector<std::byte> out(jpg.begin(), jpg.begin() + 2);  // SOI
+  for (const std::uint8_t b : {0xFF, 0xC4, 0x00, 0x13, 0x00}) out.push_back(std::byte{b});
+  out.insert(out.end(), 16, std::byte{count});
+  out.insert(out.end(), jpg.begin() + 2, jpg.end());
+  return out;
+}
+
+// A seed of the image fuzzer (tests/fuzz/corpus_image).
+std::vector<std::byte> fuzz_seed(const char* name) {
+  return read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / name);
+}
+
 TEST(ImageDecode, OversizedJpegHuffmanTableIsRejected) {
   // A DHT segment whose 16 code counts sum to 4080: Debian's stb_image would overflow its tables.
-  const auto jpg = read_bytes(kDir / "small444_31x29.jpg");
-  std::vector<std::byte> bad(jpg.begin(), jpg.begin() + 2);  // SOI
-  const std::uint8_t dht[] = {0xFF, 0xC4, 0x00, 0x13, 0x00};
-  for (auto b : dht) bad.push_back(std::byte{b});
-  for (int k = 0; k < 16; ++k) bad.push_back(std::byte{0xFF});
-  bad.insert(bad.end(), jpg.begin() + 2, jpg.end());
+  const auto bad = with_dht(read_bytes(kDir / "small444_31x29.jpg"), 0xFF);
   expect_error([&] { (void)io::decode_image(bad, "dht.jpg"); }, ErrorCode::invalid_argument,
                {"dht.jpg", "Huffman table", "4080 codes"});
 }
@@ -390,7 +400,7 @@ std::vector<std::byte> jpeg_with_overflowing_dc() {
 
 TEST(ImageDecode, OverflowingJpegDcCoefficientIsNotUndefined) {
   const auto jpg = jpeg_with_overflowing_dc();
-  EXPECT_EQ(read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "jpeg_dc_overflow.jpg"), jpg);
+  EXPECT_EQ(fuzz_seed("jpeg_dc_overflow.jpg"), jpg);
   const Image im = io::decode_image(jpg, "dc.jpg");
   EXPECT_EQ(im.width, 16);
   EXPECT_EQ(im.height, 8);
@@ -419,7 +429,7 @@ TEST(ImageDecode, EmptyIdatChunksBeforeTheDataAreSkipped) {
   auto cut = png_file({head, empty});
   cut.resize(cut.size() - 4);  // ends inside the empty chunk's CRC
   expect_error([&] { (void)io::decode_image(cut, "cut.png"); }, ErrorCode::invalid_argument, {"cut.png"});
-  const auto found = read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "png_empty_idat.png");
+  const auto found = fuzz_seed("png_empty_idat.png");
   expect_error([&] { (void)io::decode_image(found, "fuzz.png"); }, ErrorCode::invalid_argument, {"fuzz.png"});
 }
 
@@ -429,11 +439,7 @@ TEST(ImageDecode, EmptyIdatChunksBeforeTheDataAreSkipped) {
 // tests/fuzz/corpus_image/jpeg_fill_before_soi.jpg).
 TEST(ImageDecode, OversizedJpegHuffmanTableIsRejectedAfterFillBytes) {
   const auto jpg = read_bytes(kDir / "small444_31x29.jpg");
-  std::vector<std::byte> bad(jpg.begin(), jpg.begin() + 2);  // SOI
-  const std::uint8_t dht[] = {0xFF, 0xC4, 0x00, 0x13, 0x00};
-  for (auto b : dht) bad.push_back(std::byte{b});
-  for (int k = 0; k < 16; ++k) bad.push_back(std::byte{0x11});
-  bad.insert(bad.end(), jpg.begin() + 2, jpg.end());
+  std::vector<std::byte> bad = with_dht(jpg, 0x11);
   bad.insert(bad.begin(), 3, std::byte{0xFF});  // fill bytes before SOI
   expect_error([&] { (void)io::decode_image(bad, "fill.jpg"); }, ErrorCode::invalid_argument,
                {"fill.jpg", "Huffman table", "272 codes"});
@@ -441,7 +447,7 @@ TEST(ImageDecode, OversizedJpegHuffmanTableIsRejectedAfterFillBytes) {
   std::vector<std::byte> good = jpg;
   good.insert(good.begin(), 3, std::byte{0xFF});
   EXPECT_EQ(io::decode_image(good, "fill.jpg").rgb, io::decode_image(jpg, "plain.jpg").rgb);
-  const auto found = read_bytes(fs::path(ENCORE_TEST_DATA_DIR) / ".." / "fuzz" / "corpus_image" / "jpeg_fill_before_soi.jpg");
+  const auto found = fuzz_seed("jpeg_fill_before_soi.jpg");
   expect_error([&] { (void)io::decode_image(found, "found.jpg"); }, ErrorCode::invalid_argument,
                {"found.jpg", "Huffman table"});
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <system_error>
 
 #include <unistd.h>
 
@@ -36,7 +37,10 @@ class ConfigDir {
     std::ofstream(dir_ / "config.json") << config.dump(2);
     if (generation != nullptr) std::ofstream(dir_ / "generation_config.json") << generation->dump(2);
   }
-  ~ConfigDir() { fs::remove_all(dir_); }
+  ~ConfigDir() {
+    std::error_code ec;  // never throw from a destructor
+    fs::remove_all(dir_, ec);
+  }
   const fs::path& path() const { return dir_; }
 
  private:

@@ -1,11 +1,13 @@
-// Decode attention on CUDA over a paged bf16 KV cache: lean (stream-K), plain, split s in {auto, 4,
-// 16, 64}, and a read-only stream over the same bytes (the ceiling), on the decode-attention spec's
+// Decode attention on CUDA over a paged bf16 KV cache: `automatic` (what a caller gets), lean
+// (stream-K), plain, split s in {heuristic, 4, 16, 64}, and a read-only stream over the same bytes
+// (the ceiling), on the decode-attention spec's
 // matrix (§7). Every variant is timed as CUDA-graph replays: 20 calls captured in one graph, replayed
 // >= 10 times (up to 200), median replay / 20. Caches under 200 MB are rotated: the cache holds
 // `copies` block pools (>= 200 MB in all) and call i reads pool i % copies, so calls see cold L2.
 //
 // Counters: TB/s (KV bytes of the valid tokens / time), frac_ceiling (stream time / this time, same
-// bytes and rotation), ceiling_TB/s, kv_MB, ctas (lean G or B*Hv*s), splits, per_sm, and for lean
+// bytes and rotation), ceiling_TB/s, kv_MB, ctas (lean G or B*Hv*s), splits, per_sm, strategy (the
+// one that ran: 1 plain, 2 split, 3 lean; `automatic` shows its pick), and for lean
 // repeat_ok (two runs bitwise equal); rel_err_cpu against cpu::decode_attention for caches <= 32 MB.
 // Names: decode/<case>/<variant>, case = B<b>_H<hq>x<hkv>_D<d>_L<len> (or _R<tag> for ragged).
 //
@@ -186,7 +188,7 @@ double time_graph(cuda::CudaRuntime& rt, const std::function<void(int)>& launch)
   return t[n / 2];
 }
 
-// Variant: -2 stream ceiling, -1 lean, 0 split with the heuristic, 1 plain, s > 1 split s.
+// Variant: -3 automatic, -2 stream ceiling, -1 lean, 0 split with the heuristic, 1 plain, s > 1 split s.
 void BM_Decode(benchmark::State& state, const DecodeCase& c, int variant) {
   if (cuda::CudaRuntime::device_count() == 0) {
     state.SkipWithError("no CUDA GPU present");
@@ -204,7 +206,10 @@ void BM_Decode(benchmark::State& state, const DecodeCase& c, int variant) {
   if (d.ceiling_s <= 0.0) d.ceiling_s = time_graph(rt, stream_call);
 
   DecodeAttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv};
-  attrs.strategy = variant == -1 ? DecodeStrategy::lean : variant == 1 ? DecodeStrategy::plain : DecodeStrategy::split;
+  attrs.strategy = variant == -3   ? DecodeStrategy::automatic
+                   : variant == -1 ? DecodeStrategy::lean
+                   : variant == 1  ? DecodeStrategy::plain
+                                   : DecodeStrategy::split;
   attrs.num_splits = variant > 1 ? variant : 0;
   // Exploration knobs (not part of the recorded matrix): ENCORE_DECODE_WORKERS caps lean's grid,
   // ENCORE_DECODE_TILE sets the lean/split tile in tokens.
@@ -243,6 +248,7 @@ void BM_Decode(benchmark::State& state, const DecodeCase& c, int variant) {
   if (variant != -2) {
     state.counters["ctas"] = info.ctas;
     state.counters["splits"] = info.splits;
+    state.counters["strategy"] = static_cast<double>(info.strategy);
     state.counters["per_sm"] = info.ctas_per_sm;
     state.counters["tile"] = static_cast<double>(info.tile);
     state.counters["ws_MB"] = static_cast<double>(info.workspace_bytes) * 1e-6;
@@ -282,8 +288,9 @@ void BM_Decode(benchmark::State& state, const DecodeCase&, int) {
 const bool registered = [] {
   const char* env = std::getenv("ENCORE_DECODE_BENCH");
   const bool full = env != nullptr && std::string(env) == "full";
-  const std::pair<const char*, int> variants[] = {{"stream", -2}, {"lean", -1},    {"plain", 1},   {"split_auto", 0},
-                                                  {"split4", 4},  {"split16", 16}, {"split64", 64}};
+  const std::pair<const char*, int> variants[] = {{"stream", -2},    {"auto", -3},  {"lean", -1},
+                                                  {"plain", 1},      {"split_auto", 0}, {"split4", 4},
+                                                  {"split16", 16},   {"split64", 64}};
   for (const DecodeCase& c : full ? full_cases() : quick_cases())
     for (auto [name, v] : variants)
       benchmark::RegisterBenchmark(("decode/" + c.key() + "/" + name).c_str(),

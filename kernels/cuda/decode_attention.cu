@@ -205,15 +205,16 @@ decode_checks::DecodeDims check_inputs(const Tensor& q, const Tensor& kc, const 
 
 }  // namespace
 
-DecodeStrategy choose_strategy(std::int64_t batch, std::int64_t virtual_heads, int resident_ctas,
-                               std::int64_t capacity_tokens, int tile_tokens) {
-  // Plain has no merge at all; it matches lean once the heads fill whole waves (>= 2 waves at
-  // >= 90 % efficiency; uniform lengths assumed: the host never sees the lengths, only the
-  // capacity of the block table). To refine from the H200 matrix (docs/benchmarks/decode_attention.md).
-  if (batch > kMaxLeanBatch || capacity_tokens <= tile_tokens) return DecodeStrategy::plain;
-  const double items = static_cast<double>(batch) * static_cast<double>(virtual_heads);
-  const double waves = items / std::max(1, resident_ctas);
+DecodeStrategy choose_strategy(const StrategyShape& shape) {
+  const std::int64_t tile = std::max<std::int64_t>(1, shape.tile_tokens);
+  if (shape.batch > kMaxLeanBatch || shape.capacity_tokens <= tile) return DecodeStrategy::plain;
+  const double items = static_cast<double>(shape.batch) * static_cast<double>(shape.virtual_heads);
+  const double slots = std::max(1, shape.resident_ctas);
+  const double waves = items / slots;
   if (waves >= 2.0 && waves / std::ceil(waves) >= 0.9) return DecodeStrategy::plain;
+  if (shape.batch == 1 && shape.rows == 1 && shape.virtual_heads >= 8) return DecodeStrategy::split;
+  if (lean::tiles_for_length(shape.capacity_tokens, tile) <= kShortCacheTiles && items <= slots)
+    return DecodeStrategy::plain;
   return DecodeStrategy::lean;
 }
 
@@ -288,7 +289,9 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   ENCORE_CU_CHECK(split_occ >= 1, backend, op, ": kernel does not fit on the device (", split_smem, " bytes)");
 
   DecodeStrategy strategy = attrs.strategy;
-  if (strategy == DecodeStrategy::automatic) strategy = choose_strategy(B, p.Hv, split_occ * sms, p.capacity, static_cast<int>(p.tile));
+  if (strategy == DecodeStrategy::automatic)
+    strategy = choose_strategy({.batch = B, .virtual_heads = p.Hv, .rows = p.rows, .resident_ctas = split_occ * sms,
+                                .capacity_tokens = p.capacity, .tile_tokens = p.tile});
   if (strategy == DecodeStrategy::lean && B > kMaxLeanBatch) strategy = DecodeStrategy::plain;  // documented limit
   info.tensor_cores = use_tc, info.tile = p.tile, info.row_blocks = p.MT;
 

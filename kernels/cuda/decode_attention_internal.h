@@ -44,13 +44,33 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                                  const Tensor& block_table, const Tensor& lengths, const DecodeAttentionAttrs& attrs,
                                  const Tensor& y, const CudaContext& ctx, const Options& opts);
 
-/// The strategy `automatic` resolves to: plain when every sequence fits in one KV tile (the cache
-/// capacity is at most `tile_tokens`: nothing to split, and lean's extra CTAs and merge only add
-/// latency, e.g. GPT-2 captioning), when the (sequence, virtual head) items fill at least two
-/// waves of the co-resident CTAs at >= 90 % wave efficiency, or when the batch is larger than the
-/// in-kernel lean schedule holds; lean otherwise.
-DecodeStrategy choose_strategy(std::int64_t batch, std::int64_t virtual_heads, int resident_ctas,
-                               std::int64_t capacity_tokens, int tile_tokens);
+/// What `automatic` sees of a call: only shapes, never the lengths (they live on the device, so
+/// that one captured CUDA graph serves every decode step).
+struct StrategyShape {
+  std::int64_t batch = 1;
+  std::int64_t virtual_heads = 1;  ///< kv heads x row blocks: the (sequence, head) items per sequence
+  std::int64_t rows = 1;           ///< query rows per kv head (GQA group x query tokens)
+  int resident_ctas = 1;           ///< co-resident split/plain CTAs on the device
+  std::int64_t capacity_tokens = 0;  ///< block-table width x block size
+  std::int64_t tile_tokens = 128;
+};
+
+/// The strategy `automatic` resolves to, fitted on the H200 matrix of
+/// docs/benchmarks/decode_attention.md (2026-11-30):
+/// - plain when every sequence fits in one KV tile (nothing to split; e.g. GPT-2 captioning), when
+///   the batch is larger than the in-kernel lean schedule holds, or when the items fill at least
+///   two waves of the co-resident CTAs at >= 90 % wave efficiency;
+/// - split for one sequence with one query row per kv head (MHA decode) and >= 8 heads: 1.0-1.4x
+///   lean on every such case measured. Only a batch of one is known not to be ragged; with several
+///   sequences a long one among short ones leaves split's pieces unbalanced (lean 2x ahead);
+/// - plain when a head holds at most kShortCacheTiles tiles and the items fit one wave: one CTA
+///   streams such a head in about the time lean's schedule, flags and merge cost (B 4, 12 heads,
+///   1k tokens: plain 12.5 us, lean 19.4), and that bound holds for ragged lengths too;
+/// - lean otherwise (few heads, GQA groups, several sequences of unknown lengths).
+DecodeStrategy choose_strategy(const StrategyShape& shape);
+
+/// Heads of at most this many tiles count as short for choose_strategy.
+inline constexpr std::int64_t kShortCacheTiles = 16;
 
 /// Largest batch the lean kernel schedules (its prefix sums live in shared memory); larger batches
 /// run plain.

@@ -154,13 +154,30 @@ TEST(CudaDecodeSchedule, DeviceArithmeticMatchesLeanSchedule) {
 }
 
 TEST(CudaDecodeSchedule, StrategyRule) {
-  EXPECT_EQ(dec::choose_strategy(1, 8, 132, 4096, 128), DecodeStrategy::lean);
-  EXPECT_EQ(dec::choose_strategy(8, 32, 132, 4096, 128), DecodeStrategy::lean);    // 1.9 waves
-  EXPECT_EQ(dec::choose_strategy(33, 8, 132, 4096, 128), DecodeStrategy::plain);   // 2 waves exactly
-  EXPECT_EQ(dec::choose_strategy(64, 32, 132, 4096, 128), DecodeStrategy::plain);  // 15.5 waves
-  EXPECT_EQ(dec::choose_strategy(2000, 1, 132, 4096, 128), DecodeStrategy::plain);
-  EXPECT_EQ(dec::choose_strategy(1, 12, 132, 128, 128), DecodeStrategy::plain);    // one tile per sequence
-  EXPECT_EQ(dec::choose_strategy(1, 12, 132, 129, 128), DecodeStrategy::lean);
+  // Shapes of the H200 matrix (docs/benchmarks/decode_attention.md) and the edges of each rule.
+  auto pick = [](std::int64_t batch, std::int64_t heads, std::int64_t rows, std::int64_t capacity,
+                 std::int64_t tile) {
+    return dec::choose_strategy({.batch = batch, .virtual_heads = heads, .rows = rows, .resident_ctas = 132,
+                                 .capacity_tokens = capacity, .tile_tokens = tile});
+  };
+  EXPECT_EQ(pick(1, 1, 1, 16384, 64), DecodeStrategy::lean);      // one head: only lean spreads it
+  EXPECT_EQ(pick(1, 8, 1, 16384, 64), DecodeStrategy::split);     // MHA, one sequence
+  EXPECT_EQ(pick(1, 7, 1, 16384, 64), DecodeStrategy::lean);      // too few heads for split
+  EXPECT_EQ(pick(1, 12, 1, 1024, 128), DecodeStrategy::split);    // short, but one sequence: split
+  EXPECT_EQ(pick(1, 8, 4, 32768, 64), DecodeStrategy::lean);      // GQA 32/8: rows per kv head
+  EXPECT_EQ(pick(1, 1, 8, 131072, 64), DecodeStrategy::lean);     // GQA 8/1
+  EXPECT_EQ(pick(2, 4, 1, 131072, 64), DecodeStrategy::lean);     // two sequences may be ragged
+  EXPECT_EQ(pick(4, 12, 1, 1024, 128), DecodeStrategy::plain);    // 8 tiles per head, one wave
+  EXPECT_EQ(pick(4, 12, 1, 2048, 128), DecodeStrategy::plain);    // 16 tiles: still short
+  EXPECT_EQ(pick(4, 12, 1, 2049, 128), DecodeStrategy::lean);     // 17 tiles
+  EXPECT_EQ(pick(16, 12, 1, 2048, 128), DecodeStrategy::lean);    // short, but 1.45 waves
+  EXPECT_EQ(pick(16, 1, 8, 131072, 64), DecodeStrategy::lean);    // ragged GQA batch
+  EXPECT_EQ(pick(8, 32, 1, 4096, 128), DecodeStrategy::lean);     // 1.9 waves
+  EXPECT_EQ(pick(33, 8, 1, 4096, 128), DecodeStrategy::plain);    // 2 waves exactly
+  EXPECT_EQ(pick(64, 32, 1, 4096, 128), DecodeStrategy::plain);   // 15.5 waves
+  EXPECT_EQ(pick(2000, 1, 1, 4096, 128), DecodeStrategy::plain);  // more than lean schedules
+  EXPECT_EQ(pick(1, 12, 1, 128, 128), DecodeStrategy::plain);     // one tile per sequence
+  EXPECT_EQ(pick(1, 12, 1, 129, 128), DecodeStrategy::split);
   EXPECT_EQ(dec::clamp_length(-5, 100), 0);
   EXPECT_EQ(dec::clamp_length(500, 100), 100);
   EXPECT_EQ(dec::row_blocks(24, 16), 2);

@@ -65,12 +65,13 @@ struct StrategyShape {
 ///   sequences a long one among short ones leaves split's pieces unbalanced (lean 2x ahead);
 /// - plain when a head holds at most kShortCacheTiles tiles and the items fit one wave: one CTA
 ///   streams such a head in about the time lean's schedule, flags and merge cost (B 4, 12 heads,
-///   1k tokens: plain 12.5 us, lean 19.4), and that bound holds for ragged lengths too;
+///   1k tokens, 8 tiles: plain 12.2 us, lean 19.6), and that bound holds for ragged lengths too.
+///   At 16 tiles it no longer does (B 1, GQA 8/1, 1k tokens of D 128: plain 19.6 us, lean 15.3);
 /// - lean otherwise (few heads, GQA groups, several sequences of unknown lengths).
 DecodeStrategy choose_strategy(const StrategyShape& shape);
 
 /// Heads of at most this many tiles count as short for choose_strategy.
-inline constexpr std::int64_t kShortCacheTiles = 16;
+inline constexpr std::int64_t kShortCacheTiles = 8;
 
 /// Largest batch the lean kernel schedules (its prefix sums live in shared memory); larger batches
 /// run plain.

@@ -168,9 +168,9 @@ TEST(CudaDecodeSchedule, StrategyRule) {
   EXPECT_EQ(pick(1, 1, 8, 131072, 64), DecodeStrategy::lean);     // GQA 8/1
   EXPECT_EQ(pick(2, 4, 1, 131072, 64), DecodeStrategy::lean);     // two sequences may be ragged
   EXPECT_EQ(pick(4, 12, 1, 1024, 128), DecodeStrategy::plain);    // 8 tiles per head, one wave
-  EXPECT_EQ(pick(4, 12, 1, 2048, 128), DecodeStrategy::plain);    // 16 tiles: still short
-  EXPECT_EQ(pick(4, 12, 1, 2049, 128), DecodeStrategy::lean);     // 17 tiles
-  EXPECT_EQ(pick(16, 12, 1, 2048, 128), DecodeStrategy::lean);    // short, but 1.45 waves
+  EXPECT_EQ(pick(4, 12, 1, 1025, 128), DecodeStrategy::lean);     // 9 tiles
+  EXPECT_EQ(pick(1, 1, 8, 1024, 64), DecodeStrategy::lean);       // 16 tiles: lean ahead
+  EXPECT_EQ(pick(16, 12, 1, 1024, 128), DecodeStrategy::lean);    // short, but 1.45 waves
   EXPECT_EQ(pick(16, 1, 8, 131072, 64), DecodeStrategy::lean);    // ragged GQA batch
   EXPECT_EQ(pick(8, 32, 1, 4096, 128), DecodeStrategy::lean);     // 1.9 waves
   EXPECT_EQ(pick(33, 8, 1, 4096, 128), DecodeStrategy::plain);    // 2 waves exactly

@@ -33,7 +33,11 @@ san_timeout=${ENCORE_SANITIZER_TIMEOUT:-900}
 # hours under either tool.
 san_filter=${ENCORE_SANITIZER_FILTER:--*OutOfMemory*:*GridCannotLaunch*:*LongContexts*}
 san_shards=${ENCORE_SANITIZER_SHARDS:-10}
-case $san_shards in '' | *[!0-9]* | 0) echo "gpu-check: ENCORE_SANITIZER_SHARDS must be a positive integer, got '$san_shards'"; exit 2 ;; esac
+case $san_shards in '' | *[!0-9]*) san_shards=0 ;; *) san_shards=$((10#$san_shards)) ;; esac
+[ "$san_shards" -ge 1 ] || { echo "gpu-check: ENCORE_SANITIZER_SHARDS must be a positive integer, got '${ENCORE_SANITIZER_SHARDS:-}'"; exit 2; }
+pids=()  # running sanitizer shards, stopped if the script is interrupted
+trap '[ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null' EXIT
+trap 'exit 130' INT TERM
 san_tools=${ENCORE_SANITIZER_TOOLS:-memcheck racecheck}
 san_binaries=${ENCORE_SANITIZER_BINARIES:-}  # e.g. "attention decode": test binaries whose names contain one
 bench_min_time=${ENCORE_BENCH_MIN_TIME:-0.05}
@@ -159,31 +163,43 @@ if has_step sanitize && [ "$built" -eq 1 ]; then
         pids=()
         for ((i = 0; i < san_shards; ++i)); do
           GTEST_TOTAL_SHARDS=$san_shards GTEST_SHARD_INDEX=$i ENCORE_CUDA_NO_CACHING=$nocache \
-            timeout "$san_timeout" "$sanitizer" --tool "$tool" --error-exitcode 99 \
+            timeout -k 30 "$san_timeout" "$sanitizer" --tool "$tool" --error-exitcode 99 \
             "$bin" --gtest_brief=1 "--gtest_filter=$san_filter" >"$logs/sanitizer-$tool-$name-$i.log" 2>&1 &
           pids+=($!)
         done
-        dirty=0 errors=0 timeouts="" failures=""
+        errors=0 dirty="" timeouts="" failures="" host_only=0
         for ((i = 0; i < san_shards; ++i)); do
           wait "${pids[$i]}"
           rc=$?
           out="$logs/sanitizer-$tool-$name-$i.log"
           e=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$out" | grep -oE '[0-9]+$' | tail -n 1)
           # A shard that never touched the GPU (no test in it, or host-only tests) ends with exit
-          # 255 and no summary; its tests still have to pass.
-          if [ "$rc" -eq 255 ] && [ -z "$e" ] && grep -q '^\[  PASSED  \]' "$out"; then rc=0; fi
+          # 255 and no summary; it counts as clean only if none of its tests failed (gtest's brief
+          # output prints the PASSED line even when some failed).
+          if [ "$rc" -eq 255 ] && [ -z "$e" ] && grep -q '^\[  PASSED  \]' "$out" &&
+             ! grep -q '^\[  FAILED  \]' "$out"; then
+            rc=0 host_only=$((host_only + 1))
+          fi
+          [ -n "$e" ] && errors=$((errors + e))
           case "$rc" in
             0) ;;
-            99) dirty=1; errors=$((errors + ${e:-0})) ;;
-            124) timeouts+=" $i" ;;
+            99) dirty+=" $i" ;;
+            124 | 137) timeouts+=" $i" ;;
             *) failures+=" $i(exit $rc)" ;;
           esac
         done
-        logname="sanitizer-$tool-$name-*.log"
-        if [ -n "$failures" ]; then failed=1; add "$tool $name" FAILED "shards$failures ($logname)"
-        elif [ -n "$timeouts" ]; then failed=1; add "$tool $name" TIMEOUT "shards$timeouts over ${san_timeout}s ($logname)"
-        elif [ "$dirty" -eq 1 ]; then failed=1; add "$tool $name" DIRTY "$errors errors ($logname)"
-        else add "$tool $name" clean "0 errors in $san_shards shards"; fi
+        pids=()
+        detail=""
+        [ -n "$failures" ] && detail+="failed shards$failures; "
+        [ -n "$timeouts" ] && detail+="shards$timeouts over ${san_timeout}s; "
+        [ -n "$dirty" ] && detail+="errors in shards$dirty; "
+        detail+="$errors errors"
+        [ "$host_only" -gt 0 ] && detail+=", $host_only of $san_shards shards never used the GPU"
+        detail+=" (sanitizer-$tool-$name-*.log)"
+        if [ -n "$failures" ]; then failed=1; add "$tool $name" FAILED "$detail"
+        elif [ -n "$timeouts" ]; then failed=1; add "$tool $name" TIMEOUT "$detail"
+        elif [ -n "$dirty" ]; then failed=1; add "$tool $name" DIRTY "$detail"
+        else add "$tool $name" clean "$detail"; fi
       done
     done
   fi

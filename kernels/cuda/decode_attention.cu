@@ -212,7 +212,9 @@ DecodeStrategy choose_strategy(const StrategyShape& shape) {
   const double slots = std::max(1, shape.resident_ctas);
   const double waves = items / slots;
   if (waves >= 2.0 && waves / std::ceil(waves) >= 0.9) return DecodeStrategy::plain;
-  if (shape.batch == 1 && shape.rows == 1 && shape.virtual_heads >= 8) return DecodeStrategy::split;
+  // Split only where FlashDecoding's heuristic will split (it keeps one piece from 0.8 x slots on).
+  if (shape.batch == 1 && shape.rows == 1 && shape.virtual_heads >= 8 && items < 0.8 * slots)
+    return DecodeStrategy::split;
   if (lean::tiles_for_length(shape.capacity_tokens, tile) <= kShortCacheTiles && items <= slots)
     return DecodeStrategy::plain;
   return DecodeStrategy::lean;

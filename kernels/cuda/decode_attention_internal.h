@@ -60,9 +60,11 @@ struct StrategyShape {
 /// - plain when every sequence fits in one KV tile (nothing to split; e.g. GPT-2 captioning), when
 ///   the batch is larger than the in-kernel lean schedule holds, or when the items fill at least
 ///   two waves of the co-resident CTAs at >= 90 % wave efficiency;
-/// - split for one sequence with one query row per kv head (MHA decode) and >= 8 heads: 1.0-1.4x
-///   lean on every such case measured. Only a batch of one is known not to be ragged; with several
-///   sequences a long one among short ones leaves split's pieces unbalanced (lean 2x ahead);
+/// - split for one sequence with one query row per kv head (MHA decode) and >= 8 heads, fewer than
+///   0.8 x the co-resident CTAs (from there the split heuristic keeps one piece): 0.97-1.41x lean on
+///   the measured cases, 1.17-1.41x up to 134 MB of cache. Only a batch of one is known not to be
+///   ragged; with several sequences a long one among short ones leaves split's pieces unbalanced
+///   (lean 2-5x ahead);
 /// - plain when a head holds at most kShortCacheTiles tiles and the items fit one wave: one CTA
 ///   streams such a head in about the time lean's schedule, flags and merge cost (B 4, 12 heads,
 ///   1k tokens, 8 tiles: plain 12.2 us, lean 19.6), and that bound holds for ragged lengths too.

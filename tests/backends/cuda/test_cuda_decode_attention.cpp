@@ -156,8 +156,8 @@ TEST(CudaDecodeSchedule, DeviceArithmeticMatchesLeanSchedule) {
 TEST(CudaDecodeSchedule, StrategyRule) {
   // Shapes of the H200 matrix (docs/benchmarks/decode_attention.md) and the edges of each rule.
   auto pick = [](std::int64_t batch, std::int64_t heads, std::int64_t rows, std::int64_t capacity,
-                 std::int64_t tile) {
-    return dec::choose_strategy({.batch = batch, .virtual_heads = heads, .rows = rows, .resident_ctas = 132,
+                 std::int64_t tile, int resident = 132) {
+    return dec::choose_strategy({.batch = batch, .virtual_heads = heads, .rows = rows, .resident_ctas = resident,
                                  .capacity_tokens = capacity, .tile_tokens = tile});
   };
   EXPECT_EQ(pick(1, 1, 1, 16384, 64), DecodeStrategy::lean);      // one head: only lean spreads it
@@ -178,6 +178,16 @@ TEST(CudaDecodeSchedule, StrategyRule) {
   EXPECT_EQ(pick(2000, 1, 1, 4096, 128), DecodeStrategy::plain);  // more than lean schedules
   EXPECT_EQ(pick(1, 12, 1, 128, 128), DecodeStrategy::plain);     // one tile per sequence
   EXPECT_EQ(pick(1, 12, 1, 129, 128), DecodeStrategy::split);
+  EXPECT_EQ(pick(1, 105, 1, 131072, 64), DecodeStrategy::split);  // 105 < 0.8 x 132
+  EXPECT_EQ(pick(1, 112, 1, 131072, 64), DecodeStrategy::lean);   // split would keep one piece
+  EXPECT_EQ(pick(1, 8, 2, 16384, 64), DecodeStrategy::lean);      // MHA with 2 query tokens
+  EXPECT_EQ(pick(11, 12, 1, 1024, 128), DecodeStrategy::plain);   // 132 items: one wave
+  EXPECT_EQ(pick(12, 12, 1, 1024, 128), DecodeStrategy::lean);    // 144 items: 1.09 waves
+  EXPECT_EQ(pick(1, 1, 8, 512, 64), DecodeStrategy::plain);       // one short head
+  EXPECT_EQ(pick(4, 12, 1, 1024, 128, 264), DecodeStrategy::plain);  // two CTAs per SM
+  EXPECT_EQ(pick(40, 12, 1, 4096, 128, 264), DecodeStrategy::lean);  // 1.8 waves of 264
+  EXPECT_EQ(pick(44, 12, 1, 4096, 128, 264), DecodeStrategy::plain); // 2 waves of 264
+  EXPECT_EQ(pick(1, 1, 1, 4096, 0, 0), DecodeStrategy::lean);     // clamped: tile 1, one slot
   EXPECT_EQ(dec::clamp_length(-5, 100), 0);
   EXPECT_EQ(dec::clamp_length(500, 100), 100);
   EXPECT_EQ(dec::row_blocks(24, 16), 2);

@@ -212,10 +212,12 @@ void BM_Decode(benchmark::State& state, const DecodeCase& c, int variant) {
                                    : DecodeStrategy::split;
   attrs.num_splits = variant > 1 ? variant : 0;
   // Exploration knobs (not part of the recorded matrix): ENCORE_DECODE_WORKERS caps lean's grid,
-  // ENCORE_DECODE_TILE sets the lean/split tile in tokens.
+  // ENCORE_DECODE_TILE sets the lean/split tile in tokens, ENCORE_DECODE_SEPARATE_COMBINE=1 merges
+  // split's pieces in a second kernel (FlashDecoding's combine) instead of in the last piece.
   cuda::dec::Options opts;
   if (const char* w = std::getenv("ENCORE_DECODE_WORKERS")) opts.workers = std::atoi(w);
   if (const char* t = std::getenv("ENCORE_DECODE_TILE")) opts.tile_tokens = std::atoll(t);
+  if (const char* c = std::getenv("ENCORE_DECODE_SEPARATE_COMBINE")) opts.separate_combine = std::string(c) == "1";
   cuda::dec::LaunchInfo info;
   auto decode_call = [&](int i) {
     info = cuda::dec::decode_attention_impl(d.q, d.k, d.v, d.tables[i % d.copies], d.lengths, attrs, d.y, ctx, opts);

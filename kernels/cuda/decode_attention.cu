@@ -97,7 +97,9 @@ struct StreamState {
   unsigned* sync = nullptr;  // [16] counters, then 2 * kMaxWorkers flags; zeroed once
   float* ws = nullptr;
   std::size_t ws_bytes = 0;
-  std::vector<float*> retired;  // older workspaces, still referenced by captured graphs
+  unsigned* heads = nullptr;  // fused split combine: a counter per (sequence, virtual head), zeroed
+  std::size_t heads_count = 0;
+  std::vector<void*> retired;  // older workspaces and counters, still referenced by captured graphs
 };
 
 std::mutex g_state_mutex;
@@ -111,20 +113,32 @@ struct RelaxedCapture {
   ~RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode); }
 };
 
-StreamState& stream_state(int ordinal, cudaStream_t stream, std::size_t ws_bytes) {
+/// A zeroed device buffer of `bytes`. Zeroed on a private stream and waited for: legal while a
+/// stream of this thread is being captured (the caller holds a RelaxedCapture).
+template <typename T>
+T* zeroed_device_buffer(std::size_t bytes, const char* what) {
+  T* ptr = nullptr;
+  kc::check_cuda(cudaMalloc(&ptr, bytes), what);
+  cudaStream_t init = nullptr;
+  kc::check_cuda(cudaStreamCreateWithFlags(&init, cudaStreamNonBlocking), "decode_attention: cudaStreamCreate");
+  kc::check_cuda(cudaMemsetAsync(ptr, 0, bytes, init), what);
+  kc::check_cuda(cudaStreamSynchronize(init), "decode_attention: cudaStreamSynchronize");
+  cudaStreamDestroy(init);
+  return ptr;
+}
+
+StreamState& stream_state(int ordinal, cudaStream_t stream, std::size_t ws_bytes, std::size_t heads = 0) {
   std::lock_guard<std::mutex> lock(g_state_mutex);
   StreamState& s = g_states[{ordinal, stream}];
-  if (s.sync == nullptr || s.ws_bytes < ws_bytes) {
+  if (s.sync == nullptr || s.ws_bytes < ws_bytes || s.heads_count < heads) {
     RelaxedCapture relaxed;
-    if (s.sync == nullptr) {
-      const std::size_t bytes = sizeof(unsigned) * (16 + 2 * kMaxWorkers);
-      kc::check_cuda(cudaMalloc(&s.sync, bytes), "decode_attention: cudaMalloc(flags)");
-      // Zeroed on a private stream and waited for: legal while `stream` is being captured.
-      cudaStream_t init = nullptr;
-      kc::check_cuda(cudaStreamCreateWithFlags(&init, cudaStreamNonBlocking), "decode_attention: cudaStreamCreate");
-      kc::check_cuda(cudaMemsetAsync(s.sync, 0, bytes, init), "decode_attention: cudaMemsetAsync(flags)");
-      kc::check_cuda(cudaStreamSynchronize(init), "decode_attention: cudaStreamSynchronize");
-      cudaStreamDestroy(init);
+    if (s.sync == nullptr)
+      s.sync = zeroed_device_buffer<unsigned>(sizeof(unsigned) * (16 + 2 * kMaxWorkers), "decode_attention: flags");
+    if (s.heads_count < heads) {
+      const std::size_t count = std::max({heads, 2 * s.heads_count, std::size_t{4096}});
+      if (s.heads != nullptr) s.retired.push_back(s.heads);
+      s.heads = zeroed_device_buffer<unsigned>(sizeof(unsigned) * count, "decode_attention: head counters");
+      s.heads_count = count;
     }
     if (s.ws_bytes < ws_bytes) {
       const std::size_t bytes = std::max({ws_bytes, 2 * s.ws_bytes, std::size_t{4} << 20});
@@ -362,14 +376,17 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   const i64 ctas = B * p.Hv * s;
   ENCORE_CU_CHECK(ctas < (i64{1} << 31), unsupported, op, ": ", ctas, " CTAs are too many");
   const std::size_t ws = s > 1 ? sizeof(float) * static_cast<std::size_t>(ctas) * p.slot_floats : 0;
-  StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws);
-  p.mode = kModeSplit, p.splits = s, p.ws = st.ws;
+  // The merge runs in the split kernel when its scratch (m and l of every piece) fits the warp areas.
+  const bool fused = s > 1 && !opts.separate_combine &&
+                     sizeof(float) * 2 * static_cast<std::size_t>(s) * kern.rb <= warps_region;
+  StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws, fused ? static_cast<std::size_t>(B * p.Hv) : 0);
+  p.mode = kModeSplit, p.splits = s, p.ws = st.ws, p.head_counters = fused ? st.heads : nullptr;
   void* args[] = {&p};
   const bool use_pdl = l.rt.programmatic_launch();
   kc::check_cuda(
       pdl::launch_c(use_pdl, kern.fn, dim3(static_cast<unsigned>(ctas)), dim3(threads), split_smem, l.stream, args),
       "decode_attention: split kernel launch");
-  if (s > 1) {
+  if (s > 1 && !fused) {
     const std::size_t csmem = sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb;
     const void* comb = kern.rb == 16 ? reinterpret_cast<const void*>(&split_combine_kernel<16>)
                                      : reinterpret_cast<const void*>(&split_combine_kernel<8>);
@@ -382,7 +399,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   }
   info.strategy = s > 1 ? DecodeStrategy::split : DecodeStrategy::plain;
   info.ctas = static_cast<int>(ctas), info.ctas_per_sm = split_occ, info.splits = s, info.smem_bytes = split_smem;
-  info.workspace_bytes = ws;
+  info.workspace_bytes = ws, info.combine_kernel = s > 1 && !fused;
   return info;
 }
 

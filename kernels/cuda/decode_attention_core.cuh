@@ -49,6 +49,7 @@ struct Params {
   i64 slot_floats = 0;
   unsigned* counters = nullptr;                                // [0] epoch, [1] CTAs done; then the flags
   unsigned* flags = nullptr;                                   // [2 * kMaxWorkers]
+  unsigned* head_counters = nullptr;  // split with the combine fused: [B * Hv] pieces finished, 0 between launches
   int nw = 1;                                                  // warps per CTA
   int off_q = 0, off_stat = 0, off_warps = 0, warp_bytes = 0;  // shared-memory layout (bytes)
 };

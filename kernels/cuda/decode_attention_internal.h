@@ -24,6 +24,10 @@ struct Options {
   /// cooperative launch is refused as under MPS with an SM limit and the call runs split instead
   /// (during stream capture, a grid never launched before is not tried: split directly).
   int lean_grid_for_testing = 0;
+  /// Split: merge the pieces in a second kernel (FlashDecoding's combine) instead of in the piece
+  /// that finishes last. For A/B runs and tests; the separate kernel also runs whenever the merge
+  /// scratch of s pieces does not fit the split kernel's shared memory.
+  bool separate_combine = false;
 };
 
 /// What a call launched (for tests and benchmark counters).
@@ -37,6 +41,7 @@ struct LaunchInfo {
   int row_blocks = 1;               ///< virtual heads per kv head (MT)
   std::size_t smem_bytes = 0;       ///< dynamic shared memory per CTA
   std::size_t workspace_bytes = 0;  ///< partial-result slots this call may write
+  bool combine_kernel = false;      ///< split: the pieces were merged by a second kernel
 };
 
 /// decode_attention() with knobs; validates like decode_attention().

@@ -5,8 +5,13 @@
 // CUDA graph serves every length: each CTA reads its sequence's length from device memory and cuts
 // the head into pieces = min(s, tiles) near-equal tile ranges (lean_schedule.h's split arithmetic);
 // CTAs past the piece count exit. A head in one piece (always so for plain, s = 1) is stored
-// directly; otherwise each piece writes its partial to slot CTA and the combine kernel merges the
-// pieces in piece order (deterministic). Two launches, as FlashDecoding.
+// directly; otherwise each piece writes its partial to slot CTA, and the pieces are merged in piece
+// order (deterministic, whichever CTA merges):
+// - fused (p.head_counters set): each piece takes a ticket from its head's counter once its partial
+//   is visible; the piece that draws the last ticket merges all of them and sets the counter back
+//   to 0, so the next launch (or graph replay) finds it armed without a memset. One launch: on
+//   short caches the second kernel's launch and drain were a third of the call;
+// - otherwise the combine kernel merges them, a second launch as in FlashDecoding.
 #pragma once
 
 #include "kernels/cuda/decode_attention_core.cuh"
@@ -31,10 +36,26 @@ __device__ void split_body(const Params& p, unsigned char* smem) {
   __syncthreads();
   Core::run(p, smem, sw.b, sw.h, sw.mt, sw.k0, sw.k1, len);
   merge_warps<RB>(p, smem, nrow);
-  if (sw.pieces == 1)
+  if (sw.pieces == 1) {
     store_state<RB>(p, smem, sw.b, sw.h, sw.mt, nrow);
-  else
-    write_partial<RB>(p, smem, cta, nrow);
+    return;
+  }
+  write_partial<RB>(p, smem, cta, nrow);
+  if (p.head_counters == nullptr) return;  // the combine kernel merges
+  __shared__ unsigned ticket;
+  __threadfence();  // this thread's partial stores, before the ticket below
+  __syncthreads();
+  const i64 head = cta / p.splits;
+  if (threadIdx.x == 0) ticket = atomicAdd(p.head_counters + head, 1u);
+  __syncthreads();
+  if (ticket != static_cast<unsigned>(sw.pieces - 1)) return;
+  __threadfence();  // the other pieces' partials (read through L2 by merge_partials)
+  Stat<RB>* st = reinterpret_cast<Stat<RB>*>(smem + p.off_stat);
+  const i64 first = head * p.splits;
+  merge_partials<RB>(
+      p, [&](int i) { return first + i; }, sw.pieces, sw.b, sw.h, sw.mt, 0, static_cast<i64>(nrow) * p.D,
+      reinterpret_cast<float*>(smem + p.off_warps), st->l);
+  if (threadIdx.x == 0) p.head_counters[head] = 0u;  // every piece has taken its ticket: re-armed
 }
 
 inline constexpr int kCombineThreads = 128;

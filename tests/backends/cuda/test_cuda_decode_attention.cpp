@@ -311,6 +311,7 @@ struct RunCfg {
   dec::Path path = dec::Path::automatic;
   i64 tile = 0;
   int workers = 0;
+  bool separate_combine = false;
 };
 const char* strategy_name(DecodeStrategy s) {
   static const char* n[] = {"automatic", "plain", "split", "lean"};
@@ -322,7 +323,11 @@ Tensor run_gpu(const Case& c, const Dev& d, DType dt, const RunCfg& r, dec::Laun
   const DecodeAttentionAttrs attrs{
       .num_heads = c.Hq, .num_kv_heads = c.Hkv, .strategy = r.strategy, .num_splits = r.splits};
   const dec::LaunchInfo li = dec::decode_attention_impl(d.q, d.kc, d.vc, d.tables[table], d.lengths, attrs, y,
-                                                        context(), dec::Options{r.path, r.tile, r.workers});
+                                                        context(),
+                                                        dec::Options{.path = r.path,
+                                                                     .tile_tokens = r.tile,
+                                                                     .workers = r.workers,
+                                                                     .separate_combine = r.separate_combine});
   if (info != nullptr) *info = li;
   return y;
 }
@@ -358,7 +363,8 @@ void check_case(const Case& c, std::uint32_t seed, bool small_tiles) {
                              // Short tiles and few workers: heads cut over many workers, ranges over many heads.
                              {DecodeStrategy::lean, 0, path, small_tiles ? 16 : 0, 7},
                              {DecodeStrategy::lean, 0, path, small_tiles ? 32 : 0, 40},
-                             {DecodeStrategy::split, 5, path, small_tiles ? 16 : 0}};
+                             {DecodeStrategy::split, 5, path, small_tiles ? 16 : 0},
+                             {DecodeStrategy::split, 3, path, 0, 0, true}};  // merged by a second kernel
       for (RunCfg r : runs) {
         r.path = path;
         dec::LaunchInfo info;
@@ -486,6 +492,35 @@ TEST(CudaDecodeAttention, BitwiseDeterministic) {
       ASSERT_EQ(std::memcmp(first.data(), again.data(), first.nbytes()), 0)
           << strategy_name(r.strategy) << " run " << i << " differs";
     }
+  }
+}
+
+// The pieces of a split head are merged by the piece that finishes last, or by a second kernel
+// when asked or when the merge scratch of all pieces would not fit the split kernel's shared memory.
+TEST(CudaDecodeAttention, SplitMergesInItsLastPieceOrInACombineKernel) {
+  ENCORE_REQUIRE_GPU();
+  const Case c{{4000, 333}, 4, 2, 8, 16, 1};  // D 8: the CUDA-core kernel, whose warp areas are small
+  std::mt19937 rng(41);
+  const Paged p = make_paged(c, rng);
+  const ref::RefTensor want = reference(c, p, c.lens);
+  const Dev d = upload_all(p, DType::F32);
+  struct Run {
+    int splits;
+    i64 tile;
+    bool separate, combine_kernel;
+  };
+  for (const Run& r : {Run{7, 0, false, false}, Run{7, 0, true, true}, Run{200, 16, false, true}}) {
+    SCOPED_TRACE("splits " + std::to_string(r.splits) + (r.separate ? " separate" : ""));
+    const RunCfg cfg{DecodeStrategy::split, r.splits, dec::Path::generic, r.tile, 0, r.separate};
+    dec::LaunchInfo info;
+    const Tensor y = run_gpu(c, d, DType::F32, cfg, &info);
+    EXPECT_EQ(info.strategy, DecodeStrategy::split);
+    EXPECT_EQ(info.splits, r.splits);
+    EXPECT_EQ(info.combine_kernel, r.combine_kernel);
+    EXPECT_LE(rel_error(y, want), tolerance(DType::F32));
+    const Tensor first = download(y);  // each way is deterministic on its own
+    const Tensor again = download(run_gpu(c, d, DType::F32, cfg));
+    EXPECT_EQ(std::memcmp(first.data(), again.data(), first.nbytes()), 0);
   }
 }
 

@@ -8,7 +8,8 @@
 //   5-stage (D = 64) cp.async pipeline, QK^T and PV on mma.sync m16n8k16, 16 packed query rows.
 // - CUDA cores, GenericCore<{f32, f16, bf16}>: any D <= 256, any strides; 8 rows per block, one
 //   key per lane, K/V staged as f32 in shared memory; 1-4 warps by D, several CTAs per SM.
-// - split_combine_kernel: the second launch of split.
+// - split_combine_kernel: the second launch of split, for split counts whose merge scratch does not
+//   fit the split kernel (otherwise the piece that finishes last merges; decode_attention_split.cuh).
 // Tiles: T = 64 tokens for D > 64, 128 for D <= 64 (32 KB of bf16 K+V), rounded up to a multiple
 // of the block size. Tiles are only the unit of the partition (warps stream 16-key steps whatever
 // T is), so they are kept small: stream-K's imbalance is at most one tile per CTA (~1 us of HBM

@@ -262,15 +262,4 @@ Bytes read_file(const fs::path& path) {
   return to_bytes(text);
 }
 
-TempDir::TempDir() {
-  std::string pattern = (fs::temp_directory_path() / "encore-io-test-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
 }  // namespace encore::test

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "encore/core/error.h"
+#include "temp_dir.h"  // TempDir, used with the corpus by the io tests
 
 namespace encore::test {
 
@@ -56,19 +57,5 @@ void write_file(const std::filesystem::path& path, const Bytes& bytes);
 /// Reads a whole file (throws std::runtime_error on failure).
 Bytes read_file(const std::filesystem::path& path);
 Bytes to_bytes(std::string_view text);
-
-/// A fresh directory under the system temp dir, removed with its content on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
 
 }  // namespace encore::test

@@ -8,11 +8,9 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <system_error>
-
-#include <unistd.h>
 
 #include "models/vit_gpt2_internal.h"
+#include "temp_dir.h"
 
 using namespace encore;
 namespace fs = std::filesystem;
@@ -27,24 +25,15 @@ const fs::path kData = ENCORE_TEST_DATA_DIR;
 class ConfigDir {
  public:
   explicit ConfigDir(const std::function<void(json&)>& edit, const json* generation = nullptr) {
-    // One directory per test and process (ctest runs the tests of this file in parallel).
-    dir_ = fs::temp_directory_path() / ("encore_vitgpt2_config_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     json config = json::parse(std::ifstream(kData / "vit_gpt2_tiny" / "config.json"));
     edit(config);
     std::ofstream(dir_ / "config.json") << config.dump(2);
     if (generation != nullptr) std::ofstream(dir_ / "generation_config.json") << generation->dump(2);
   }
-  ~ConfigDir() {
-    std::error_code ec;  // never throw from a destructor
-    fs::remove_all(dir_, ec);
-  }
-  const fs::path& path() const { return dir_; }
+  const fs::path& path() const { return dir_.path(); }
 
  private:
-  fs::path dir_;
+  test::TempDir dir_{"encore-vitgpt2-config"};
 };
 
 // read_config on an edited config must fail with `code` and a message containing `needle`.

@@ -12,6 +12,7 @@
 #include "encore/core/error.h"
 #include "encore/io/tokenizer.h"
 #include "io/bpe_tokenizer_unicode.h"
+#include "temp_dir.h"
 
 namespace encore::test {
 namespace {
@@ -47,18 +48,6 @@ void expect_error(const std::function<void()>& f, ErrorCode code, const std::vec
       EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message: " << e.what() << "\nlacks: " << p;
   }
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("encore_tok_" + std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 void write(const fs::path& p, const std::string& text) {
   std::ofstream(p, std::ios::binary) << text;
@@ -225,8 +214,8 @@ TEST(Gpt2Tokenizer, TokenizerJsonMatchesVocabAndMerges) {
                 {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
                 {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
     TempDir dir;
-    write(dir.path / "tokenizer.json", doc.dump());
-    const auto t = Gpt2Tokenizer::from_directory(dir.path);
+    write(dir / "tokenizer.json", doc.dump());
+    const auto t = Gpt2Tokenizer::from_directory(dir.path());
     EXPECT_EQ(t.vocab_size(), 50259);
     EXPECT_EQ(t.eos_token_id(), 50256);
     for (const auto& c : golden("encode")) {
@@ -257,9 +246,9 @@ json tiny_vocab(const std::vector<std::string>& extra = {}) {
 
 TEST(Gpt2Tokenizer, TinyVocabulary) {
   TempDir dir;
-  write(dir.path / "vocab.json", tiny_vocab({"ab", "abc", "Ġab", "<|endoftext|>"}).dump(1));
-  write(dir.path / "merges.txt", "#version: 0.2\r\na b\r\nab c\r\nĠ ab\r\n");
-  const auto t = Gpt2Tokenizer::from_directory(dir.path);
+  write(dir / "vocab.json", tiny_vocab({"ab", "abc", "Ġab", "<|endoftext|>"}).dump(1));
+  write(dir / "merges.txt", "#version: 0.2\r\na b\r\nab c\r\nĠ ab\r\n");
+  const auto t = Gpt2Tokenizer::from_directory(dir.path());
   EXPECT_EQ(t.vocab_size(), 260);
   EXPECT_EQ(t.merge_count(), 3u);
   EXPECT_EQ(t.eos_token_id(), 259);
@@ -304,17 +293,17 @@ TEST(Gpt2Tokenizer, MalformedFilesAreRejected) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
     TempDir dir;
-    write(dir.path / "vocab.json", c.vocab);
-    write(dir.path / "merges.txt", c.merges);
-    expect_error([&] { (void)Gpt2Tokenizer::from_directory(dir.path); }, ErrorCode::bad_model_file, c.expect);
+    write(dir / "vocab.json", c.vocab);
+    write(dir / "merges.txt", c.merges);
+    expect_error([&] { (void)Gpt2Tokenizer::from_directory(dir.path()); }, ErrorCode::bad_model_file, c.expect);
   }
 }
 
 TEST(Gpt2Tokenizer, MissingFilesAndUnsupportedTokenizerJson) {
   TempDir dir;
-  expect_error([&] { (void)Gpt2Tokenizer::from_directory(dir.path); }, ErrorCode::io,
-               {dir.path.string(), "tokenizer.json", "vocab.json"});
-  expect_error([&] { (void)Gpt2Tokenizer::from_files(dir.path / "nope.json", dir.path / "merges.txt"); },
+  expect_error([&] { (void)Gpt2Tokenizer::from_directory(dir.path()); }, ErrorCode::io,
+               {dir.path().string(), "tokenizer.json", "vocab.json"});
+  expect_error([&] { (void)Gpt2Tokenizer::from_files(dir / "nope.json", dir / "merges.txt"); },
                ErrorCode::io, {"nope.json"});
   const json base = {{"model", {{"type", "BPE"}, {"vocab", tiny_vocab()}, {"merges", json::array()}}}};
   struct Case {
@@ -354,8 +343,8 @@ TEST(Gpt2Tokenizer, MissingFilesAndUnsupportedTokenizerJson) {
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
-    write(dir.path / "tokenizer.json", c.doc.dump());
-    expect_error([&] { (void)Gpt2Tokenizer::from_directory(dir.path); }, c.code, {"tokenizer.json", c.expect});
+    write(dir / "tokenizer.json", c.doc.dump());
+    expect_error([&] { (void)Gpt2Tokenizer::from_directory(dir.path()); }, c.code, {"tokenizer.json", c.expect});
   }
 }
 

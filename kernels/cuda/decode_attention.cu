@@ -15,9 +15,12 @@
 // T is), so they are kept small: stream-K's imbalance is at most one tile per CTA (~1 us of HBM
 // time per SM at 32 KB), where FlashAttention's 128/256-key tiles would cost ~2 us.
 //
-// Workspace (partial slots m, l, O per block of rows) and the lean flags live in a buffer kept per
-// (device, stream): the flags must survive across calls and graph replays (epochs, no resets), and
-// a captured graph keeps the addresses it saw, so a grown workspace never frees its predecessor.
+// Workspace (partial slots m, l, O per block of rows), the lean flags and split's head counters
+// live in buffers kept per (device, stream): the flags must survive across calls and graph replays
+// (epochs, no resets), the counters are left at 0 by every launch, and a captured graph keeps the
+// addresses it saw, so a grown buffer never frees its predecessor. Calls on one stream run one after
+// the other (stream order, or PDL's wait at kernel start); two launches that share a stream's
+// buffers must never run at once (e.g. one graph replayed on two streams concurrently).
 // Sizes: a slot is (2 RB + rows D) floats. Lean: 2 G slots (G = 132, D = 128: 0.2 MB for MHA, 2.2 MB
 // with 16 rows; under 1 % of any cache of 256 MB or more). Split: B * Hv * s slots (FlashDecoding's
 // out_accum): a fraction ~ (s / tiles) * rows / T of the KV bytes, i.e. under 2 % for the
@@ -43,7 +46,9 @@ namespace {
 template <class Core>
 __global__ void __launch_bounds__(256, 1) decode_kernel(const Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
-  // Lean is launched cooperatively, without PDL (its CTAs spin on each other): begin() is a no-op.
+  // First, before any memory access: with PDL this waits for the previous kernel on the stream to
+  // finish (split's head counters and the workspace are reused across calls). Lean is launched
+  // cooperatively without PDL, where it returns at once.
   pdl::begin();
   if (p.mode == kModeLean)
     lean_body<Core>(p, smem);
@@ -121,10 +126,14 @@ T* zeroed_device_buffer(std::size_t bytes, const char* what) {
   T* ptr = nullptr;
   kc::check_cuda(cudaMalloc(&ptr, bytes), what);
   cudaStream_t init = nullptr;
-  kc::check_cuda(cudaStreamCreateWithFlags(&init, cudaStreamNonBlocking), "decode_attention: cudaStreamCreate");
-  kc::check_cuda(cudaMemsetAsync(ptr, 0, bytes, init), what);
-  kc::check_cuda(cudaStreamSynchronize(init), "decode_attention: cudaStreamSynchronize");
-  cudaStreamDestroy(init);
+  cudaError_t err = cudaStreamCreateWithFlags(&init, cudaStreamNonBlocking);
+  if (err == cudaSuccess) {
+    err = cudaMemsetAsync(ptr, 0, bytes, init);
+    if (err == cudaSuccess) err = cudaStreamSynchronize(init);
+    cudaStreamDestroy(init);
+  }
+  if (err != cudaSuccess) cudaFree(ptr);
+  kc::check_cuda(err, what);
   return ptr;
 }
 
@@ -382,6 +391,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                      sizeof(float) * 2 * static_cast<std::size_t>(s) * kern.rb <= warps_region;
   StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws, fused ? static_cast<std::size_t>(B * p.Hv) : 0);
   p.mode = kModeSplit, p.splits = s, p.ws = st.ws, p.head_counters = fused ? st.heads : nullptr;
+  layout(false, warps_region);  // split's offsets again: a refused lean launch left lean's (larger) ones
   void* args[] = {&p};
   const bool use_pdl = l.rt.programmatic_launch();
   kc::check_cuda(

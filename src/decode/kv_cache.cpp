@@ -188,10 +188,11 @@ void KvCache::reserve(std::int64_t n) {
   i64 needed = 0;
   std::unordered_map<int, int> writers;  // shared blocks that will receive tokens
   for (int b = 0; b < config_.batch; ++b) {
-    const i64 len = host_lengths_[b], want = len + n;
-    ENCORE_CHECK(want <= config_.max_length, invalid_argument,
-                 "KvCache::reserve({}): sequence {} holds {} tokens; {} would exceed max_length {}", n, b, len, want,
+    const i64 len = host_lengths_[b];
+    ENCORE_CHECK(n <= config_.max_length - len, invalid_argument,  // not len + n: n may be near 2^63
+                 "KvCache::reserve({}): sequence {} holds {} tokens; {} more would exceed max_length {}", n, b, len, n,
                  config_.max_length);
+    const i64 want = len + n;
     const i64 have = host_reserved_[b] / bs, need = (want + bs - 1) / bs;
     needed += std::max<i64>(need - have, 0);
     for (i64 i = len / bs; i < std::min(have, need); ++i) {
@@ -243,7 +244,7 @@ void KvCache::write(int layer, const Tensor& k, const Tensor& v) {
                  "KvCache::write: input on {} but the cache is on {}", t->device().str(), config_.device.str());
   const i64 n = k.dim(1), bs = config_.block_size, D = config_.head_dim;
   for (int b = 0; b < config_.batch; ++b)
-    ENCORE_CHECK(host_lengths_[b] + n <= room_end(host_reserved_[b], config_.max_length), invalid_argument,
+    ENCORE_CHECK(n <= room_end(host_reserved_[b], config_.max_length) - host_lengths_[b], invalid_argument,
                  "KvCache::write: sequence {} has room for {} more tokens, {} given (call reserve({}) first)", b,
                  room_end(host_reserved_[b], config_.max_length) - host_lengths_[b], n, n);
   if (n == 0) return;
@@ -298,7 +299,7 @@ void KvCache::write(int layer, const Tensor& k, const Tensor& v) {
 void KvCache::advance(std::int64_t n) {
   ENCORE_CHECK(n >= 0, invalid_argument, "KvCache::advance: n = {} must be >= 0", n);
   for (int b = 0; b < config_.batch; ++b)
-    ENCORE_CHECK(host_lengths_[b] + n <= room_end(host_reserved_[b], config_.max_length), invalid_argument,
+    ENCORE_CHECK(n <= room_end(host_reserved_[b], config_.max_length) - host_lengths_[b], invalid_argument,
                  "KvCache::advance({}): sequence {} holds {} tokens with room for {}", n, b, host_lengths_[b],
                  room_end(host_reserved_[b], config_.max_length));
   for (auto& len : host_lengths_) len += n;

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
+#include <type_traits>
 #include <random>
 #include <set>
 #include <string>
@@ -52,14 +54,15 @@ Token random_token(const KvCacheConfig& c, std::mt19937& rng) {
   return t;
 }
 
-// Appends n tokens to every sequence: reserve, write each layer (f32 inputs, strided view), advance.
-void append(KvCache& cache, History& hist, i64 n, std::mt19937& rng, bool strided = false) {
+// Appends n tokens to every sequence: reserve (unless `reserve` is false: room reserved earlier),
+// write each layer (f32 inputs, strided view), advance.
+void append(KvCache& cache, History& hist, i64 n, std::mt19937& rng, bool strided = false, bool reserve = true) {
   const KvCacheConfig& c = cache.config();
   const i64 W = static_cast<i64>(c.num_kv_heads) * c.head_dim;
   std::vector<std::vector<Token>> toks(c.batch);
   for (int b = 0; b < c.batch; ++b)
     for (i64 t = 0; t < n; ++t) toks[b].push_back(random_token(c, rng));
-  cache.reserve(n);
+  if (reserve) cache.reserve(n);
   for (int l = 0; l < c.num_layers; ++l) {
     Tensor k, v;
     if (strided) {  // [B, n, W] as a slice of a wider, transposed buffer
@@ -204,7 +207,11 @@ TEST(KvCache, BeamReorderSharesBlocksAndCopiesOnWrite) {
   }
 }
 
-TEST(KvCache, CopyOnWriteWhenReorderedBetweenReserveAndWrite) {
+static_assert(!std::is_copy_constructible_v<KvCache> && !std::is_copy_assignable_v<KvCache>,
+              "a copy would share the blocks behind a second free list");
+static_assert(std::is_nothrow_move_constructible_v<KvCache>);
+
+TEST(KvCache, ReserveCopiesASharedPartialBlockAfterAReorder) {
   KvCacheConfig c = small_config();
   c.batch = 2, c.block_size = 4;
   KvCache cache(c);
@@ -217,6 +224,25 @@ TEST(KvCache, CopyOnWriteWhenReorderedBetweenReserveAndWrite) {
   const std::int32_t b0 = cache.block_table().at<std::int32_t>({0, 0}), b1 = cache.block_table().at<std::int32_t>({1, 0});
   EXPECT_NE(b0, b1);  // reserve copied the shared partial block for one of them
   append(cache, hist, 1, rng);
+  expect_matches(cache, hist);
+}
+
+// Reserved room inside a partial block survives a reorder; the write into it, now shared by two
+// sequences, copies the block first.
+TEST(KvCache, WriteCopiesASharedPartialBlockWhenReorderedAfterReserve) {
+  KvCacheConfig c = small_config();
+  c.batch = 2, c.block_size = 4;
+  KvCache cache(c);
+  History hist(2);
+  std::mt19937 rng(8);
+  append(cache, hist, 3, rng);  // one partial block each, one free slot
+  cache.reserve(1);             // fits the partial block: nothing allocated, nothing shared yet
+  cache.reorder(std::vector<int>{0, 0});
+  hist[1] = hist[0];
+  const std::int32_t shared = cache.block_table().at<std::int32_t>({0, 0});
+  EXPECT_EQ(cache.block_table().at<std::int32_t>({1, 0}), shared);
+  append(cache, hist, 1, rng, false, /*reserve=*/false);  // write + advance into the reserved slot
+  EXPECT_NE(cache.block_table().at<std::int32_t>({0, 0}), cache.block_table().at<std::int32_t>({1, 0}));
   expect_matches(cache, hist);
 }
 
@@ -292,6 +318,11 @@ TEST(KvCache, OutOfRangeErrors) {
   cache.write(0, kv, kv);  // still usable after the errors
   cache.write(1, kv, kv);
   cache.advance(1);
+  EXPECT_EQ(cache.length(2), 1);
+  // Counts near 2^63 must not wrap past the checks (length + n would overflow).
+  constexpr i64 kHuge = std::numeric_limits<i64>::max();
+  expect_error([&] { cache.reserve(kHuge); }, ErrorCode::invalid_argument, "exceed max_length 40");
+  expect_error([&] { cache.advance(kHuge); }, ErrorCode::invalid_argument, "advance(");
   EXPECT_EQ(cache.length(2), 1);
 }
 

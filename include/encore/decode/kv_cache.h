@@ -40,6 +40,12 @@ class KvCache {
   /// Validates and allocates everything up front. Throws Error(invalid_argument) for a bad
   /// configuration, Error(out_of_memory) when the storage cannot be allocated.
   explicit KvCache(const KvCacheConfig& config);
+  // Not copyable: tensors are shared handles, so a copy would write the same blocks through a
+  // second, independent free list. Movable.
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+  KvCache(KvCache&&) noexcept = default;
+  KvCache& operator=(KvCache&&) noexcept = default;
 
   const KvCacheConfig& config() const noexcept { return config_; }
   std::int64_t num_blocks() const noexcept { return num_blocks_; }

@@ -27,8 +27,8 @@ struct Args {
   fs::path tokenizer;
   std::string device = "cpu";
   std::string dtype = "f32";
-  int beams = 1;
-  int max_length = -1;
+  int beams = -1;       // -1: the model's generation config
+  int max_length = -1;  // -1: the model's generation config
   int threads = 0;
   bool json = false;
   std::vector<std::string> images;
@@ -40,7 +40,8 @@ struct Args {
              "                      [--beams N] [--max-length N] [--threads N] [--json] IMAGE...\n"
              "  Captions each IMAGE (JPEG, PNG, BMP). Without --model, the tiny random demo model shipped\n"
              "  with encore is used (its captions are not meaningful). The tokenizer (vocab.json +\n"
-             "  merges.txt) is read from the model directory, else from --tokenizer or encore's copy.\n");
+             "  merges.txt) is read from the model directory, else from --tokenizer or encore's copy.\n"
+             "  --beams and --max-length default to the model's generation config (as Hugging Face).\n");
   std::exit(status);
 }
 
@@ -126,11 +127,9 @@ int main(int argc, char** argv) {
     const encore::Tensor pixels = encore::io::preprocess_vit_batch(images, prep);
     const double preprocess_ms = ms_since(t);
 
-    encore::GenerationOptions gen;
-    gen.num_beams = a.beams;
-    gen.max_length = a.max_length > 0 ? a.max_length : c.max_length;
-    gen.length_penalty = c.length_penalty;
-    gen.early_stopping = c.early_stopping;
+    encore::GenerationOptions gen = model.generation_options();  // what HF generate() would use
+    if (a.beams > 0) gen.num_beams = a.beams;
+    if (a.max_length > 0) gen.max_length = a.max_length;
     encore::CaptionTimings timings;
     const auto captions = model.caption(pixels, gen, &timings);
 

@@ -29,29 +29,40 @@ namespace {
 using detail::take_logits;
 
 void validate(const DecoderSession& session, int batch, const GenerationOptions& o) {
+  detail::validate_options(o, batch, session.vocab_size());
+  const long long rows = static_cast<long long>(batch) * o.num_beams;
+  ENCORE_CHECK(session.rows() == rows, invalid_argument,
+               "generate: session.rows() = {} but batch * num_beams = {} * {} = {}", session.rows(), batch,
+               o.num_beams, rows);
+}
+
+}  // namespace
+
+namespace detail {
+
+void validate_options(const GenerationOptions& o, int batch, int vocab) {
   const char* w = "GenerationOptions";
   ENCORE_CHECK(batch >= 1, invalid_argument, "generate: batch = {} must be >= 1", batch);
   ENCORE_CHECK(o.num_beams >= 1, invalid_argument, "{}.num_beams = {} must be >= 1", w, o.num_beams);
+  ENCORE_CHECK(static_cast<long long>(batch) * o.num_beams <= kMaxGenerationRows, invalid_argument,
+               "{}.num_beams = {}: batch {} x num_beams is over {} rows", w, o.num_beams, batch, kMaxGenerationRows);
   ENCORE_CHECK(o.max_length >= 2, invalid_argument,
                "{}.max_length = {} must be > 1 (it counts the start token, which is already there)", w,
                o.max_length);
   ENCORE_CHECK(o.min_length >= 0, invalid_argument, "{}.min_length = {} must be >= 0", w, o.min_length);
-  ENCORE_CHECK(std::isfinite(o.temperature) && o.temperature > 0.0f, invalid_argument,
-               "{}.temperature = {} must be > 0", w, o.temperature);
-  ENCORE_CHECK(o.top_p > 0.0f && o.top_p <= 1.0f, invalid_argument, "{}.top_p = {} must be in (0, 1]", w, o.top_p);
-  ENCORE_CHECK(o.top_k >= 0, invalid_argument, "{}.top_k = {} must be >= 0 (0 = off)", w, o.top_k);
+  if (o.do_sample) {  // as in Hugging Face, the sampling settings are only looked at when sampling
+    ENCORE_CHECK(std::isfinite(o.temperature) && o.temperature > 0.0f, invalid_argument,
+                 "{}.temperature = {} must be > 0 when do_sample", w, o.temperature);
+    ENCORE_CHECK(o.top_p > 0.0f && o.top_p <= 1.0f, invalid_argument, "{}.top_p = {} must be in (0, 1] when do_sample",
+                 w, o.top_p);
+    ENCORE_CHECK(o.top_k >= 0, invalid_argument, "{}.top_k = {} must be >= 0 (0 = off) when do_sample", w, o.top_k);
+  }
   ENCORE_CHECK(std::isfinite(o.length_penalty), invalid_argument, "{}.length_penalty = {} must be finite", w,
                o.length_penalty);
   ENCORE_CHECK(o.early_stopping >= 0 && o.early_stopping <= 2, invalid_argument,
                "{}.early_stopping = {} must be 0 (false), 1 (true) or 2 (never)", w, o.early_stopping);
   ENCORE_CHECK(!(o.do_sample && o.num_beams > 1), unsupported,
                "{}: do_sample with num_beams = {} (beam sampling) is not supported", w, o.num_beams);
-
-  const long long rows = static_cast<long long>(batch) * o.num_beams;
-  ENCORE_CHECK(session.rows() == rows, invalid_argument,
-               "generate: session.rows() = {} but batch * num_beams = {} * {} = {}", session.rows(), batch,
-               o.num_beams, rows);
-  const int vocab = session.vocab_size();
   ENCORE_CHECK(vocab >= 1, invalid_argument, "generate: session.vocab_size() = {} must be >= 1", vocab);
   // Beam search keeps 2 * num_beams candidates out of num_beams * vocab (torch.topk needs k <= n).
   ENCORE_CHECK(o.num_beams == 1 || vocab >= 2, invalid_argument,
@@ -63,6 +74,10 @@ void validate(const DecoderSession& session, int batch, const GenerationOptions&
   ENCORE_CHECK(o.pad_token_id >= -1 && o.pad_token_id < vocab, invalid_argument,
                "{}.pad_token_id = {} must be -1 (= eos) or in [0, vocab_size = {})", w, o.pad_token_id, vocab);
 }
+
+}  // namespace detail
+
+namespace {
 
 // Chooses the next token of one row and returns its log-probability under the processed scores.
 // `log_probs`: the scores are already log_softmax(logits); unless a processor changed them, the

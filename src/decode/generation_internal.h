@@ -13,6 +13,14 @@
 
 namespace encore::detail {
 
+/// Most rows (batch x num_beams) generate() takes.
+inline constexpr long long kMaxGenerationRows = 1 << 20;
+
+/// The checks of generate() that need no session: every option against `batch` and `vocab`.
+/// Throws Error(invalid_argument) naming the field, Error(unsupported) for beam sampling.
+/// Models call it before encoding, so that a bad option fails before any work.
+void validate_options(const GenerationOptions& options, int batch, int vocab);
+
 /// The logits returned by DecoderSession::step as a writable contiguous CPU f32 [rows, vocab]
 /// tensor (converting dtype/device like HF's `.to(torch.float32)`): the session's own tensor when
 /// generate() holds the only reference to memory it owns, else a copy. Throws if the shape is wrong.

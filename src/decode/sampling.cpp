@@ -155,7 +155,15 @@ std::uint64_t SplitMix64::next() {
 double SplitMix64::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
 int sample_from_scores(std::span<const float> scores, double uniform) {
-  const float m = *std::max_element(scores.begin(), scores.end());
+  float m = -INFINITY;
+  for (float x : scores) {
+    // torch.multinomial refuses these too: a NaN anywhere, or nothing left to draw from.
+    ENCORE_CHECK(!std::isnan(x) && x != INFINITY, invalid_argument,
+                 "generate: cannot sample from scores holding {} (the session's logits are not finite)", x);
+    m = std::max(m, x);
+  }
+  ENCORE_CHECK(m > -INFINITY, invalid_argument,
+               "generate: cannot sample: every token's score is -inf (all masked, or logits of -inf)");
   std::vector<double> p(scores.size());
   double total = 0.0;
   for (std::size_t i = 0; i < scores.size(); ++i) total += p[i] = std::exp(static_cast<double>(scores[i] - m));

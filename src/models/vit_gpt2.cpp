@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "core/check.h"
+#include "decode/generation_internal.h"
 #include "encore/graph/plan.h"
 #include "models/vit_gpt2_internal.h"
 #include "models/vit_gpt2_session.h"
@@ -98,6 +99,16 @@ VitGpt2& VitGpt2::operator=(VitGpt2&&) noexcept = default;
 VitGpt2::~VitGpt2() = default;
 
 const VitGpt2Config& VitGpt2::config() const noexcept { return impl_->config; }
+
+GenerationOptions VitGpt2::generation_options() const {
+  const VitGpt2Config& c = impl_->config;
+  GenerationOptions o;
+  o.max_length = c.max_length, o.min_length = c.min_length, o.num_beams = c.num_beams;
+  o.length_penalty = c.length_penalty, o.early_stopping = c.early_stopping;
+  o.do_sample = c.do_sample, o.temperature = c.temperature, o.top_k = c.top_k, o.top_p = c.top_p;
+  o.start_token_id = c.decoder_start_token_id, o.eos_token_id = c.eos_token_id, o.pad_token_id = c.pad_token_id;
+  return o;
+}
 Device VitGpt2::device() const noexcept { return impl_->device; }
 
 namespace {
@@ -177,15 +188,19 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOpti
   };
   const auto t0 = Clock::now();
   const VitGpt2Config& c = impl_->config;
-  if (options.start_token_id == 0 && options.eos_token_id == -1) {  // untouched defaults: the model's own ids
-    options.start_token_id = c.decoder_start_token_id;
-    options.eos_token_id = c.eos_token_id;
-    options.pad_token_id = c.pad_token_id;
-  }
-  ENCORE_CHECK(options.max_length >= 1 && options.max_length <= c.max_positions, invalid_argument,
-               "VitGpt2::caption: max_length {} must be in 1..{} (the decoder's positions)", options.max_length,
+  // Ids at their defaults take the model's, each on its own (as HF falls back per id).
+  if (options.start_token_id == 0) options.start_token_id = c.decoder_start_token_id;
+  if (options.eos_token_id == -1) options.eos_token_id = c.eos_token_id;
+  if (options.pad_token_id == -1) options.pad_token_id = c.pad_token_id;
+  // Every option is checked before the encoder runs and a session is planned for batch x beams.
+  ENCORE_CHECK(pixel_values.defined() && pixel_values.rank() == 4 && pixel_values.dim(0) >= 1 &&
+                   pixel_values.dim(0) <= detail::kMaxGenerationRows,
+               invalid_argument, "VitGpt2::caption: pixel_values must be [B, 3, H, W] with 1 <= B <= {}, got {}",
+               detail::kMaxGenerationRows, pixel_values.defined() ? pixel_values.shape().str() : std::string("undefined"));
+  detail::validate_options(options, static_cast<int>(pixel_values.dim(0)), static_cast<int>(c.vocab_size));
+  ENCORE_CHECK(options.max_length <= c.max_positions, invalid_argument,
+               "VitGpt2::caption: max_length {} must be at most {} (the decoder's positions)", options.max_length,
                c.max_positions);
-  ENCORE_CHECK(options.num_beams >= 1, invalid_argument, "VitGpt2::caption: num_beams {} must be >= 1", options.num_beams);
   Impl& m = *impl_;
   std::unique_ptr<EncoderPlan> encoder;
   const Tensor states = m.encode(pixel_values, encoder);

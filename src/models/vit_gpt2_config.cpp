@@ -169,6 +169,16 @@ VitGpt2Config read_config(const std::filesystem::path& dir) {
                                             kMaxInt, where));
   c.num_beams = static_cast<int>(int_field(j, "num_beams", 1, 1, kMaxInt, where));
   c.length_penalty = float_field(j, "length_penalty", 1.0f, false, where);
+  // Sampling settings are read as they are; generate() checks them only when it samples, as HF
+  // does (a config may well hold "temperature": 0.0 beside "do_sample": false).
+  const auto sampling = [&](const json& obj, const std::string& w) {
+    c.min_length = static_cast<int>(int_field(obj, "min_length", c.min_length, 0, kMaxInt, w));
+    c.do_sample = field<bool>(obj, "do_sample", c.do_sample, w);
+    c.top_k = static_cast<int>(int_field(obj, "top_k", c.top_k, std::numeric_limits<int>::min(), kMaxInt, w));
+    c.temperature = float_field(obj, "temperature", c.temperature, false, w);
+    c.top_p = float_field(obj, "top_p", c.top_p, false, w);
+  };
+  sampling(j, where);
 
   const auto gen_path = dir / "generation_config.json";
   if (std::filesystem::exists(gen_path)) {
@@ -180,6 +190,7 @@ VitGpt2Config read_config(const std::filesystem::path& dir) {
     c.max_length = static_cast<int>(int_field(gj, "max_length", c.max_length, 1, kMaxInt, gw));
     c.num_beams = static_cast<int>(int_field(gj, "num_beams", c.num_beams, 1, kMaxInt, gw));
     c.length_penalty = float_field(gj, "length_penalty", c.length_penalty, false, gw);
+    sampling(gj, gw);
     const auto es = gj.find("early_stopping");
     if (es != gj.end() && es->is_boolean()) c.early_stopping = es->get<bool>() ? 1 : 0;
     if (es != gj.end() && es->is_string() && es->get<std::string>() == "never") c.early_stopping = 2;

@@ -199,17 +199,44 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
   check([](auto& o) { o.max_length = 0; }, "max_length = 0");
   check([](auto& o) { o.num_beams = 0; }, "num_beams = 0");
   check([](auto& o) { o.min_length = -2; }, "min_length = -2");
-  check([](auto& o) { o.temperature = 0.0f; }, "temperature = 0");
-  check([](auto& o) { o.temperature = -1.5f; }, "temperature = -1.5");
-  check([](auto& o) { o.top_p = 0.0f; }, "top_p = 0");
-  check([](auto& o) { o.top_p = 1.5f; }, "top_p = 1.5");
-  check([](auto& o) { o.top_k = -1; }, "top_k = -1");
+  check([](auto& o) { o.do_sample = true, o.temperature = 0.0f; }, "temperature = 0");
+  check([](auto& o) { o.do_sample = true, o.temperature = -1.5f; }, "temperature = -1.5");
+  check([](auto& o) { o.do_sample = true, o.top_p = 0.0f; }, "top_p = 0");
+  check([](auto& o) { o.do_sample = true, o.top_p = 1.5f; }, "top_p = 1.5");
+  check([](auto& o) { o.do_sample = true, o.top_k = -1; }, "top_k = -1");
+  check([](auto& o) { o.num_beams = (1 << 20) + 1; }, "num_beams = 1048577");  // over the row limit
   check([](auto& o) { o.early_stopping = 3; }, "early_stopping = 3");
   check([](auto& o) { o.eos_token_id = 24; }, "eos_token_id = 24");
   check([](auto& o) { o.pad_token_id = -5; }, "pad_token_id = -5");
   check([](auto& o) { o.start_token_id = 99; }, "start_token_id = 99");
   check([](auto& o) { o.length_penalty = std::numeric_limits<float>::infinity(); }, "length_penalty");
   check([](auto& o) { o.do_sample = true; o.num_beams = 2; }, "num_beams = 2", ErrorCode::unsupported);
+}
+
+// As in Hugging Face, temperature, top_k and top_p only matter when sampling: greedy decoding with
+// "temperature 0" (a common client setting) is greedy decoding.
+TEST(GenerationOptions, SamplingSettingsAreIgnoredWhenNotSampling) {
+  ToyLogits toy;
+  GenerationOptions o;
+  o.eos_token_id = 3;
+  const auto want = run_toy(1, o, toy);
+  o.temperature = 0.0f, o.top_p = 0.0f, o.top_k = -1;
+  const auto got = run_toy(1, o, toy);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(got[0].ids, want[0].ids);
+  EXPECT_EQ(GenerationOptions{}.top_k, 50);  // Hugging Face's default
+}
+
+TEST(Sampling, NonFiniteScoresAreAnError) {
+  const std::vector<float> nan{0.0f, std::numeric_limits<float>::quiet_NaN(), 1.0f};
+  expect_error([&] { (void)detail::sample_from_scores(nan, 0.5); }, ErrorCode::invalid_argument, "not finite");
+  const std::vector<float> inf{0.0f, std::numeric_limits<float>::infinity()};
+  expect_error([&] { (void)detail::sample_from_scores(inf, 0.5); }, ErrorCode::invalid_argument, "not finite");
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const std::vector<float> masked{ninf, ninf};
+  expect_error([&] { (void)detail::sample_from_scores(masked, 0.5); }, ErrorCode::invalid_argument, "-inf");
+  const std::vector<float> one{ninf, 2.0f, ninf};
+  EXPECT_EQ(detail::sample_from_scores(one, 0.999), 1);
 }
 
 TEST(GenerationOptions, BatchAndRowsMustAgree) {

@@ -161,6 +161,31 @@ TEST_P(VitGpt2Golden, RepeatedCallsReusePlansCorrectly) {
   }
 }
 
+// Special ids left at their defaults take the model's one by one (as HF's generate does for ids it
+// is not given): setting only eos, or only the start token, to the model's value changes nothing.
+TEST_P(VitGpt2Golden, IdsNotGivenTakeTheModelsOneByOne) {
+  const auto model = VitGpt2::load(dir_);
+  const Tensor want = golden("greedy.sequences");
+  const int length = static_cast<int>(want.dim(1));
+  const VitGpt2Config& c = model.config();
+  GenerationOptions only_eos{.max_length = length}, only_start{.max_length = length};
+  only_eos.eos_token_id = c.eos_token_id;
+  only_start.start_token_id = c.decoder_start_token_id;
+  for (const GenerationOptions& o : {only_eos, only_start, model.generation_options()}) {
+    GenerationOptions run = o;
+    run.max_length = length, run.num_beams = 1, run.do_sample = false;
+    const auto caps = model.caption(golden("pixel_values"), run);
+    ASSERT_EQ(caps.size(), 2u);
+    for (std::int64_t r = 0; r < 2; ++r)
+      EXPECT_EQ(caps[static_cast<std::size_t>(r)].ids, hf_row(want, r, c.eos_token_id)) << "row " << r;
+  }
+  const GenerationOptions g = model.generation_options();
+  EXPECT_EQ(g.start_token_id, c.decoder_start_token_id);
+  EXPECT_EQ(g.eos_token_id, c.eos_token_id);
+  EXPECT_EQ(g.max_length, c.max_length);
+  EXPECT_EQ(g.num_beams, c.num_beams);
+  EXPECT_EQ(g.top_k, c.top_k);
+}
 INSTANTIATE_TEST_SUITE_P(TinyModels, VitGpt2Golden, ::testing::Values("vit_gpt2_tiny", "vit_gpt2_tiny_b"));
 
 TEST(VitGpt2Errors, BadInputsGiveClearErrors) {
@@ -173,6 +198,20 @@ TEST(VitGpt2Errors, BadInputsGiveClearErrors) {
     EXPECT_NE(std::string(e.what()).find("[B, 3, 32, 32]"), std::string::npos) << e.what();
   }
   EXPECT_THROW((void)model.caption(Tensor::zeros({1, 3, 32, 32}, DType::F32), {.max_length = 1000}), Error);
+  // Options are checked before any work, naming the field: 3 images x 2^30 beams would overflow.
+  try {
+    (void)model.caption(Tensor::zeros({3, 3, 32, 32}, DType::F32), {.num_beams = 1 << 30});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("num_beams = 1073741824"), std::string::npos) << e.what();
+  }
+  try {
+    (void)model.caption(Tensor::zeros({1, 3, 32, 32}, DType::F32), {.do_sample = true, .temperature = -1.0f});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("temperature = -1"), std::string::npos) << e.what();
+  }
   EXPECT_THROW(VitGpt2::load(kData / "vit_gpt2_tiny", {.device = "tpu"}), Error);
   EXPECT_THROW(VitGpt2::load(kData / "vit_gpt2_tiny", {.dtype = DType::I8}), Error);
 }

@@ -111,6 +111,24 @@ TEST(VitGpt2Config, GenerationSettingsAreCheckedWhereTheyComeFrom) {
   EXPECT_EQ(c.max_length, 12);
   EXPECT_FLOAT_EQ(c.length_penalty, 0.5f);
   EXPECT_EQ(c.early_stopping, 2);
+  EXPECT_EQ(c.top_k, 50);  // HF's default when no file sets it
+}
+
+// Sampling settings come from config.json, then generation_config.json; a value only sampling
+// would reject (temperature 0 beside do_sample false) loads, and is checked when used.
+TEST(VitGpt2Config, SamplingSettingsAreRead) {
+  const json gen = {{"do_sample", true}, {"top_k", 7}, {"top_p", 0.9}, {"min_length", 3}};
+  const ConfigDir dir([](json& j) { j["temperature"] = 0.0, j["top_k"] = 20; }, &gen);
+  const VitGpt2Config c = vitgpt2::read_config(dir.path());
+  EXPECT_TRUE(c.do_sample);
+  EXPECT_EQ(c.top_k, 7);
+  EXPECT_FLOAT_EQ(c.top_p, 0.9f);
+  EXPECT_EQ(c.min_length, 3);
+  EXPECT_EQ(c.temperature, 0.0f);
+  const json bad_sample = {{"do_sample", "yes"}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "'do_sample' has the wrong type", &bad_sample);
+  const json bad_min = {{"min_length", -1}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "'min_length' = -1 is outside", &bad_min);
 }
 
 TEST(VitGpt2Config, ArchitectureVariantsEncoreDoesNotImplementAreRefused) {

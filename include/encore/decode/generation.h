@@ -65,8 +65,10 @@ struct GenerationOptions {
   /// done), 2 = "never" (exact).
   int early_stopping = 0;
   bool do_sample = false;
+  // The sampling settings, read (and checked) only when do_sample, as in Hugging Face; the defaults
+  // are HF's (top_k 50).
   float temperature = 1.0f;       ///< > 0
-  int top_k = 0;                  ///< 0 = off
+  int top_k = 50;                 ///< 0 = off
   float top_p = 1.0f;             ///< (0, 1]; 1 = off
   std::uint64_t seed = 0;         ///< sampling RNG seed (deterministic per seed)
   std::int32_t start_token_id = 0;

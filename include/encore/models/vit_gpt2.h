@@ -32,9 +32,12 @@ struct VitGpt2Config {
   std::string dec_activation = "gelu_new";
   // generation defaults (config.json / generation_config.json)
   std::int32_t decoder_start_token_id = 50256, eos_token_id = 50256, pad_token_id = 50256;
-  int max_length = 20, num_beams = 1;
+  int max_length = 20, num_beams = 1, min_length = 0;
   float length_penalty = 1.0f;
   int early_stopping = 0;
+  bool do_sample = false;
+  float temperature = 1.0f, top_p = 1.0f;
+  int top_k = 50;
 
   std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
 };
@@ -78,8 +81,14 @@ class VitGpt2 {
   Tensor encode(const Tensor& pixel_values) const;
   /// Teacher-forced decoder logits: ids i32/i64 [B, T] -> [B, T, vocab] f32 on the CPU.
   Tensor decoder_logits(const Tensor& encoder_states, const Tensor& ids) const;
+  /// The model's generation defaults (config.json, then generation_config.json) as options: what
+  /// HF `generate()` uses for settings it is not given. Start from these to caption as HF would,
+  /// e.g. `auto o = model.generation_options(); o.max_length = 16;`.
+  GenerationOptions generation_options() const;
   /// Captions for a batch of preprocessed images [B, 3, H, W] (HF `generate` semantics).
-  /// Options left at their defaults take the model's generation config (start/eos/pad ids).
+  /// Special ids left at their defaults (start_token_id 0, eos_token_id -1, pad_token_id -1) each
+  /// take the model's, field by field, as HF does for ids it is not given; other options are
+  /// used as given (see generation_options()). Options are checked before any work.
   /// The planned encoder and decode session (KV cache, cross K/V, and on CUDA the recorded
   /// graphs) are kept for the next call with the same batch, beams and max_length (a few shapes;
   /// release_plans() frees them). Safe to call from several threads: each call works on plans of

@@ -73,12 +73,13 @@ void Session::try_fused_step() {
                                       .heads = static_cast<int>(config_.dec_heads),
                                       .layer_norm_eps = static_cast<float>(config_.dec_layer_norm_eps),
                                       .gelu_tanh = config_.dec_activation == "gelu_new"};
-  const std::string why = cuda::FusedDecoderStep::unsupported_reason(shape, fw);
-  if (!why.empty()) {
-    detail::log(LogLevel::debug, "VitGpt2: decode steps run as a graph: {}", why);
-    return;
-  }
   try {
+    // Inside the try: a CUDA error while asking the device is a reason for the graph, not a failure.
+    const std::string why = cuda::FusedDecoderStep::unsupported_reason(shape, fw);
+    if (!why.empty()) {
+      detail::log(LogLevel::debug, "VitGpt2: decode steps run as a graph: {}", why);
+      return;
+    }
     std::shared_ptr<const cuda::FusedDecoderPack> pack;
     {
       std::lock_guard<std::mutex> lock(weights_.decoder_pack->mutex);

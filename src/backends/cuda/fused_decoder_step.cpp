@@ -92,6 +92,7 @@ std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights
   if (p.d > kMaxHidden) return cat("hidden size ", p.d, " (the fused step takes up to ", kMaxHidden, ")");
   if (!l0.cross_kv.defined() || l0.cross_kv.rank() != 3) return "cross keys/values are not [images, T, 2D]";
   p.t_enc = static_cast<int>(l0.cross_kv.dim(1));
+  if (p.t_enc < 1) return "cross keys/values of 0 encoder tokens";  // the softmax would divide 0 by 0
   const i64 d = p.d, f = p.ffn;
   // Dense, 16-byte aligned (the kernel reads 16 bytes at a time and bulk-copies slices).
   auto same = [&](const Tensor& t, const Shape& want) {
@@ -118,14 +119,20 @@ std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights
   }
   const Tensor& tab = w.block_table;
   if (!tab.defined() || tab.dtype() != DType::I32 || tab.rank() != 2 || tab.dim(0) != sh.rows || !tab.is_contiguous() ||
-      !w.lengths.defined() || w.lengths.dtype() != DType::I32 || w.lengths.numel() != sh.rows)
-    return "block table / lengths are not i32 [rows, max_blocks] / [rows]";
+      tab.device() != w.wte.device() || !w.lengths.defined() || w.lengths.dtype() != DType::I32 ||
+      w.lengths.rank() != 1 || w.lengths.numel() != sh.rows || !w.lengths.is_contiguous() ||
+      w.lengths.device() != w.wte.device())
+    return "block table / lengths are not contiguous i32 [rows, max_blocks] / [rows] on the weights' device";
   if (tab.dim(1) > kMaxTableBlocks)
     return cat("a block table of ", tab.dim(1), " blocks per row (the fused step takes up to ", kMaxTableBlocks, ")");
   p.max_keys = static_cast<int>(std::max<i64>(tab.dim(1) * bs, p.t_enc));
 
   CudaRuntime& rt = CudaRuntime::get(w.wte.device());
   if (rt.sm() < 90) return cat("compute capability ", rt.sm() / 10, ".", rt.sm() % 10, " (the fused step needs 9.0)");
+  DeviceGuard guard(rt.ordinal());  // the function attributes below are those of the current device
+  int cooperative = 0;
+  ENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, rt.ordinal()));
+  if (cooperative == 0) return "the device does not take cooperative launches";
   cudaFuncAttributes attributes{};
   ENCORE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, step_kernel(dt)));
   if (attributes.binaryVersion < 90)  // e.g. a build for compute_80 PTX: the kernel body is empty there

@@ -11,8 +11,8 @@
 // num_blocks minus the spare blocks. A copy-on-write takes a fresh block while the shared
 // original stays in another table; at that moment the original is counted twice in the sum of
 // table sizes, so the bound still holds. Beam search (reorder) only shares blocks, so it cannot
-// break the bound either; with the default spare_blocks = batch there is a free block for every
-// sequence even at the bound. The out-of-blocks Error is kept as a defensive check.
+// break the bound either. So no spare block is needed (the default is none; spare_blocks adds a
+// margin), and the out-of-blocks Error is kept as a defensive check.
 #include "encore/decode/kv_cache.h"
 
 #include <algorithm>

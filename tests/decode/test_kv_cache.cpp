@@ -117,7 +117,8 @@ std::set<int> blocks_in_use(const KvCache& cache) {
 TEST(KvCache, BytesFormula) {
   KvCacheConfig c = small_config();
   c.dtype = DType::BF16;
-  const i64 max_blocks = 5, num_blocks = 3 * max_blocks + 3;  // spare -1 = one per sequence
+  c.spare_blocks = -1;  // one per sequence (the default is none)
+  const i64 max_blocks = 5, num_blocks = 3 * max_blocks + 3;
   const std::size_t kv = 2ull * 2 * num_blocks * 2 * 8 * 4 * 2, tables = 3 * max_blocks * 4 + 3 * 4;
   EXPECT_EQ(kv_cache_bytes(c), kv + tables);
   KvCache cache(c);
@@ -131,6 +132,7 @@ TEST(KvCache, BytesFormula) {
   EXPECT_EQ(total, kv_cache_bytes(c));
   c.spare_blocks = 0, c.max_length = 41;  // 6 blocks per sequence now
   EXPECT_EQ(KvCache(c).num_blocks(), 18);
+  EXPECT_EQ(KvCacheConfig{}.spare_blocks, 0);
   for (int b = 0; b < 3; ++b) EXPECT_EQ(cache.block_table().at<std::int32_t>({b, 0}), -1);
 }
 

@@ -24,9 +24,10 @@ struct KvCacheConfig {
   int head_dim = 64;                ///< D
   std::int64_t max_length = 1024;   ///< tokens per sequence
   int block_size = 64;              ///< tokens per block (1..1024)
-  /// Extra blocks beyond batch * ceil(max_length / block_size), for the copies beam search makes
-  /// of shared partial blocks; -1 = one per sequence.
-  int spare_blocks = -1;
+  /// Extra blocks beyond batch * ceil(max_length / block_size). None are needed: the copies beam
+  /// search makes of shared partial blocks always fit (src/decode/kv_cache.cpp says why); spares
+  /// only widen that margin. -1 = one per sequence.
+  int spare_blocks = 0;
   DType dtype = DType::F32;         ///< f32, f16 or bf16
   Device device = Device::cpu();
 };
@@ -73,7 +74,9 @@ class KvCache {
   void set_lengths(std::span<const std::int64_t> lengths);
   /// Beam reorder: sequence b continues the history of sequence parent[b] (a permutation with
   /// repeats). Block tables are copied and blocks shared; no K/V is copied until a shared partial
-  /// block is written to.
+  /// block is written to. Call reserve() after the step's last reorder: a reorder keeps only the
+  /// room left in the partial last block, and only reserve() and write() copy a shared block
+  /// (advance() does not), so a kernel writing through block_table() after advance() relies on it.
   void reorder(std::span<const int> parent);
   /// Forgets every sequence (lengths 0, all blocks free).
   void clear();

@@ -201,7 +201,7 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
   check([](auto& o) { o.min_length = -2; }, "min_length = -2");
   check([](auto& o) { o.do_sample = true, o.temperature = 0.0f; }, "temperature = 0");
   check([](auto& o) { o.do_sample = true, o.temperature = -1.5f; }, "temperature = -1.5");
-  check([](auto& o) { o.do_sample = true, o.top_p = 0.0f; }, "top_p = 0");
+  check([](auto& o) { o.do_sample = true, o.top_p = -0.25f; }, "top_p = -0.25");
   check([](auto& o) { o.do_sample = true, o.top_p = 1.5f; }, "top_p = 1.5");
   check([](auto& o) { o.do_sample = true, o.top_k = -1; }, "top_k = -1");
   check([](auto& o) { o.num_beams = (1 << 20) + 1; }, "num_beams = 1048577");  // over the row limit
@@ -456,6 +456,11 @@ TEST(Sampling, WarperEdgeCases) {
   detail::apply_sampling_warpers(peaked, o);
   EXPECT_EQ(peaked[1], 3.0f);
   EXPECT_EQ(std::isinf(peaked[0]) + std::isinf(peaked[2]), 1) << "ties sorted by index: token 0 goes first";
+  std::vector<float> flat{0.5f, 0.0f, 1.0f, 0.25f};
+  o.top_p = 0.0f;  // HF accepts 0: only the most likely token stays
+  detail::apply_sampling_warpers(flat, o);
+  EXPECT_EQ(flat[2], 1.0f);
+  EXPECT_TRUE(std::isinf(flat[0]) && std::isinf(flat[1]) && std::isinf(flat[3]));
 }
 
 // ---- beam search -------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ struct GenerationOptions {
   // are HF's (top_k 50).
   float temperature = 1.0f;       ///< > 0
   int top_k = 50;                 ///< 0 = off
-  float top_p = 1.0f;             ///< (0, 1]; 1 = off
+  float top_p = 1.0f;             ///< [0, 1]; 1 = off, 0 = the most likely token only
   std::uint64_t seed = 0;         ///< sampling RNG seed (deterministic per seed)
   std::int32_t start_token_id = 0;
   std::int32_t eos_token_id = -1;  ///< -1 = none

@@ -205,6 +205,11 @@ bool Session::run_fused(const Tensor& input, std::int32_t eos_token_id, bool log
     detail::log(LogLevel::warn, "VitGpt2: the fused decode step cannot launch, steps run as a graph: {}", e.what());
     step_plan_.emplace(build_step_graph(), plan_options_);  // first: if this throws, the session is unchanged
     fused_.reset();
+    {  // later sessions on this device will not try it (the refusal is remembered): drop the model's
+       // repacked projections; sessions still holding them keep their own reference
+      std::lock_guard<std::mutex> lock(weights_.decoder_pack->mutex);
+      weights_.decoder_pack->value.reset();
+    }
     return false;
   }
 }

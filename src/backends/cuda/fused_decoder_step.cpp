@@ -6,6 +6,8 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -65,6 +67,23 @@ std::vector<const void*> pack_sources(const FusedDecoderWeights& w) {
   for (const FusedDecoderLayer& l : w.layers)
     for (const Tensor* t : {&l.qkv_w, &l.proj_w, &l.xq_w, &l.xproj_w, &l.fc_w, &l.fc2_w}) out.push_back(t->data());
   return out;
+}
+
+// The smallest cooperative grid each device refused to launch (an MPS SM limit or a green context
+// holds fewer co-resident CTAs than the device has): later sessions do not try a grid that large.
+std::mutex g_refused_mutex;
+std::map<int, int> g_refused_grid;
+
+int refused_grid(int ordinal) {
+  std::lock_guard<std::mutex> lock(g_refused_mutex);
+  const auto it = g_refused_grid.find(ordinal);
+  return it == g_refused_grid.end() ? INT_MAX : it->second;
+}
+
+void record_refused_grid(int ordinal, int grid) {
+  std::lock_guard<std::mutex> lock(g_refused_mutex);
+  auto [it, fresh] = g_refused_grid.emplace(ordinal, grid);
+  if (!fresh) it->second = std::min(it->second, grid);
 }
 
 std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights& w, Plan& p) {
@@ -141,6 +160,9 @@ std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights
   int optin = 0;
   ENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, rt.ordinal()));
   p.grid = rt.multiprocessors();
+  if (refused_grid(rt.ordinal()) <= p.grid)
+    return cat("a cooperative grid of ", refused_grid(rt.ordinal()), " CTAs was refused on this device before (",
+               p.grid, " needed)");
   if (static_cast<i64>(std::max<i64>({3 * d, f, p.vocab})) * p.grid >= (i64{1} << 31))
     return cat("a vocabulary of ", p.vocab, " over ", p.grid, " SMs overflows 32-bit column arithmetic");
   if (ceil_div(std::max<i64>(3 * d, f), p.grid) > kMaxColumns)
@@ -292,6 +314,7 @@ void FusedDecoderStep::run(std::span<const std::int32_t> tokens, int eos_token_i
   const cudaError_t err = cudaLaunchKernelExC(&cfg, m.kernel, params);
   if (err == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a launch-configuration error: nothing ran, the context is fine
+    record_refused_grid(m.rt->ordinal(), m.grid);
     detail::fail(ErrorCode::unsupported,
                  "fused decoder step: this GPU context cannot hold {} co-resident CTAs of {} threads and {} bytes of "
                  "shared memory (an MPS SM limit or a green context?)",

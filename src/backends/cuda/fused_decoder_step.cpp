@@ -270,7 +270,16 @@ FusedDecoderStep::FusedDecoderStep(const FusedDecoderShape& shape, FusedDecoderW
   m.grid = p.grid;
   m.smem = p.smem;
   DeviceGuard guard_dev(m.rt->ordinal());
-  ENCORE_CUDA_CHECK(cudaFuncSetAttribute(m.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(m.smem)));
+  // The limit is the kernel's, shared by every instance on the device: set it to the most any
+  // instance can ask for, so that building one never lowers it under another's launch.
+  int optin = 0;
+  ENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, m.rt->ordinal()));
+  cudaFuncAttributes fa{};
+  ENCORE_CUDA_CHECK(cudaFuncGetAttributes(&fa, m.kernel));
+  const int dynamic_max = optin - static_cast<int>(fa.sharedSizeBytes);
+  ENCORE_CHECK(static_cast<i64>(m.smem) <= dynamic_max, unsupported,
+               "fused decoder step: {} bytes of shared memory asked, {} available per CTA", m.smem, dynamic_max);
+  ENCORE_CUDA_CHECK(cudaFuncSetAttribute(m.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
   int per_sm = 0;
   ENCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m.kernel, kThreads, m.smem));
   ENCORE_CHECK(per_sm >= 1, unsupported, "fused decoder step: a {}-thread CTA with {} bytes of shared memory does not fit on an SM",

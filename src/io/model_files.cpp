@@ -165,6 +165,15 @@ std::vector<NamedEntry> all_entries(const std::vector<SafetensorsFile>& files, c
 
 }  // namespace
 
+ModelWeights ModelWeights::from_files(std::vector<SafetensorsFile> files) {
+  ENCORE_CHECK(!files.empty(), invalid_argument, "ModelWeights::from_files: no file given");
+  ModelWeights w;
+  w.files_ = std::move(files);
+  for (const NamedEntry& e : all_entries(w.files_, "ModelWeights::from_files"))
+    w.index_.push_back({std::string(e.name), {e.file, e.entry}});
+  return w;
+}
+
 ModelWeights ModelWeights::open(const fs::path& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);

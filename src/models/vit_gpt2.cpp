@@ -80,16 +80,42 @@ Tensor to_host_f32(const Tensor& t) {
 
 }  // namespace
 
-VitGpt2 VitGpt2::load(const std::filesystem::path& dir, const ModelOptions& options) {
-  auto impl = std::make_unique<Impl>();
-  impl->device = Device::parse(options.device);
-  impl->dtype = options.dtype;
-  check_dtype(impl->dtype, impl->device);
+namespace {
+
+// The options checked: device, dtype and plan options of a model about to load.
+struct ModelPlacement {
+  Device device;
+  DType dtype;
+  PlanOptions plan_options;
+};
+
+ModelPlacement placement(const ModelOptions& options) {
+  const Device device = Device::parse(options.device);
+  check_dtype(options.dtype, device);
   // On CUDA every plan is recorded once and replayed: one launch per encoder pass or decode step.
-  impl->plan_options =
-      PlanOptions{.device = impl->device, .num_threads = options.num_threads, .cuda_graph = impl->device.is_cuda()};
+  return {device, options.dtype,
+          PlanOptions{.device = device, .num_threads = options.num_threads, .cuda_graph = device.is_cuda()}};
+}
+
+}  // namespace
+
+VitGpt2 VitGpt2::load(const std::filesystem::path& dir, const ModelOptions& options) {
+  const ModelPlacement at = placement(options);
+  auto impl = std::make_unique<Impl>();
+  impl->device = at.device, impl->dtype = at.dtype, impl->plan_options = at.plan_options;
   impl->config = vitgpt2::read_config(dir);
   impl->weights = vitgpt2::load_weights(dir, impl->config, impl->dtype, impl->device);
+  return VitGpt2(std::move(impl));
+}
+
+VitGpt2 VitGpt2::load(VitGpt2Files files, const ModelOptions& options) {
+  const ModelPlacement at = placement(options);
+  auto impl = std::make_unique<Impl>();
+  impl->device = at.device, impl->dtype = at.dtype, impl->plan_options = at.plan_options;
+  impl->config = vitgpt2::parse_config(files.config_json, files.generation_config_json, "<memory>/config.json",
+                                       "<memory>/generation_config.json");
+  impl->weights = vitgpt2::load_weights(io::ModelWeights::from_files(std::move(files.weights)), impl->config,
+                                        impl->dtype, impl->device);
   return VitGpt2(std::move(impl));
 }
 

@@ -2,6 +2,8 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -13,16 +15,22 @@ namespace {
 
 using json = nlohmann::json;
 
-json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  ENCORE_CHECK(in.good(), io, "cannot open {}", path.string());
+json parse_object(std::string_view text, const std::string& where) {
   try {
-    json j = json::parse(in);
-    ENCORE_CHECK(j.is_object(), bad_model_file, "{}: expected a JSON object", path.string());
+    json j = json::parse(text);
+    ENCORE_CHECK(j.is_object(), bad_model_file, "{}: expected a JSON object", where);
     return j;
   } catch (const json::exception& e) {
-    detail::fail(ErrorCode::bad_model_file, "{}: invalid JSON: {}", path.string(), e.what());
+    detail::fail(ErrorCode::bad_model_file, "{}: invalid JSON: {}", where, e.what());
   }
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  ENCORE_CHECK(in.good(), io, "cannot open {}", path.string());
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ENCORE_CHECK(!in.bad(), io, "cannot read {}", path.string());
+  return text;
 }
 
 // A field of `obj`, with `fallback` when absent or null; a present field of the wrong type is an error.
@@ -97,9 +105,15 @@ void require_flag(const json& obj, const char* key, bool fallback, bool supporte
 }  // namespace
 
 VitGpt2Config read_config(const std::filesystem::path& dir) {
-  const auto path = dir / "config.json";
-  const json j = read_json(path);
-  const std::string where = path.string();
+  const auto path = dir / "config.json", gen_path = dir / "generation_config.json";
+  const bool has_gen = std::filesystem::exists(gen_path);
+  return parse_config(read_text(path), has_gen ? std::optional<std::string>(read_text(gen_path)) : std::nullopt,
+                      path.string(), gen_path.string());
+}
+
+VitGpt2Config parse_config(std::string_view config_json, const std::optional<std::string>& generation_json,
+                           const std::string& where, const std::string& generation_where) {
+  const json j = parse_object(config_json, where);
   ENCORE_CHECK(j.contains("encoder") && j["encoder"].is_object() && j.contains("decoder") && j["decoder"].is_object(),
                bad_model_file, "{}: expected a vision-encoder-decoder config with 'encoder' and 'decoder' objects",
                where);
@@ -180,10 +194,9 @@ VitGpt2Config read_config(const std::filesystem::path& dir) {
   };
   sampling(j, where);
 
-  const auto gen_path = dir / "generation_config.json";
-  if (std::filesystem::exists(gen_path)) {
-    const json gj = read_json(gen_path);
-    const std::string gw = gen_path.string();
+  if (generation_json) {
+    const std::string& gw = generation_where;
+    const json gj = parse_object(*generation_json, gw);
     c.decoder_start_token_id = token_id(gj, "decoder_start_token_id", c.decoder_start_token_id, gw);
     c.eos_token_id = token_id(gj, "eos_token_id", c.eos_token_id, gw);
     c.pad_token_id = token_id(gj, "pad_token_id", c.pad_token_id, gw);

@@ -5,9 +5,13 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "encore/graph/graph.h"
+#include "encore/io/model_files.h"
 #include "encore/models/vit_gpt2.h"
 
 namespace encore::vitgpt2 {
@@ -15,6 +19,10 @@ namespace encore::vitgpt2 {
 /// Reads config.json (+ generation_config.json when present). Throws Error(io / bad_model_file /
 /// unsupported) naming the file and field.
 VitGpt2Config read_config(const std::filesystem::path& dir);
+/// The same from the texts of config.json and, when given, generation_config.json; `where` and
+/// `generation_where` name them in messages.
+VitGpt2Config parse_config(std::string_view config_json, const std::optional<std::string>& generation_json,
+                           const std::string& where, const std::string& generation_where);
 
 struct EncoderLayer {
   Tensor ln1_w, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
@@ -46,6 +54,7 @@ struct Weights {
 /// Loads and checks every tensor (shapes against the config), fusing Q/K/V of the encoder into one
 /// projection and converting to `dtype` on `device` once.
 Weights load_weights(const std::filesystem::path& dir, const VitGpt2Config& config, DType dtype, Device device);
+Weights load_weights(io::ModelWeights files, const VitGpt2Config& config, DType dtype, Device device);
 
 /// Graph builders (model code): each returns the output value.
 Value build_encoder(Graph& g, Value pixels, const Weights& w, const VitGpt2Config& c, DType dtype);

@@ -12,8 +12,7 @@ namespace {
 
 class Loader {
  public:
-  Loader(const std::filesystem::path& dir, DType dtype, Device device)
-      : files_(io::ModelWeights::open(dir)), dtype_(dtype), device_(device) {}
+  Loader(io::ModelWeights files, DType dtype, Device device) : files_(std::move(files)), dtype_(dtype), device_(device) {}
 
   // The first of `names` present in the checkpoint, with its shape checked.
   Tensor get(std::initializer_list<std::string> names, const Shape& shape) {
@@ -116,7 +115,11 @@ DecoderLayer load_decoder_layer(Loader& l, int i, const VitGpt2Config& c) {
 }  // namespace
 
 Weights load_weights(const std::filesystem::path& dir, const VitGpt2Config& c, DType dtype, Device device) {
-  Loader l(dir, dtype, device);
+  return load_weights(io::ModelWeights::open(dir), c, dtype, device);
+}
+
+Weights load_weights(io::ModelWeights files, const VitGpt2Config& c, DType dtype, Device device) {
+  Loader l(std::move(files), dtype, device);
   const std::int64_t d = c.enc_hidden, p = c.patch_size;
   Weights w;
   w.patch_w = l.load({"encoder.embeddings.patch_embeddings.projection.weight"}, {d, c.num_channels, p, p});

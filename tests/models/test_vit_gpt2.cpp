@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
 
 #include "encore/core/build_info.h"
 #include "encore/io/safetensors.h"
@@ -185,6 +189,47 @@ TEST_P(VitGpt2Golden, IdsNotGivenTakeTheModelsOneByOne) {
   EXPECT_EQ(g.max_length, c.max_length);
   EXPECT_EQ(g.num_beams, c.num_beams);
   EXPECT_EQ(g.top_k, c.top_k);
+}
+// The same model from memory: the files' bytes, no directory.
+TEST_P(VitGpt2Golden, LoadsFromMemory) {
+  const auto read = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const auto weights = [&] {
+    const std::string bytes = read(dir_ / "model.safetensors");
+    std::vector<std::byte> v(bytes.size());
+    std::memcpy(v.data(), bytes.data(), bytes.size());
+    return io::SafetensorsFile::from_bytes(std::move(v), "model.safetensors");
+  };
+  VitGpt2Files files;
+  files.config_json = read(dir_ / "config.json");
+  if (fs::exists(dir_ / "generation_config.json")) files.generation_config_json = read(dir_ / "generation_config.json");
+  files.weights.push_back(weights());
+  const auto model = VitGpt2::load(std::move(files));
+  const Tensor want = golden("greedy.sequences");
+  const auto caps = model.caption(golden("pixel_values"), {.max_length = static_cast<int>(want.dim(1))});
+  ASSERT_EQ(caps.size(), 2u);
+  for (std::int64_t r = 0; r < 2; ++r)
+    EXPECT_EQ(caps[static_cast<std::size_t>(r)].ids, hf_row(want, r, model.config().eos_token_id)) << "row " << r;
+
+  const auto refused = [](VitGpt2Files f, ErrorCode code, const std::string& needle) {
+    try {
+      (void)VitGpt2::load(std::move(f));
+      ADD_FAILURE() << "loaded; expected an error containing '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), code) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  refused(VitGpt2Files{"{not json", std::nullopt, {}}, ErrorCode::bad_model_file, "<memory>/config.json: invalid JSON");
+  refused(VitGpt2Files{read(dir_ / "config.json"), std::string("[]"), {}}, ErrorCode::bad_model_file,
+          "<memory>/generation_config.json: expected a JSON object");
+  refused(VitGpt2Files{read(dir_ / "config.json"), std::nullopt, {}}, ErrorCode::invalid_argument, "no file given");
+  VitGpt2Files twice{read(dir_ / "config.json"), std::nullopt, {}};
+  twice.weights.push_back(weights());
+  twice.weights.push_back(weights());
+  refused(std::move(twice), ErrorCode::bad_model_file, "is in two shards");
 }
 INSTANTIATE_TEST_SUITE_P(TinyModels, VitGpt2Golden, ::testing::Values("vit_gpt2_tiny", "vit_gpt2_tiny_b"));
 

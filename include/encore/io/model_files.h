@@ -23,6 +23,11 @@ class ModelWeights {
   /// malformed index or shard, or a tensor name present in two shards or missing from the shard
   /// the index names.
   static ModelWeights open(const std::filesystem::path& path);
+  /// The tensors of files already open (e.g. SafetensorsFile::from_bytes of a model held in
+  /// memory): one file, or the shards of a checkpoint in any order. Throws
+  /// Error(bad_model_file) when a tensor name is in two files, Error(invalid_argument) when no
+  /// file is given.
+  static ModelWeights from_files(std::vector<SafetensorsFile> files);
 
   /// Every tensor name, sorted.
   std::vector<std::string> names() const;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "encore/core/device.h"
 #include "encore/core/tensor.h"
 #include "encore/decode/generation.h"
+#include "encore/io/safetensors.h"
 
 namespace encore {
 
@@ -40,6 +42,16 @@ struct VitGpt2Config {
   int top_k = 50;
 
   std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+};
+
+/// A model held in memory instead of a directory (embedded in an application, fetched over a
+/// network): the texts of config.json and, when there is one, generation_config.json, and the
+/// weights as safetensors files (io::SafetensorsFile::from_bytes / from_buffer): one file, or the
+/// shards of a sharded checkpoint in any order.
+struct VitGpt2Files {
+  std::string config_json;
+  std::optional<std::string> generation_config_json;
+  std::vector<io::SafetensorsFile> weights;
 };
 
 struct ModelOptions {
@@ -68,6 +80,10 @@ class VitGpt2 {
   /// Error(bad_model_file) for a malformed config or a missing/mis-shaped tensor (naming it),
   /// Error(invalid_argument/unsupported) for a bad device or dtype.
   static VitGpt2 load(const std::filesystem::path& dir, const ModelOptions& options = {});
+  /// The same from memory: the files are validated like a directory's (errors name them as
+  /// "<memory>/config.json", "<memory>/generation_config.json" and each weights file's source).
+  /// The weights are viewed, not copied, on the CPU in their own dtype.
+  static VitGpt2 load(VitGpt2Files files, const ModelOptions& options = {});
 
   VitGpt2(VitGpt2&&) noexcept;
   VitGpt2& operator=(VitGpt2&&) noexcept;

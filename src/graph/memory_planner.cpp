@@ -15,7 +15,8 @@ std::size_t aligned_bytes(const ValueInfo& v) {
 }
 
 // A binary op may write into its first operand when that operand's buffer dies here, is an arena
-// buffer of exactly the output's layout, and is read by nothing later.
+// buffer of exactly the output's layout, is read by nothing later, and is not also read through
+// the other operand (a transpose or slice of it would be read after being overwritten).
 bool can_write_in_place(const Graph& g, const Node& node, int n, const std::vector<int>& root,
                         const std::vector<BufferSource>& source, const std::vector<int>& last_use,
                         const std::vector<bool>& is_output) {
@@ -24,9 +25,10 @@ bool can_write_in_place(const Graph& g, const Node& node, int n, const std::vect
   const int r = root[static_cast<std::size_t>(a)];
   const ValueInfo& ai = g.values()[static_cast<std::size_t>(a)];
   const ValueInfo& oi = g.values()[static_cast<std::size_t>(node.outputs[0])];
+  for (std::size_t i = 1; i < node.inputs.size(); ++i)
+    if (node.inputs[i] >= 0 && root[static_cast<std::size_t>(node.inputs[i])] == r) return false;
   return source[static_cast<std::size_t>(r)] == BufferSource::arena && r == a && ai.shape == oi.shape &&
-         ai.dtype == oi.dtype && last_use[static_cast<std::size_t>(r)] == n && !is_output[static_cast<std::size_t>(r)] &&
-         node.inputs[1] != a;
+         ai.dtype == oi.dtype && last_use[static_cast<std::size_t>(r)] == n && !is_output[static_cast<std::size_t>(r)];
 }
 
 }  // namespace

@@ -125,10 +125,16 @@ void Plan::Impl::run_nodes(const RunOptions& options) {
   for (std::size_t i = 0; i < profiled.size() && i < us.size(); ++i) options.profile->push_back(NodeProfile{profiled[i], us[i]});
 }
 
-// Records the nodes and replays the recording. A node that cannot be recorded (a backend bug,
-// never a user error: the same inputs just ran eagerly) turns recording off for this plan.
+// Records the nodes (the caller then replays the recording). A node that cannot be recorded, or a
+// recording that cannot be finished, turns recording off for this plan: it runs node by node.
 void Plan::Impl::record_nodes() {
-  runner->begin_capture();
+  try {
+    runner->begin_capture();
+  } catch (const std::exception& e) {
+    record = false;
+    detail::log(LogLevel::warn, "Plan: starting a CUDA graph recording failed ({}); running node by node", e.what());
+    return;
+  }
   try {
     run_nodes(RunOptions{});
   } catch (const std::exception& e) {
@@ -137,7 +143,13 @@ void Plan::Impl::record_nodes() {
     detail::log(LogLevel::warn, "Plan: recording a CUDA graph failed ({}); running node by node", e.what());
     return;
   }
-  runner->end_capture(true);
+  try {  // ending the capture or instantiating the graph can fail too (e.g. an invalidated capture)
+    runner->end_capture(true);
+  } catch (const std::exception& e) {
+    record = false;
+    detail::log(LogLevel::warn, "Plan: finishing a CUDA graph recording failed ({}); running node by node", e.what());
+    return;
+  }
   recorded = true;
 }
 
@@ -179,6 +191,8 @@ std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inp
     Tensor& bound = p.values[static_cast<std::size_t>(id)];
     if (p.owns_inputs)
       bound.copy_from(t.device().is_cpu() ? t : t.contiguous());  // into the recorded address
+    else if (t.storage() == p.arena)
+      bound = t.clone();  // a previous run's output fed back: the arena is about to be overwritten
     else
       bound = t.contiguous();
   }

@@ -142,3 +142,46 @@ TEST(GraphExec, ProfileListsEveryExecutedNode) {
   EXPECT_EQ(profile[1].kind, OpKind::activation);
   for (const NodeProfile& n : profile) EXPECT_GE(n.microseconds, 0.0);
 }
+
+// An add may write into its first operand when that operand dies there, but not while the other
+// operand is a view of the same buffer (a transpose of it, a broadcast column of it): those bytes
+// are still being read.
+TEST(GraphExec, InPlaceNeverOverwritesAnOperandStillRead) {
+  std::mt19937 rng(21);
+  const Tensor in = ref::random_tensor({64, 64}, DType::F32, rng, -1.0, 1.0);
+  const std::vector<float> v = in.to_float_vector();
+  Graph g;
+  auto x0 = g.input("x", DType::F32, {64, 64});
+  auto x = g.scale(x0, 1.0f);  // an intermediate in the arena, last used by the add below
+  g.output("sym", g.add(x, g.transpose(x, 0, 1)));
+  auto y = g.scale(x0, 2.0f);
+  g.output("col", g.sub(y, g.slice(y, 1, 0, 1)));  // y[i, j] - y[i, 0]
+  for (bool poison : {false, true}) {
+    Plan plan(g);
+    const auto out = plan.run({{"x", in}}, {.poison_arena = poison});
+    const std::vector<float> sym = out.at("sym").to_float_vector(), col = out.at("col").to_float_vector();
+    for (int i = 0; i < 64; ++i)
+      for (int j = 0; j < 64; ++j) {
+        ASSERT_EQ(sym[i * 64 + j], v[i * 64 + j] + v[j * 64 + i]) << i << "," << j;
+        ASSERT_EQ(col[i * 64 + j], 2.0f * v[i * 64 + j] - 2.0f * v[i * 64]) << i << "," << j;
+      }
+  }
+}
+
+// The outputs of a run view the plan's arena; fed back as the next run's input they must still be
+// read as they were, not as the next run's intermediates overwrite them.
+TEST(GraphExec, AnOutputFedBackAsInputIsReadIntact) {
+  std::mt19937 rng(22);
+  const Tensor x0 = ref::random_tensor({32, 32}, DType::F32, rng, -1.0, 1.0);
+  Graph g;
+  auto x = g.input("x", DType::F32, {32, 32});
+  g.output("y", g.scale(g.contiguous(g.transpose(x, 0, 1)), 1.0f, 0.5f));
+  for (bool poison : {false, true}) {
+    Plan plan(g);
+    const Tensor y1 = plan.run({{"x", x0}}, {.poison_arena = poison}).at("y");
+    const std::vector<float> first = y1.to_float_vector();
+    const std::vector<float> second = plan.run({{"x", y1}}, {.poison_arena = poison}).at("y").to_float_vector();
+    for (int i = 0; i < 32; ++i)
+      for (int j = 0; j < 32; ++j) ASSERT_EQ(second[i * 32 + j], first[j * 32 + i] + 0.5f) << i << "," << j;
+  }
+}

@@ -52,7 +52,8 @@ template <typename... A>
 inline void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
     cudaGetLastError();  // clear a non-sticky error so later calls do not report it again
-    fail(ErrorCode::backend, what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+    fail(e == cudaErrorMemoryAllocation ? ErrorCode::out_of_memory : ErrorCode::backend, what, ": ",
+         cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
   }
 }
 

@@ -77,9 +77,15 @@ class CudaRunner final : public NodeRunner {
       recording_held_.reset();
       return;
     }
-    ENCORE_CUDA_CHECK(err);
+    // On failure the blocks held for the recording go back to the cache (nothing addresses them).
+    const auto fail = [&](cudaError_t e) {
+      cudaGetLastError();
+      recording_held_.reset();
+      ENCORE_CUDA_CHECK(e);
+    };
+    if (err != cudaSuccess) fail(err);
     cudaGraphExec_t exec = nullptr;
-    ENCORE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    if (const cudaError_t ierr = cudaGraphInstantiate(&exec, graph, 0); ierr != cudaSuccess) fail(ierr);
     if (exec_ != nullptr) {
       ENCORE_CUDA_CHECK(cudaStreamSynchronize(runtime_.stream()));
       cudaGraphExecDestroy(exec_);

@@ -73,8 +73,7 @@ bool BlockCache::deallocate(void* ptr) noexcept {
   const std::size_t size = it->second;
   live_.erase(it);
   stats_.allocated_bytes -= size;
-  if (!caching_) {
-    if (before_release_) before_release_();
+  if (!caching_ && (!before_release_ || before_release_())) {
     raw_free_(ptr, size);
     stats_.reserved_bytes -= size;
     ++stats_.raw_frees;
@@ -105,7 +104,7 @@ bool BlockCache::caching() const {
 
 std::size_t BlockCache::trim_locked() noexcept {
   if (free_blocks_.empty()) return 0;
-  if (before_release_) before_release_();
+  if (before_release_ && !before_release_()) return 0;  // not now: the blocks stay cached
   std::size_t released = 0;
   for (const auto& [size, ptr] : free_blocks_) {
     raw_free_(ptr, size);
@@ -172,13 +171,16 @@ void cuda_free(int device, void* ptr) noexcept {
 }
 
 // Freed blocks may still be read by queued kernels (stream order); the driver gets them back only
-// once the device is idle.
-void synchronize_device(int device) noexcept {
+// once the device is idle. False when the wait failed (e.g. a stream of the device is being
+// captured, where a device-wide sync is illegal): the caller keeps the blocks.
+bool synchronize_device(int device) noexcept {
   int previous = -1;
   if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
   if (previous != device) cudaSetDevice(device);
-  if (cudaDeviceSynchronize() != cudaSuccess) cudaGetLastError();
+  const bool ok = cudaDeviceSynchronize() == cudaSuccess;
+  if (!ok) cudaGetLastError();
   if (previous >= 0 && previous != device) cudaSetDevice(previous);
+  return ok;
 }
 
 std::string mib(std::size_t bytes) { return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20)); }
@@ -189,7 +191,9 @@ CachingAllocator::CachingAllocator(int device_ordinal)
     : device_(device_ordinal),
       cache_([device_ordinal](std::size_t bytes) { return cuda_malloc(device_ordinal, bytes); },
              [device_ordinal](void* ptr, std::size_t) { cuda_free(device_ordinal, ptr); },
-             [device_ordinal] { synchronize_device(device_ordinal); }) {
+             // Never while this thread records a graph (HeldBlocks): the sync would invalidate the
+             // capture and the frees would be refused, so the blocks would be lost to the cache.
+             [this, device_ordinal] { return t_hold_owner != this && synchronize_device(device_ordinal); }) {
   const char* env = std::getenv("ENCORE_CUDA_NO_CACHING");
   if (env != nullptr && std::string_view(env) == "1") cache_.set_caching(false);
 }

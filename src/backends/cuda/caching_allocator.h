@@ -38,8 +38,10 @@ class BlockCache {
   using RawAllocate = std::function<void*(std::size_t bytes)>;
   /// Releases a block returned by RawAllocate; must not throw.
   using RawFree = std::function<void(void* ptr, std::size_t bytes)>;
-  /// Called once before blocks are released (CUDA: wait until no queued kernel can still use them).
-  using BeforeRelease = std::function<void()>;
+  /// Called once before blocks are released (CUDA: wait until no queued kernel can still use
+  /// them). Returns false when nothing may be released now (CUDA: this thread is recording a
+  /// graph, or the wait failed): the blocks then stay cached.
+  using BeforeRelease = std::function<bool()>;
 
   /// Requests below kLargeThreshold round up to kSmallRounding, larger ones to kLargeRounding
   /// (so that the large blocks of varying sequence lengths still share bins).

@@ -12,7 +12,9 @@ namespace encore::cuda::errors {
 
 [[noreturn]] inline void fail_cuda(cudaError_t err, const char* call, const char* file, int line) {
   cudaGetLastError();  // clear a non-sticky error so that later calls do not report it again
-  ::encore::detail::fail(ErrorCode::backend, "CUDA call {} failed: {} ({}) at {}:{}", call, cudaGetErrorName(err),
+  // Running out of device memory is the caller's to handle (smaller batch, release_plans()).
+  const ErrorCode code = err == cudaErrorMemoryAllocation ? ErrorCode::out_of_memory : ErrorCode::backend;
+  ::encore::detail::fail(code, "CUDA call {} failed: {} ({}) at {}:{}", call, cudaGetErrorName(err),
                          cudaGetErrorString(err), file, line);
 }
 

@@ -26,7 +26,7 @@ struct FakeDevice {
   int allocs = 0, frees = 0;
   std::map<void*, std::size_t> blocks;
 
-  BlockCache make_cache() {
+  BlockCache make_cache(BlockCache::BeforeRelease before_release = {}) {
     return BlockCache(
         [this](std::size_t bytes) -> void* {
           if (used + bytes > capacity) return nullptr;
@@ -42,7 +42,8 @@ struct FakeDevice {
           used -= bytes;
           ++frees;
           std::free(p);
-        });
+        },
+        std::move(before_release));
   }
 };
 
@@ -168,7 +169,7 @@ TEST(BlockCache, CachingOffReleasesAtOnce) {
         ++dev.frees;
         std::free(p);
       },
-      [&releases] { ++releases; });
+      [&releases] { return ++releases, true; });
   cache.deallocate(cache.allocate(4096));  // cached
   cache.set_caching(false);                // releases what is cached
   EXPECT_EQ(dev.frees, 1);
@@ -178,6 +179,36 @@ TEST(BlockCache, CachingOffReleasesAtOnce) {
   EXPECT_EQ(dev.frees, 2);
   EXPECT_EQ(releases, 2);
   EXPECT_EQ(cache.stats().reserved_bytes, 0u);
+}
+
+// When blocks may not be released now (CUDA: this thread records a graph, or the device sync
+// failed), trimming keeps them cached and counted, and an out-of-memory retry finds nothing.
+TEST(BlockCache, BlocksStayCachedWhenTheyMayNotBeReleased) {
+  FakeDevice dev;
+  dev.capacity = 3 * kMiB;
+  bool may = false;
+  int asked = 0;
+  BlockCache cache = dev.make_cache([&] { return ++asked, may; });
+  void* a = cache.allocate(2 * kMiB);
+  cache.deallocate(a);
+  EXPECT_EQ(cache.trim(), 0u);
+  EXPECT_EQ(asked, 1);
+  EXPECT_EQ(dev.frees, 0);
+  EXPECT_EQ(cache.stats().cached_bytes, 2 * kMiB);
+  EXPECT_EQ(cache.stats().reserved_bytes, 2 * kMiB);
+  EXPECT_EQ(cache.allocate(3 * kMiB), nullptr);  // the retry could not trim
+  may = true;
+  EXPECT_EQ(cache.trim(), 2 * kMiB);
+  EXPECT_EQ(dev.frees, 1);
+  EXPECT_EQ(cache.stats().reserved_bytes, 0u);
+  // Caching off: a block that may not be released now is cached instead of leaked.
+  cache.set_caching(false);
+  may = false;
+  void* b = cache.allocate(kMiB);
+  cache.deallocate(b);
+  EXPECT_EQ(cache.stats().cached_bytes, 2 * kMiB);  // kMiB is a large request: a 2 MiB class
+  may = true;
+  EXPECT_EQ(cache.trim(), 2 * kMiB);
 }
 
 TEST(BlockCache, ForeignPointersAreIgnored) {

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/check.h"
+#include "core/device_lock.h"
 #include "encore/core/tensor.h"
 
 namespace encore {
@@ -142,6 +143,12 @@ void Tensor::copy_from(const Tensor& src) {
                "copy_from between {} and {}: the {} side is not contiguous; make it contiguous on its device first",
                src.device().str(), device().str(), src.is_contiguous() ? device().str() : src.device().str());
   Allocator& a = allocator_for(device().is_cpu() ? src.device().type : device().type);
+  // The devices' locks (core/device_lock.h), the lower ordinal first when both are CUDA devices.
+  const bool swap = src.device().is_cuda() && device().is_cuda() && src.device().index > device().index;
+  const Device& first = swap ? device() : src.device();
+  const Device& second = swap ? src.device() : device();
+  const auto lock_first = detail::lock_device(first);
+  const auto lock_second = second == first ? std::unique_lock<std::recursive_mutex>() : detail::lock_device(second);
   a.copy(data(), device(), src.data(), src.device(), nbytes());
 }
 

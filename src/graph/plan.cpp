@@ -2,6 +2,7 @@
 #include "encore/graph/plan.h"
 
 #include "core/check.h"
+#include "core/device_lock.h"
 #include "encore/core/logging.h"
 #include "encore/core/threads.h"
 #include "graph/node_runner.h"
@@ -59,6 +60,7 @@ void place_constants(const Graph& g, const detail::MemoryPlan& memory, Device de
 }  // namespace
 
 Plan::Plan(const Graph& graph, const PlanOptions& options) : impl_(std::make_unique<Impl>()) {
+  const auto lock = detail::lock_device(options.device);  // constants are copied to the device here
   Impl& p = *impl_;
   p.options = options;
   if (p.options.num_threads <= 0) p.options.num_threads = num_threads();
@@ -153,7 +155,11 @@ void Plan::Impl::record_nodes() {
   recorded = true;
 }
 
-Plan::~Plan() = default;
+Plan::~Plan() {
+  if (impl_ == nullptr) return;  // moved from
+  const auto lock = detail::lock_device(impl_->options.device);  // destroying a runner syncs the stream
+  impl_.reset();
+}
 Plan::Plan(Plan&&) noexcept = default;
 Plan& Plan::operator=(Plan&&) noexcept = default;
 
@@ -165,6 +171,7 @@ bool Plan::accepts_host_inputs() const noexcept { return impl_->options.device.i
 
 std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
   Impl& p = *impl_;
+  const auto lock = detail::lock_device(p.options.device);  // see core/device_lock.h
   const Graph& g = p.graph;
   // Bind inputs (validated against their declarations), then rebind every view of an input.
   for (int id : g.inputs()) {

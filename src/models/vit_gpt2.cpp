@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "decode/generation_internal.h"
+#include "core/device_lock.h"
 #include "encore/graph/plan.h"
 #include "models/vit_gpt2_internal.h"
 #include "models/vit_gpt2_session.h"
@@ -101,6 +102,7 @@ ModelPlacement placement(const ModelOptions& options) {
 
 VitGpt2 VitGpt2::load(const std::filesystem::path& dir, const ModelOptions& options) {
   const ModelPlacement at = placement(options);
+  const auto lock = detail::lock_device(at.device);  // weights are copied to the device
   auto impl = std::make_unique<Impl>();
   impl->device = at.device, impl->dtype = at.dtype, impl->plan_options = at.plan_options;
   impl->config = vitgpt2::read_config(dir);
@@ -110,6 +112,7 @@ VitGpt2 VitGpt2::load(const std::filesystem::path& dir, const ModelOptions& opti
 
 VitGpt2 VitGpt2::load(VitGpt2Files files, const ModelOptions& options) {
   const ModelPlacement at = placement(options);
+  const auto lock = detail::lock_device(at.device);
   auto impl = std::make_unique<Impl>();
   impl->device = at.device, impl->dtype = at.dtype, impl->plan_options = at.plan_options;
   impl->config = vitgpt2::parse_config(files.config_json, files.generation_config_json, "<memory>/config.json",
@@ -122,7 +125,11 @@ VitGpt2 VitGpt2::load(VitGpt2Files files, const ModelOptions& options) {
 VitGpt2::VitGpt2(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 VitGpt2::VitGpt2(VitGpt2&&) noexcept = default;
 VitGpt2& VitGpt2::operator=(VitGpt2&&) noexcept = default;
-VitGpt2::~VitGpt2() = default;
+VitGpt2::~VitGpt2() {
+  if (impl_ == nullptr) return;  // moved from
+  const auto lock = detail::lock_device(impl_->device);  // its plans sync the device's stream as they go
+  impl_.reset();
+}
 
 const VitGpt2Config& VitGpt2::config() const noexcept { return impl_->config; }
 
@@ -170,6 +177,7 @@ Tensor VitGpt2::Impl::encode(const Tensor& pixels, std::unique_ptr<EncoderPlan>&
 }
 
 Tensor VitGpt2::encode(const Tensor& pixel_values) const {
+  const auto lock = detail::lock_device(impl_->device);  // see core/device_lock.h
   std::unique_ptr<EncoderPlan> plan;
   const Tensor states = to_host_f32(impl_->encode(pixel_values, plan));
   impl_->encoders.give_back(std::move(plan));
@@ -177,11 +185,13 @@ Tensor VitGpt2::encode(const Tensor& pixel_values) const {
 }
 
 void VitGpt2::release_plans() {
+  const auto lock = detail::lock_device(impl_->device);
   impl_->encoders.clear();
   impl_->sessions.clear();
 }
 
 Tensor VitGpt2::decoder_logits(const Tensor& encoder_states, const Tensor& ids) const {
+  const auto lock = detail::lock_device(impl_->device);
   const VitGpt2Config& c = impl_->config;
   ENCORE_CHECK(ids.defined() && ids.rank() == 2 && (ids.dtype() == DType::I32 || ids.dtype() == DType::I64),
                invalid_argument, "VitGpt2::decoder_logits: ids must be i32/i64 [B, T], got {}", ids.str());
@@ -213,6 +223,9 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOpti
     return std::chrono::duration<double, std::milli>(b - a).count();
   };
   const auto t0 = Clock::now();
+  // On CUDA one caption at a time per device (core/device_lock.h): its plans record CUDA graphs
+  // on the device's one stream. The token callback runs under this lock.
+  const auto lock = detail::lock_device(impl_->device);
   const VitGpt2Config& c = impl_->config;
   // Ids at their defaults take the model's, each on its own (as HF falls back per id).
   if (options.start_token_id == 0) options.start_token_id = c.decoder_start_token_id;

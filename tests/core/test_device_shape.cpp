@@ -1,5 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "core/device_lock.h"
 #include "encore/core/device.h"
 #include "encore/core/error.h"
 #include "encore/core/shape.h"
@@ -46,4 +51,26 @@ TEST(Shape, BasicsAndErrors) {
   EXPECT_THROW((Shape{1ll << 40, 1ll << 40}).numel(), Error);
   Shape full{1, 1, 1, 1, 1, 1, 1, 1};
   EXPECT_THROW(full.push_back(1), Error);
+}
+
+// Work on a CUDA device is serialised per device (core/device_lock.h): recursive for one thread,
+// exclusive across threads, independent between devices, nothing to lock on the CPU. No GPU is
+// needed: the locks are host mutexes.
+TEST(DeviceLock, RecursivePerDeviceAndEmptyOnTheCpu) {
+  EXPECT_FALSE(detail::lock_device(Device::cpu()).owns_lock());
+  auto held = detail::lock_device(Device::cuda(0));
+  ASSERT_TRUE(held.owns_lock());
+  EXPECT_TRUE(detail::lock_device(Device::cuda(0)).owns_lock());  // the same thread again
+  std::atomic<bool> other_device{false}, same_device{false};
+  std::thread t([&] {
+    other_device = detail::lock_device(Device::cuda(1)).owns_lock();
+    const auto l = detail::lock_device(Device::cuda(0));  // waits for `held`
+    same_device = true;
+  });
+  while (!other_device) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(same_device) << "another thread took cuda:0 while this one held it";
+  held.unlock();
+  t.join();
+  EXPECT_TRUE(same_device);
 }

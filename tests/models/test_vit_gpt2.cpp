@@ -9,6 +9,8 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "encore/core/build_info.h"
 #include "encore/io/safetensors.h"
@@ -104,6 +106,38 @@ TEST_P(VitGpt2Golden, StreamingCallbackSeesEveryTokenAndCanCancel) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::cancelled);
   }
+}
+
+// Several threads captioning on one GPU at once: their plans record CUDA graphs on the device's
+// one stream while the others work (first calls record: every thread starts with a fresh batch
+// size), and every caption must still be the golden one.
+TEST_P(VitGpt2Golden, CudaCaptionsFromSeveralThreadsAtOnce) {
+  if (build_info().cuda_devices.empty()) GTEST_SKIP() << "no CUDA GPU present";
+  const auto model = VitGpt2::load(dir_, {.device = "cuda"});
+  const auto other = VitGpt2::load(dir_, {.device = "cuda", .dtype = DType::F16});  // a second model, same device
+  const Tensor pixels = golden("pixel_values"), greedy = golden("greedy.sequences");
+  const std::int32_t eos = model.config().eos_token_id;
+  const int length = static_cast<int>(greedy.dim(1));
+  std::vector<std::string> failures(6);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        const VitGpt2& m = t % 3 == 2 ? other : model;
+        const Tensor one = pixels.slice(0, t % 2, t % 2 + 1).contiguous();  // each thread also runs batch 1
+        for (int rep = 0; rep < 3; ++rep) {
+          const auto both = m.caption(pixels, {.max_length = length});
+          const auto single = m.caption(one, {.max_length = length});
+          for (std::int64_t r = 0; r < 2; ++r)
+            if (both[static_cast<std::size_t>(r)].ids != hf_row(greedy, r, eos)) failures[t] = "batch row differs";
+          if (single[0].ids != hf_row(greedy, t % 2, eos)) failures[t] = "single image differs";
+        }
+      } catch (const std::exception& e) {
+        failures[t] = e.what();
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 6; ++t) EXPECT_EQ(failures[t], "") << "thread " << t;
 }
 
 // The same goldens on the GPU: f32 token-exact (logits to 1e-4), f16/bf16 greedy ids identical.

@@ -27,8 +27,9 @@ struct PlanOptions {
   /// (kernels create their lazy state then); the second records and replays. Inputs are copied into
   /// buffers the plan owns and may then also be given on the CPU. Constants (weights, caches) are
   /// addressed as they were when recorded: their contents may change between runs, their storage
-  /// must not. The device's stream must not be used by another thread while a run records (plans
-  /// of one device share it). Replays skip the device-side index checks (they need a host
+  /// must not. Plans of one device share its stream, so encore runs, builds and destroys them one
+  /// thread at a time per device (as it does VitGpt2's calls); work a caller queues on the device
+  /// outside encore's API (e.g. Tensor copies) must not overlap another thread's run. Replays skip the device-side index checks (they need a host
   /// round trip): an out-of-range embedding/gather index then reads as zeros instead of throwing.
   /// Ignored on the CPU.
   bool cuda_graph = false;

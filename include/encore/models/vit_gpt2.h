@@ -108,7 +108,9 @@ class VitGpt2 {
   /// The planned encoder and decode session (KV cache, cross K/V, and on CUDA the recorded
   /// graphs) are kept for the next call with the same batch, beams and max_length (a few shapes;
   /// release_plans() frees them). Safe to call from several threads: each call works on plans of
-  /// its own.
+  /// its own; on CUDA, calls on one device run one at a time (their plans record CUDA graphs on
+  /// the device's one stream), so a token callback must not wait for another thread's call on
+  /// that device.
   std::vector<Caption> caption(const Tensor& pixel_values, GenerationOptions options,
                                CaptionTimings* timings = nullptr) const;
   /// Frees the plans and decode sessions kept between calls (their arenas, caches, graphs).

@@ -38,6 +38,11 @@ class CudaRunner final : public NodeRunner {
     events_.push_back(e);
     ENCORE_CUDA_CHECK(cudaEventRecord(e, runtime_.stream()));
   }
+  void clear_marks() override {
+    cuda::DeviceGuard guard(runtime_.ordinal());
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);  // freed once their work is done
+    events_.clear();
+  }
   std::vector<double> marks_elapsed() override {
     cuda::DeviceGuard guard(runtime_.ordinal());
     std::vector<double> us;

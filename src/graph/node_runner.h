@@ -21,6 +21,8 @@ class NodeRunner {
   // marks_elapsed() then waits for the work and returns the time between consecutive marks in µs.
   // The default measures host wall time (right for the CPU, where run() returns when done).
   virtual void mark() { marks_.push_back(std::chrono::steady_clock::now()); }
+  /// Drops the marks of a profiled run that did not finish (a node threw, or it was cancelled).
+  virtual void clear_marks() { marks_.clear(); }
   virtual std::vector<double> marks_elapsed() {
     std::vector<double> us;
     for (std::size_t i = 1; i < marks_.size(); ++i)

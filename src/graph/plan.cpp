@@ -110,7 +110,7 @@ void Plan::Impl::bind_input_views() {
 void Plan::Impl::run_nodes(const RunOptions& options) {
   std::vector<Tensor> ins, outs;
   std::vector<OpKind> profiled;
-  if (options.profile != nullptr) runner->mark();
+  if (options.profile != nullptr) runner->clear_marks(), runner->mark();  // none left by a failed run
   for (const Node& node : graph.nodes()) {
     if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed))
       detail::fail(ErrorCode::cancelled, "Plan::run: cancelled before op '{}'", op_name(node.kind));

@@ -2,6 +2,9 @@
 // stops between nodes, outputs are views of the arena.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <random>
 
 #include "encore/graph/plan.h"
@@ -141,6 +144,23 @@ TEST(GraphExec, ProfileListsEveryExecutedNode) {
   EXPECT_EQ(profile[0].kind, OpKind::scale);
   EXPECT_EQ(profile[1].kind, OpKind::activation);
   for (const NodeProfile& n : profile) EXPECT_GE(n.microseconds, 0.0);
+}
+
+// A profiled run that stops early (cancelled) leaves no mark behind: the next profiled run's first
+// entry times its own first node, not the gap since the stopped run.
+TEST(GraphExec, ProfileAfterACancelledProfiledRunIsItsOwn) {
+  Graph g;
+  auto x = g.input("x", DType::F32, {2, 3});
+  g.output("y", g.gelu(g.scale(x, 2.0f)));
+  Plan plan(g, {.fuse = false});
+  const std::map<std::string, Tensor> in{{"x", Tensor::zeros({2, 3}, DType::F32)}};
+  std::vector<NodeProfile> profile;
+  std::atomic<bool> cancel{true};
+  EXPECT_THROW(plan.run(in, {.cancel = &cancel, .profile = &profile}), Error);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a stale mark would put this in entry 0
+  plan.run(in, {.profile = &profile});
+  ASSERT_EQ(profile.size(), 2u);
+  EXPECT_LT(profile[0].microseconds, 300e3) << "the first node was timed from the cancelled run's mark";
 }
 
 // An add may write into its first operand when that operand dies there, but not while the other

@@ -213,13 +213,22 @@ static_assert(!std::is_copy_constructible_v<KvCache> && !std::is_copy_assignable
               "a copy would share the blocks behind a second free list");
 static_assert(std::is_nothrow_move_constructible_v<KvCache>);
 
-TEST(KvCache, ReserveCopiesASharedPartialBlockAfterAReorder) {
+// Two sequences of 3 tokens in blocks of 4: one partial block each, one free slot in it.
+struct PartialBlocks {
+  KvCache cache;
+  History hist;
+  std::mt19937 rng;
+};
+PartialBlocks partial_blocks(unsigned seed) {
   KvCacheConfig c = small_config();
   c.batch = 2, c.block_size = 4;
-  KvCache cache(c);
-  History hist(2);
-  std::mt19937 rng(3);
-  append(cache, hist, 3, rng);
+  PartialBlocks p{KvCache(c), History(2), std::mt19937(seed)};
+  append(p.cache, p.hist, 3, p.rng);
+  return p;
+}
+
+TEST(KvCache, ReserveCopiesASharedPartialBlockAfterAReorder) {
+  auto [cache, hist, rng] = partial_blocks(3);
   cache.reorder(std::vector<int>{0, 0});
   hist[1] = hist[0];
   cache.reserve(1);
@@ -232,12 +241,7 @@ TEST(KvCache, ReserveCopiesASharedPartialBlockAfterAReorder) {
 // Reserved room inside a partial block survives a reorder; the write into it, now shared by two
 // sequences, copies the block first.
 TEST(KvCache, WriteCopiesASharedPartialBlockWhenReorderedAfterReserve) {
-  KvCacheConfig c = small_config();
-  c.batch = 2, c.block_size = 4;
-  KvCache cache(c);
-  History hist(2);
-  std::mt19937 rng(8);
-  append(cache, hist, 3, rng);  // one partial block each, one free slot
+  auto [cache, hist, rng] = partial_blocks(8);
   cache.reserve(1);             // fits the partial block: nothing allocated, nothing shared yet
   cache.reorder(std::vector<int>{0, 0});
   hist[1] = hist[0];

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "core/check.h"
+#include "core/device_lock.h"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -84,9 +85,14 @@ Allocator& allocator_for(DeviceType type) {
 
 Allocator::Usage Allocator::usage(Device) const { return {}; }
 void Allocator::reset_peak(Device) {}
+std::size_t Allocator::release_cached(Device) { return 0; }
 
 Allocator::Usage memory_usage(Device device) { return allocator_for(device.type).usage(device); }
 void reset_peak_memory(Device device) { allocator_for(device.type).reset_peak(device); }
+std::size_t release_cached_memory(Device device) {
+  const auto lock = detail::lock_device(device);  // the release syncs the device: not during a recording
+  return allocator_for(device.type).release_cached(device);
+}
 
 void register_allocator(DeviceType type, Allocator* allocator) {
   if (type == DeviceType::CPU) return;  // the host allocator is fixed

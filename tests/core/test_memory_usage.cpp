@@ -16,6 +16,7 @@ TEST(MemoryUsage, HostTensorsCountWhileTheyLive) {
   EXPECT_EQ(before.reserved_bytes, before.allocated_bytes);  // the host allocator caches nothing
   reset_peak_memory(cpu);
   EXPECT_EQ(memory_usage(cpu).peak_allocated_bytes, before.allocated_bytes);
+  EXPECT_EQ(release_cached_memory(cpu), 0u);  // nothing is kept for reuse on the host
   {
     const Tensor a = Tensor::empty({1000, 1000}, DType::F32);  // 4 MB
     const Allocator::Usage live = memory_usage(cpu);

@@ -51,6 +51,10 @@ class Allocator {
   virtual Usage usage(Device device) const;
   /// Starts a new peak at the current allocated_bytes. The default does nothing.
   virtual void reset_peak(Device device);
+  /// Gives the memory kept for reuse on `device` back to the system (CUDA: the caching
+  /// allocator's free blocks, after the device's queued work) and returns how many bytes. The
+  /// default keeps nothing and returns 0.
+  virtual std::size_t release_cached(Device device);
 };
 
 /// The process-wide aligned host allocator.
@@ -65,6 +69,11 @@ Allocator& allocator_for(DeviceType type);
 /// Error(unsupported) for a device type this build has no backend for.
 Allocator::Usage memory_usage(Device device);
 void reset_peak_memory(Device device);
+/// Gives back the memory encore keeps for reuse on `device` (Allocator::release_cached), e.g.
+/// after VitGpt2::release_plans() or destroying plans, so that other work or processes can have it;
+/// returns the bytes released (memory_usage(d).reserved_bytes drops by as much). Memory still
+/// in use by tensors and plans is not touched.
+std::size_t release_cached_memory(Device device);
 
 /// Registers the allocator of a backend (done once by the backend; not thread-safe against
 /// concurrent allocation). Passing nullptr unregisters it.

@@ -113,7 +113,9 @@ class VitGpt2 {
   /// that device.
   std::vector<Caption> caption(const Tensor& pixel_values, GenerationOptions options,
                                CaptionTimings* timings = nullptr) const;
-  /// Frees the plans and decode sessions kept between calls (their arenas, caches, graphs).
+  /// Frees the plans and decode sessions kept between calls (their arenas, caches, graphs). On
+  /// CUDA their memory returns to encore's cache; encore::release_cached_memory(device) then
+  /// gives it back to the system.
   void release_plans();
 
  private:

@@ -94,6 +94,10 @@ class CudaDeviceAllocator final : public Allocator {
   void reset_peak(Device device) override {
     if (CudaRuntime* rt = device.is_cuda() ? CudaRuntime::find(device.index) : nullptr) rt->allocator().reset_peak();
   }
+  std::size_t release_cached(Device device) override {
+    CudaRuntime* rt = device.is_cuda() ? CudaRuntime::find(device.index) : nullptr;
+    return rt == nullptr ? 0 : rt->allocator().trim();  // a device never used holds nothing
+  }
 };
 
 CudaDeviceAllocator g_device_allocator;

@@ -423,6 +423,24 @@ TEST(CudaRuntime, MemoryUsageFollowsTensors) {
   EXPECT_EQ(memory_usage(dev).peak_allocated_bytes, after.allocated_bytes);
   // A device never used has nothing allocated (and creates no runtime).
   EXPECT_EQ(memory_usage(Device::cuda(999)).allocated_bytes, 0u);
+  EXPECT_EQ(release_cached_memory(Device::cuda(999)), 0u);
+}
+
+// What the cache keeps after tensors go is given back on request, and only that.
+TEST(CudaRuntime, ReleaseCachedMemoryGivesBackWhatIsKept) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = test::runtime().device();
+  const Tensor kept = Tensor::empty({1 << 20}, DType::F32, dev);  // live: stays
+  { const Tensor gone = Tensor::empty({1 << 22}, DType::F32, dev); }  // 16 MiB, back to the cache
+  const Allocator::Usage before = memory_usage(dev);
+  ASSERT_GE(before.reserved_bytes - before.allocated_bytes, std::size_t{16} << 20);
+  const std::size_t released = release_cached_memory(dev);
+  const Allocator::Usage after = memory_usage(dev);
+  EXPECT_EQ(released, before.reserved_bytes - before.allocated_bytes);
+  EXPECT_EQ(after.reserved_bytes, after.allocated_bytes);
+  EXPECT_EQ(after.allocated_bytes, before.allocated_bytes);
+  EXPECT_EQ(release_cached_memory(dev), 0u);
+  EXPECT_EQ(kept.numel(), 1 << 20);
 }
 
 TEST(CudaRuntime, OutOfMemoryNamesRequestAndFreeMemory) {

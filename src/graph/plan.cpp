@@ -187,6 +187,11 @@ std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inp
     ENCORE_CHECK(t.device() == p.options.device || host_ok, invalid_argument,
                  "Plan::run: input '{}' is on {}, the plan runs on {}", info.name, t.device().str(),
                  p.options.device.str());
+    // A strided device tensor would need a device kernel to gather; the host copies any layout.
+    ENCORE_CHECK(t.device().is_cpu() || t.is_contiguous(), invalid_argument,
+                 "Plan::run: input '{}' on {} is a non-contiguous view {}; pass a contiguous tensor (or declare "
+                 "the view in the graph: slice/transpose of a contiguous input cost nothing)",
+                 info.name, t.device().str(), t.str());
   }
   for (const auto& [name, t] : inputs) {
     bool known = false;

@@ -88,9 +88,10 @@ class Plan {
   bool accepts_host_inputs() const noexcept;
 
   /// Runs the graph. `inputs` maps every graph input name to a tensor of the declared dtype and
-  /// shape on the plan's device (non-contiguous tensors are copied; CPU tensors are accepted too
-  /// where accepts_host_inputs()). Returns the outputs by name; they are views into the arena,
-  /// valid until the next run() (clone() to keep them). One run at a time per plan.
+  /// shape on the plan's device (non-contiguous CPU tensors are copied; a CUDA input must be
+  /// contiguous; CPU tensors are accepted too where accepts_host_inputs()). An output of the
+  /// previous run may be given as an input: it is copied first. Returns the outputs by name; they
+  /// are views into the arena, valid until the next run() (clone() to keep them). One run at a time per plan.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, const RunOptions& options = {});
 
  private:

@@ -122,6 +122,36 @@ TEST(CudaGraphPlan, HostInputsNeedRecording) {
   }
 }
 
+// A strided view already on the GPU is refused by name (gathering it needs a device kernel); the
+// same view declared in the graph runs. An output fed back as the next input is read intact.
+TEST(CudaGraphPlan, DeviceInputsMustBeContiguousAndOutputsMayBeFedBack) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = cuda::test::runtime().device();
+  std::mt19937 rng(15);
+  Graph g;
+  Value x = g.input("x", DType::F32, {16, 8});
+  g.output("y", g.scale(g.contiguous(g.transpose(x, 0, 1)), 1.0f, 0.5f));  // [8, 16]: not square, so
+  Graph sq;                                                                 // a square one for feeding back
+  Value s = sq.input("x", DType::F32, {8, 8});
+  sq.output("y", sq.scale(sq.contiguous(sq.transpose(s, 0, 1)), 1.0f, 0.5f));
+  Plan plan(g, {.device = dev});
+  const Tensor wide = random_host({8, 16}, rng).to(dev);
+  try {
+    plan.run({{"x", wide.transpose(0, 1)}});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("input 'x' on cuda:0 is a non-contiguous view"), std::string::npos) << e.what();
+  }
+  Plan square(sq, {.device = dev});
+  const Tensor x0 = random_host({8, 8}, rng);
+  const Tensor y1 = square.run({{"x", x0.to(dev)}}).at("y");
+  const std::vector<float> first = y1.to(Device::cpu()).to_float_vector();
+  const std::vector<float> second = square.run({{"x", y1}}).at("y").to(Device::cpu()).to_float_vector();
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) ASSERT_EQ(second[i * 8 + j], first[j * 8 + i] + 0.5f) << i << "," << j;
+}
+
 TEST(CudaGraphPlan, CancelledBeforeReplay) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(13);

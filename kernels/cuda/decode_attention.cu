@@ -34,6 +34,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backends/cuda/cooperative_grids.h"
 #include "kernels/common/decode_checks.h"
 #include "kernels/cuda/decode_attention_internal.h"
 #include "kernels/cuda/decode_attention_lean.cuh"
@@ -161,27 +162,12 @@ StreamState& stream_state(int ordinal, cudaStream_t stream, std::size_t ws_bytes
   return s;
 }
 
-// Lean grid sizes per device: the largest that launched, the smallest that was refused.
-struct LeanGrids {
-  int launched = 0;
-  int refused = INT_MAX;
-};
-std::mutex g_lean_grids_mutex;
-std::map<int, LeanGrids> g_lean_grids;
+// Lean's cooperative grids per device (a refused size is not tried again; under stream capture
+// only sizes that launched before are tried).
+CooperativeGrids g_lean_grids;
 
 bool lean_grid_may_launch(int ordinal, int grid, bool capturing) {
-  std::lock_guard<std::mutex> lock(g_lean_grids_mutex);
-  const LeanGrids& g = g_lean_grids[ordinal];
-  return grid < g.refused && (!capturing || grid <= g.launched);
-}
-
-void record_lean_grid(int ordinal, int grid, bool launched) {
-  std::lock_guard<std::mutex> lock(g_lean_grids_mutex);
-  LeanGrids& g = g_lean_grids[ordinal];
-  if (launched)
-    g.launched = std::max(g.launched, grid);
-  else
-    g.refused = std::min(g.refused, grid);
+  return grid < g_lean_grids.refused(ordinal) && (!capturing || grid <= g_lean_grids.launched(ordinal));
 }
 
 /// Co-resident CTAs per SM of `fn` with `smem` bytes, after raising the kernel's dynamic shared
@@ -363,7 +349,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
     if (lean_grid_may_launch(l.rt.ordinal(), p.G, capture != cudaStreamCaptureStatusNone)) {
       void* args[] = {&p};
       const cudaError_t err = cudaLaunchKernelExC(&cfg, kern.fn, args);
-      record_lean_grid(l.rt.ordinal(), p.G, err != cudaErrorCooperativeLaunchTooLarge);
+      g_lean_grids.record(l.rt.ordinal(), p.G, err != cudaErrorCooperativeLaunchTooLarge);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         kc::check_cuda(err, "decode_attention: lean kernel launch");
         info.strategy = strategy, info.ctas = G, info.ctas_per_sm = occ, info.smem_bytes = smem, info.workspace_bytes = ws;

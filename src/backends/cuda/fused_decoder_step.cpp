@@ -6,11 +6,10 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include <fmt/format.h>
 
+#include "backends/cuda/cooperative_grids.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/runtime.h"
@@ -58,6 +57,7 @@ namespace {
 
 struct Plan {
   int d = 0, heads = 0, hd = 0, ffn = 0, vocab = 0, t_enc = 0, max_keys = 0, x_floats = 0;
+  int dynamic_smem_max = 0;  // the device's opt-in shared memory less the kernel's static share
   int grid = 0, ring_bytes = 0;
   std::size_t smem = 0;
 };
@@ -69,22 +69,8 @@ std::vector<const void*> pack_sources(const FusedDecoderWeights& w) {
   return out;
 }
 
-// The smallest cooperative grid each device refused to launch (an MPS SM limit or a green context
-// holds fewer co-resident CTAs than the device has): later sessions do not try a grid that large.
-std::mutex g_refused_mutex;
-std::map<int, int> g_refused_grid;
-
-int refused_grid(int ordinal) {
-  std::lock_guard<std::mutex> lock(g_refused_mutex);
-  const auto it = g_refused_grid.find(ordinal);
-  return it == g_refused_grid.end() ? INT_MAX : it->second;
-}
-
-void record_refused_grid(int ordinal, int grid) {
-  std::lock_guard<std::mutex> lock(g_refused_mutex);
-  auto [it, fresh] = g_refused_grid.emplace(ordinal, grid);
-  if (!fresh) it->second = std::min(it->second, grid);
-}
+// The step's cooperative grids per device: a refused size is not tried by later sessions.
+CooperativeGrids g_grids;
 
 std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights& w, Plan& p) {
   if (!w.wte.defined() || !w.wte.device().is_cuda()) return "the weights are not on a CUDA device";
@@ -159,9 +145,10 @@ std::string layout_reason(const FusedDecoderShape& sh, const FusedDecoderWeights
                attributes.binaryVersion / 10, ".", attributes.binaryVersion % 10, ")");
   int optin = 0;
   ENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, rt.ordinal()));
+  p.dynamic_smem_max = optin - static_cast<int>(attributes.sharedSizeBytes);
   p.grid = rt.multiprocessors();
-  if (refused_grid(rt.ordinal()) <= p.grid)
-    return cat("a cooperative grid of ", refused_grid(rt.ordinal()), " CTAs was refused on this device before (",
+  if (g_grids.refused(rt.ordinal()) <= p.grid)
+    return cat("a cooperative grid of ", g_grids.refused(rt.ordinal()), " CTAs was refused on this device before (",
                p.grid, " needed)");
   if (static_cast<i64>(std::max<i64>({3 * d, f, p.vocab})) * p.grid >= (i64{1} << 31))
     return cat("a vocabulary of ", p.vocab, " over ", p.grid, " SMs overflows 32-bit column arithmetic");
@@ -272,14 +259,9 @@ FusedDecoderStep::FusedDecoderStep(const FusedDecoderShape& shape, FusedDecoderW
   DeviceGuard guard_dev(m.rt->ordinal());
   // The limit is the kernel's, shared by every instance on the device: set it to the most any
   // instance can ask for, so that building one never lowers it under another's launch.
-  int optin = 0;
-  ENCORE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, m.rt->ordinal()));
-  cudaFuncAttributes fa{};
-  ENCORE_CUDA_CHECK(cudaFuncGetAttributes(&fa, m.kernel));
-  const int dynamic_max = optin - static_cast<int>(fa.sharedSizeBytes);
-  ENCORE_CHECK(static_cast<i64>(m.smem) <= dynamic_max, unsupported,
-               "fused decoder step: {} bytes of shared memory asked, {} available per CTA", m.smem, dynamic_max);
-  ENCORE_CUDA_CHECK(cudaFuncSetAttribute(m.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
+  ENCORE_CHECK(static_cast<i64>(m.smem) <= p.dynamic_smem_max, unsupported,
+               "fused decoder step: {} bytes of shared memory asked, {} available per CTA", m.smem, p.dynamic_smem_max);
+  ENCORE_CUDA_CHECK(cudaFuncSetAttribute(m.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, p.dynamic_smem_max));
   int per_sm = 0;
   ENCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m.kernel, kThreads, m.smem));
   ENCORE_CHECK(per_sm >= 1, unsupported, "fused decoder step: a {}-thread CTA with {} bytes of shared memory does not fit on an SM",
@@ -323,7 +305,7 @@ void FusedDecoderStep::run(std::span<const std::int32_t> tokens, int eos_token_i
   const cudaError_t err = cudaLaunchKernelExC(&cfg, m.kernel, params);
   if (err == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a launch-configuration error: nothing ran, the context is fine
-    record_refused_grid(m.rt->ordinal(), m.grid);
+    g_grids.record(m.rt->ordinal(), m.grid, false);
     detail::fail(ErrorCode::unsupported,
                  "fused decoder step: this GPU context cannot hold {} co-resident CTAs of {} threads and {} bytes of "
                  "shared memory (an MPS SM limit or a green context?)",

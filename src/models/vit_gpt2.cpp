@@ -5,8 +5,8 @@
 #include <mutex>
 
 #include "core/check.h"
-#include "decode/generation_internal.h"
 #include "core/device_lock.h"
+#include "decode/generation_internal.h"
 #include "encore/graph/plan.h"
 #include "models/vit_gpt2_internal.h"
 #include "models/vit_gpt2_session.h"
@@ -55,6 +55,9 @@ struct EncoderPlan {
 }  // namespace
 
 struct VitGpt2::Impl {
+  /// Checks the device and dtype of `options`; config and weights are the loader's to fill.
+  explicit Impl(const ModelOptions& options);
+
   VitGpt2Config config;
   vitgpt2::Weights weights;
   Device device;
@@ -81,40 +84,23 @@ Tensor to_host_f32(const Tensor& t) {
 
 }  // namespace
 
-namespace {
-
-// The options checked: device, dtype and plan options of a model about to load.
-struct ModelPlacement {
-  Device device;
-  DType dtype;
-  PlanOptions plan_options;
-};
-
-ModelPlacement placement(const ModelOptions& options) {
-  const Device device = Device::parse(options.device);
-  check_dtype(options.dtype, device);
+VitGpt2::Impl::Impl(const ModelOptions& options) : device(Device::parse(options.device)), dtype(options.dtype) {
+  check_dtype(dtype, device);
   // On CUDA every plan is recorded once and replayed: one launch per encoder pass or decode step.
-  return {device, options.dtype,
-          PlanOptions{.device = device, .num_threads = options.num_threads, .cuda_graph = device.is_cuda()}};
+  plan_options = PlanOptions{.device = device, .num_threads = options.num_threads, .cuda_graph = device.is_cuda()};
 }
 
-}  // namespace
-
 VitGpt2 VitGpt2::load(const std::filesystem::path& dir, const ModelOptions& options) {
-  const ModelPlacement at = placement(options);
-  const auto lock = detail::lock_device(at.device);  // weights are copied to the device
-  auto impl = std::make_unique<Impl>();
-  impl->device = at.device, impl->dtype = at.dtype, impl->plan_options = at.plan_options;
+  auto impl = std::make_unique<Impl>(options);
+  const auto lock = detail::lock_device(impl->device);  // weights are copied to the device
   impl->config = vitgpt2::read_config(dir);
   impl->weights = vitgpt2::load_weights(dir, impl->config, impl->dtype, impl->device);
   return VitGpt2(std::move(impl));
 }
 
 VitGpt2 VitGpt2::load(VitGpt2Files files, const ModelOptions& options) {
-  const ModelPlacement at = placement(options);
-  const auto lock = detail::lock_device(at.device);
-  auto impl = std::make_unique<Impl>();
-  impl->device = at.device, impl->dtype = at.dtype, impl->plan_options = at.plan_options;
+  auto impl = std::make_unique<Impl>(options);
+  const auto lock = detail::lock_device(impl->device);
   impl->config = vitgpt2::parse_config(files.config_json, files.generation_config_json, "<memory>/config.json",
                                        "<memory>/generation_config.json");
   impl->weights = vitgpt2::load_weights(io::ModelWeights::from_files(std::move(files.weights)), impl->config,
@@ -232,10 +218,10 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOpti
   if (options.eos_token_id == -1) options.eos_token_id = c.eos_token_id;
   if (options.pad_token_id == -1) options.pad_token_id = c.pad_token_id;
   // Every option is checked before the encoder runs and a session is planned for batch x beams.
-  ENCORE_CHECK(pixel_values.defined() && pixel_values.rank() == 4 && pixel_values.dim(0) >= 1 &&
-                   pixel_values.dim(0) <= detail::kMaxGenerationRows,
-               invalid_argument, "VitGpt2::caption: pixel_values must be [B, 3, H, W] with 1 <= B <= {}, got {}",
-               detail::kMaxGenerationRows, pixel_values.defined() ? pixel_values.shape().str() : std::string("undefined"));
+  check_pixels(pixel_values, c);
+  ENCORE_CHECK(pixel_values.dim(0) <= detail::kMaxGenerationRows, invalid_argument,
+               "VitGpt2::caption: {} images is over the {} rows generation takes", pixel_values.dim(0),
+               detail::kMaxGenerationRows);
   detail::validate_options(options, static_cast<int>(pixel_values.dim(0)), static_cast<int>(c.vocab_size));
   ENCORE_CHECK(options.max_length <= c.max_positions, invalid_argument,
                "VitGpt2::caption: max_length {} must be at most {} (the decoder's positions)", options.max_length,

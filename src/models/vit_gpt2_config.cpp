@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <fstream>
 #include <iterator>
-#include <optional>
 #include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
@@ -179,20 +179,21 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
                                       token_id(d, "decoder_start_token_id", token_id(d, "bos_token_id", 50256, where), where),
                                       where);
   constexpr std::int64_t kMaxInt = std::numeric_limits<int>::max();
-  c.max_length = static_cast<int>(int_field(j, "max_length", int_field(d, "max_length", 20, 1, kMaxInt, where), 1,
-                                            kMaxInt, where));
-  c.num_beams = static_cast<int>(int_field(j, "num_beams", 1, 1, kMaxInt, where));
-  c.length_penalty = float_field(j, "length_penalty", 1.0f, false, where);
-  // Sampling settings are read as they are; generate() checks them only when it samples, as HF
-  // does (a config may well hold "temperature": 0.0 beside "do_sample": false).
-  const auto sampling = [&](const json& obj, const std::string& w) {
+  c.max_length = static_cast<int>(int_field(d, "max_length", c.max_length, 1, kMaxInt, where));
+  // The generation settings of config.json's top level, then of generation_config.json. Sampling
+  // settings are read as they are; generate() checks them only when it samples, as HF does (a
+  // config may well hold "temperature": 0.0 beside "do_sample": false).
+  const auto generation = [&](const json& obj, const std::string& w) {
+    c.max_length = static_cast<int>(int_field(obj, "max_length", c.max_length, 1, kMaxInt, w));
+    c.num_beams = static_cast<int>(int_field(obj, "num_beams", c.num_beams, 1, kMaxInt, w));
+    c.length_penalty = float_field(obj, "length_penalty", c.length_penalty, false, w);
     c.min_length = static_cast<int>(int_field(obj, "min_length", c.min_length, 0, kMaxInt, w));
     c.do_sample = field<bool>(obj, "do_sample", c.do_sample, w);
     c.top_k = static_cast<int>(int_field(obj, "top_k", c.top_k, std::numeric_limits<int>::min(), kMaxInt, w));
     c.temperature = float_field(obj, "temperature", c.temperature, false, w);
     c.top_p = float_field(obj, "top_p", c.top_p, false, w);
   };
-  sampling(j, where);
+  generation(j, where);
 
   if (generation_json) {
     const std::string& gw = generation_where;
@@ -200,10 +201,7 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
     c.decoder_start_token_id = token_id(gj, "decoder_start_token_id", c.decoder_start_token_id, gw);
     c.eos_token_id = token_id(gj, "eos_token_id", c.eos_token_id, gw);
     c.pad_token_id = token_id(gj, "pad_token_id", c.pad_token_id, gw);
-    c.max_length = static_cast<int>(int_field(gj, "max_length", c.max_length, 1, kMaxInt, gw));
-    c.num_beams = static_cast<int>(int_field(gj, "num_beams", c.num_beams, 1, kMaxInt, gw));
-    c.length_penalty = float_field(gj, "length_penalty", c.length_penalty, false, gw);
-    sampling(gj, gw);
+    generation(gj, gw);
     const auto es = gj.find("early_stopping");
     if (es != gj.end() && es->is_boolean()) c.early_stopping = es->get<bool>() ? 1 : 0;
     if (es != gj.end() && es->is_string() && es->get<std::string>() == "never") c.early_stopping = 2;

@@ -130,29 +130,19 @@ void Plan::Impl::run_nodes(const RunOptions& options) {
 // Records the nodes (the caller then replays the recording). A node that cannot be recorded, or a
 // recording that cannot be finished, turns recording off for this plan: it runs node by node.
 void Plan::Impl::record_nodes() {
+  bool capturing = false;
   try {
     runner->begin_capture();
-  } catch (const std::exception& e) {
-    record = false;
-    detail::log(LogLevel::warn, "Plan: starting a CUDA graph recording failed ({}); running node by node", e.what());
-    return;
-  }
-  try {
+    capturing = true;
     run_nodes(RunOptions{});
+    capturing = false;  // end_capture(true) ends the capture whether or not it then succeeds
+    runner->end_capture(true);
+    recorded = true;
   } catch (const std::exception& e) {
-    runner->end_capture(false);
+    if (capturing) runner->end_capture(false);
     record = false;
     detail::log(LogLevel::warn, "Plan: recording a CUDA graph failed ({}); running node by node", e.what());
-    return;
   }
-  try {  // ending the capture or instantiating the graph can fail too (e.g. an invalidated capture)
-    runner->end_capture(true);
-  } catch (const std::exception& e) {
-    record = false;
-    detail::log(LogLevel::warn, "Plan: finishing a CUDA graph recording failed ({}); running node by node", e.what());
-    return;
-  }
-  recorded = true;
 }
 
 Plan::~Plan() {

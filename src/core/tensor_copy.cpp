@@ -148,7 +148,7 @@ void Tensor::copy_from(const Tensor& src) {
   const Device& first = swap ? device() : src.device();
   const Device& second = swap ? src.device() : device();
   const auto lock_first = detail::lock_device(first);
-  const auto lock_second = second == first ? std::unique_lock<std::recursive_mutex>() : detail::lock_device(second);
+  const auto lock_second = detail::lock_device(second);  // recursive: the same device twice is fine
   a.copy(data(), device(), src.data(), src.device(), nbytes());
 }
 

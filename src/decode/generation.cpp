@@ -24,20 +24,6 @@
 #include "decode/generation_internal.h"
 
 namespace encore {
-namespace {
-
-using detail::take_logits;
-
-void validate(const DecoderSession& session, int batch, const GenerationOptions& o) {
-  detail::validate_options(o, batch, session.vocab_size());
-  const long long rows = static_cast<long long>(batch) * o.num_beams;
-  ENCORE_CHECK(session.rows() == rows, invalid_argument,
-               "generate: session.rows() = {} but batch * num_beams = {} * {} = {}", session.rows(), batch,
-               o.num_beams, rows);
-}
-
-}  // namespace
-
 namespace detail {
 
 void validate_options(const GenerationOptions& o, int batch, int vocab) {
@@ -78,6 +64,16 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
 }  // namespace detail
 
 namespace {
+
+using detail::take_logits;
+
+void validate(const DecoderSession& session, int batch, const GenerationOptions& o) {
+  detail::validate_options(o, batch, session.vocab_size());
+  const long long rows = static_cast<long long>(batch) * o.num_beams;
+  ENCORE_CHECK(session.rows() == rows, invalid_argument,
+               "generate: session.rows() = {} but batch * num_beams = {} * {} = {}", session.rows(), batch,
+               o.num_beams, rows);
+}
 
 // Chooses the next token of one row and returns its log-probability under the processed scores.
 // `log_probs`: the scores are already log_softmax(logits); unless a processor changed them, the

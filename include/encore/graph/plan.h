@@ -28,9 +28,10 @@ struct PlanOptions {
   /// buffers the plan owns and may then also be given on the CPU. Constants (weights, caches) are
   /// addressed as they were when recorded: their contents may change between runs, their storage
   /// must not. Plans of one device share its stream, so encore runs, builds and destroys them one
-  /// thread at a time per device (as it does VitGpt2's calls); work a caller queues on the device
-  /// outside encore's API (e.g. Tensor copies) must not overlap another thread's run. Replays skip the device-side index checks (they need a host
-  /// round trip): an out-of-range embedding/gather index then reads as zeros instead of throwing.
+  /// thread at a time per device (as it does VitGpt2's calls and Tensor copies); work a caller
+  /// queues on the device by other means must not overlap another thread's run. Replays skip the
+  /// device-side index checks (they need a host round trip): an out-of-range embedding/gather
+  /// index then reads as zeros instead of throwing.
   /// Ignored on the CPU.
   bool cuda_graph = false;
 };
@@ -91,7 +92,8 @@ class Plan {
   /// shape on the plan's device (non-contiguous CPU tensors are copied; a CUDA input must be
   /// contiguous; CPU tensors are accepted too where accepts_host_inputs()). An output of the
   /// previous run may be given as an input: it is copied first. Returns the outputs by name; they
-  /// are views into the arena, valid until the next run() (clone() to keep them). One run at a time per plan.
+  /// are views into the arena, valid until the next run() (clone() to keep them). One run at a
+  /// time per plan.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, const RunOptions& options = {});
 
  private:

@@ -296,6 +296,20 @@ TEST(CudaAttentionHopper, OddSizesAndLayouts) {
   check_hopper({.B = 1, .Tq = 70, .Tk = 140, .D = 128, .dt = DType::F16, .f32_out = true}, rng);
 }
 
+// D = 64 computes a last key tile only as wide as its keys rounded up to 32 (S = Q K^T of width
+// 32, 64 or 96, and P V over as many keys): every width, with the end of the keys at different
+// places inside it, and a tail of a full 128 keys less one.
+TEST(CudaAttentionHopper, NarrowLastTileOfEveryWidth) {
+  ENCORE_REQUIRE_HOPPER();
+  std::mt19937 rng(91);
+  int n = 0;
+  for (int r : {1, 17, 32, 34, 50, 69, 80, 90, 100, 113, 127}) {
+    const DType dt = n++ % 2 == 0 ? DType::F16 : DType::BF16;
+    check_hopper({.B = 2, .Tq = 70, .Tk = 128 + r, .D = 64, .dt = dt}, rng, /*check_auto=*/true);
+  }
+  check_hopper({.B = 1, .Tq = 100, .Tk = 3 * 128 + 69, .D = 64, .dt = DType::F16, .range = 3.0}, rng);
+}
+
 TEST(CudaAttentionHopper, Causal) {
   ENCORE_REQUIRE_HOPPER();
   std::mt19937 rng(72);

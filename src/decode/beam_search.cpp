@@ -201,13 +201,13 @@ void BeamSearch::report(int b, bool search_over) {
   const bool frozen = search_over || !open_[b] || (pool_full(b) && o_.early_stopping == 1);
   if (frozen) {
     reported_[b] = 1;
-    emit_token(o_, b, best_done.ids.back(), best_done.ids, true);
+    emit_token(o_, b, 0, best_done.ids.back(), best_done.ids, true);
     return;
   }
   const Hyp& lead = running_[row(b, 0)];
   const float lead_score = lead.score / length_divisor(cur_len_ - 1, o_.length_penalty);
   const Hyp& shown = (best_done.finished && best_done.score >= lead_score) ? best_done : lead;
-  emit_token(o_, b, shown.ids.back(), shown.ids, false);
+  emit_token(o_, b, 0, shown.ids.back(), shown.ids, false);
 }
 
 std::vector<GenerationResult> BeamSearch::run() {
@@ -229,8 +229,11 @@ std::vector<GenerationResult> BeamSearch::run() {
     session_.reorder(parents_);
     logits = take_logits(session_.step(tokens_), batch_ * beams_, vocab_);
   }
-  std::vector<GenerationResult> out(static_cast<std::size_t>(batch_));
-  for (int b = 0; b < batch_; ++b) out[b] = GenerationResult{pool(b)[0].ids, pool(b)[0].score};
+  // HF returns the first num_return_sequences of each item's finished pool (kept best first).
+  std::vector<GenerationResult> out;
+  out.reserve(static_cast<std::size_t>(batch_) * o_.num_return_sequences);
+  for (int b = 0; b < batch_; ++b)
+    for (int j = 0; j < o_.num_return_sequences; ++j) out.push_back(GenerationResult{pool(b)[j].ids, pool(b)[j].score});
   return out;
 }
 

@@ -14,9 +14,13 @@
 // (finished rows draw too, so a row's draws do not depend on when others finish), and picks the
 // first token whose cumulative probability (index order, double precision) exceeds u.
 //
-// on_token (greedy/sampling): one event per unfinished item per step, in item order; the event
-// for the token that finishes an item (eos or max_length) has finished = true, and that item gets
-// no events afterwards.
+// Sampling with num_return_sequences = n runs batch * n rows, item i's samples on rows i*n .. i*n+n-1
+// (HF expands the inputs the same way), each row a sequence of its own.
+//
+// on_token (greedy/sampling): one event per unfinished sequence per step, in row order; the event
+// for the token that finishes a sequence (eos or max_length) has finished = true, and that
+// sequence gets no events afterwards.
+#include <climits>
 #include <cmath>
 #include <string>
 
@@ -30,9 +34,25 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
   const char* w = "GenerationOptions";
   ENCORE_CHECK(batch >= 1, invalid_argument, "generate: batch = {} must be >= 1", batch);
   ENCORE_CHECK(o.num_beams >= 1, invalid_argument, "{}.num_beams = {} must be >= 1", w, o.num_beams);
-  ENCORE_CHECK(static_cast<long long>(batch) * o.num_beams <= kMaxGenerationRows, invalid_argument,
-               "{}.num_beams = {}: batch {} x num_beams is over {} rows", w, o.num_beams, batch, kMaxGenerationRows);
-  ENCORE_CHECK(o.max_length >= 2, invalid_argument,
+  ENCORE_CHECK(o.num_return_sequences >= 1, invalid_argument, "{}.num_return_sequences = {} must be >= 1", w,
+               o.num_return_sequences);
+  // HF GenerationConfig.validate: more than one sequence needs beams to pick from, or sampling.
+  ENCORE_CHECK(o.num_return_sequences == 1 || o.num_beams > 1 || o.do_sample, invalid_argument,
+               "{}.num_return_sequences = {}: greedy decoding returns one sequence per item (use num_beams >= {} or "
+               "do_sample)",
+               w, o.num_return_sequences, o.num_return_sequences);
+  ENCORE_CHECK(o.num_beams == 1 || o.num_return_sequences <= o.num_beams, invalid_argument,
+               "{}.num_return_sequences = {} must be at most num_beams = {}", w, o.num_return_sequences, o.num_beams);
+  const int per = generation_rows_per_item(o);
+  ENCORE_CHECK(static_cast<long long>(batch) * per <= kMaxGenerationRows, invalid_argument,
+               "{}.{} = {}: batch {} x {} is over {} rows", w, o.num_beams > 1 ? "num_beams" : "num_return_sequences",
+               per, batch, per, kMaxGenerationRows);
+  ENCORE_CHECK(o.max_new_tokens == -1 || (o.max_new_tokens >= 1 && o.max_new_tokens < INT_MAX), invalid_argument,
+               "{}.max_new_tokens = {} must be >= 1 (or -1: unset, max_length applies)", w, o.max_new_tokens);
+  ENCORE_CHECK(o.min_new_tokens >= -1 && o.min_new_tokens < INT_MAX, invalid_argument,
+               "{}.min_new_tokens = {} must be >= 0 (or -1: unset, min_length applies)", w, o.min_new_tokens);
+  // max_new_tokens, when set, replaces max_length (HF ignores the latter then).
+  ENCORE_CHECK(o.max_new_tokens != -1 || o.max_length >= 2, invalid_argument,
                "{}.max_length = {} must be > 1 (it counts the start token, which is already there)", w,
                o.max_length);
   ENCORE_CHECK(o.min_length >= 0, invalid_argument, "{}.min_length = {} must be >= 0", w, o.min_length);
@@ -61,7 +81,20 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
                "{}.pad_token_id = {} must be -1 (= eos) or in [0, vocab_size = {})", w, o.pad_token_id, vocab);
 }
 
+GenerationOptions resolve_lengths(GenerationOptions o) {
+  constexpr int kPrompt = 1;  // the start token
+  if (o.max_new_tokens >= 1) o.max_length = kPrompt + o.max_new_tokens;
+  if (o.min_new_tokens >= 0) o.min_length = kPrompt + o.min_new_tokens;
+  o.max_new_tokens = o.min_new_tokens = -1;
+  return o;
+}
+
 }  // namespace detail
+
+int generation_rows_per_item(const GenerationOptions& o) noexcept {
+  if (o.num_beams > 1) return o.num_beams;
+  return o.do_sample ? o.num_return_sequences : 1;
+}
 
 namespace {
 
@@ -69,10 +102,11 @@ using detail::take_logits;
 
 void validate(const DecoderSession& session, int batch, const GenerationOptions& o) {
   detail::validate_options(o, batch, session.vocab_size());
-  const long long rows = static_cast<long long>(batch) * o.num_beams;
+  const int per = generation_rows_per_item(o);
+  const long long rows = static_cast<long long>(batch) * per;
   ENCORE_CHECK(session.rows() == rows, invalid_argument,
-               "generate: session.rows() = {} but batch * num_beams = {} * {} = {}", session.rows(), batch,
-               o.num_beams, rows);
+               "generate: session.rows() = {} but batch * {} = {} * {} = {}", session.rows(),
+               o.num_beams > 1 ? "num_beams" : o.do_sample ? "num_return_sequences" : "1", batch, per, rows);
 }
 
 // Chooses the next token of one row and returns its log-probability under the processed scores.
@@ -98,7 +132,9 @@ std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int
   return static_cast<std::int32_t>(token);
 }
 
-std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batch, const GenerationOptions& o) {
+// `batch` rows, each its own sequence; row b is sequence b % per of item b / per (events only).
+std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batch, int per,
+                                               const GenerationOptions& o) {
   const int vocab = session.vocab_size();
   const std::int32_t pad = o.pad_token_id >= 0 ? o.pad_token_id : o.eos_token_id;
   const bool log_probs = session.step_returns_log_probs();
@@ -160,7 +196,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
         finished[b] = true;
         --unfinished;
       }
-      detail::emit_token(o, b, tokens[b], out[b].ids, done);
+      detail::emit_token(o, b / per, b % per, tokens[b], out[b].ids, done);
     }
     if (unfinished == 0) break;
     step(tokens);
@@ -177,8 +213,11 @@ std::vector<GreedyChoice> DecoderSession::step_greedy(std::span<const std::int32
 
 std::vector<GenerationResult> generate(DecoderSession& session, int batch, const GenerationOptions& options) {
   validate(session, batch, options);
-  if (options.num_beams > 1) return detail::beam_search(session, batch, options);
-  return greedy_or_sample(session, batch, options);
+  const GenerationOptions o = detail::resolve_lengths(options);
+  if (o.num_beams > 1) return detail::beam_search(session, batch, o);
+  // Sampling with n sequences per item: each of the batch * n rows is sampled on its own.
+  const int per = generation_rows_per_item(o);
+  return greedy_or_sample(session, batch * per, per, o);
 }
 
 }  // namespace encore

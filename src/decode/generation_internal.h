@@ -21,6 +21,11 @@ inline constexpr long long kMaxGenerationRows = 1 << 20;
 /// Models call it before encoding, so that a bad option fails before any work.
 void validate_options(const GenerationOptions& options, int batch, int vocab);
 
+/// `options` (validated) with max_new_tokens / min_new_tokens applied to max_length / min_length
+/// (HF: the prompt is the start token, so max_length = 1 + max_new_tokens) and then unset: the
+/// lengths the search and a model's session are sized by.
+GenerationOptions resolve_lengths(GenerationOptions options);
+
 /// The logits returned by DecoderSession::step as a writable contiguous CPU f32 [rows, vocab]
 /// tensor (converting dtype/device like HF's `.to(torch.float32)`): the session's own tensor when
 /// generate() holds the only reference to memory it owns, else a copy. Throws if the shape is wrong.
@@ -67,11 +72,12 @@ class SplitMix64 {
 /// Samples an index from softmax(scores) with one uniform draw (inverse CDF in index order).
 int sample_from_scores(std::span<const float> scores, double uniform);
 
-/// Beam search (HF 5.17 `_beam_search`, do_sample = false). Options are already validated.
+/// Beam search (HF 5.17 `_beam_search`, do_sample = false). Options are already validated and
+/// resolved (resolve_lengths).
 std::vector<GenerationResult> beam_search(DecoderSession& session, int batch, const GenerationOptions& o);
 
 /// Throws Error(cancelled) when the callback returns false; no-op without a callback.
-void emit_token(const GenerationOptions& o, int item, std::int32_t token,
+void emit_token(const GenerationOptions& o, int item, int sequence, std::int32_t token,
                 std::span<const std::int32_t> ids, bool finished);
 
 }  // namespace encore::detail

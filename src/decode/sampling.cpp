@@ -179,11 +179,12 @@ int sample_from_scores(std::span<const float> scores, double uniform) {
   return last_positive;  // rounding left target at the very end of the distribution
 }
 
-void emit_token(const GenerationOptions& o, int item, std::int32_t token, std::span<const std::int32_t> ids,
-                bool finished) {
+void emit_token(const GenerationOptions& o, int item, int sequence, std::int32_t token,
+                std::span<const std::int32_t> ids, bool finished) {
   if (!o.on_token) return;
   TokenEvent ev;
   ev.item = item;
+  ev.sequence = sequence;
   ev.token = token;
   ev.ids = ids;
   ev.finished = finished;

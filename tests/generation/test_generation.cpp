@@ -114,7 +114,8 @@ class FakeSession final : public DecoderSession {
 };
 
 FakeSession toy_session(int batch, const GenerationOptions& o, const ToyLogits& toy, bool log_probs = false) {
-  return FakeSession(batch * o.num_beams, toy.vocab, o.num_beams, toy, log_probs);
+  const int per = generation_rows_per_item(o);
+  return FakeSession(batch * per, toy.vocab, per, toy, log_probs);
 }
 
 std::vector<GenerationResult> run_toy(int batch, const GenerationOptions& o, const ToyLogits& toy) {
@@ -127,7 +128,7 @@ TEST(GenerationGolden, MatchesHuggingFace) {
   std::ifstream in(std::string(ENCORE_TEST_DATA_DIR) + "/generation/golden.json");
   ASSERT_TRUE(in) << "missing tests/data/generation/golden.json";
   const nlohmann::json doc = nlohmann::json::parse(in);
-  ASSERT_GE(doc["cases"].size(), 10u);
+  ASSERT_GE(doc["cases"].size(), 25u);
   for (const auto& c : doc["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     const auto& j = c["options"];
@@ -140,6 +141,9 @@ TEST(GenerationGolden, MatchesHuggingFace) {
     o.start_token_id = j["start_token_id"];
     o.eos_token_id = j["eos_token_id"];
     o.pad_token_id = j["pad_token_id"];
+    o.max_new_tokens = j.value("max_new_tokens", -1);
+    o.min_new_tokens = j.value("min_new_tokens", -1);
+    o.num_return_sequences = j.value("num_return_sequences", 1);
     ToyLogits toy{c["seed"], c["vocab"], o.eos_token_id, c["eos_bias"], c["eos_bias_step"]};
     const int batch = c["batch"];
     for (bool log_probs : {false, true}) {  // sessions returning logits, or log-probabilities
@@ -147,11 +151,12 @@ TEST(GenerationGolden, MatchesHuggingFace) {
       FakeSession session = toy_session(batch, o, toy, log_probs);
       const std::vector<GenerationResult> got = generate(session, batch, o);
       EXPECT_EQ(session.steps, c["steps"].get<int>()) << "decoder steps (HF forward passes)";
+      ASSERT_EQ(got.size(), static_cast<std::size_t>(batch) * o.num_return_sequences);
       ASSERT_EQ(got.size(), c["expected"].size());
-      for (int b = 0; b < batch; ++b) {
-        const auto& e = c["expected"][b];
-        EXPECT_EQ(got[b].ids, e["ids"].get<Ids>()) << "item " << b;
-        EXPECT_NEAR(got[b].score, e["score"].get<double>(), 1e-5) << "item " << b;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        const auto& e = c["expected"][i];
+        EXPECT_EQ(got[i].ids, e["ids"].get<Ids>()) << "sequence " << i;
+        EXPECT_NEAR(got[i].score, e["score"].get<double>(), 1e-5) << "sequence " << i;
       }
     }
   }
@@ -211,7 +216,18 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
   check([](auto& o) { o.start_token_id = 99; }, "start_token_id = 99");
   check([](auto& o) { o.length_penalty = std::numeric_limits<float>::infinity(); }, "length_penalty");
   check([](auto& o) { o.do_sample = true; o.num_beams = 2; }, "num_beams = 2", ErrorCode::unsupported);
+  check([](auto& o) { o.max_new_tokens = 0; }, "max_new_tokens = 0");
+  check([](auto& o) { o.max_new_tokens = -2; }, "max_new_tokens = -2");
+  check([](auto& o) { o.min_new_tokens = -3; }, "min_new_tokens = -3");
+  check([](auto& o) { o.num_return_sequences = 0; }, "num_return_sequences = 0");
+  check([](auto& o) { o.num_return_sequences = 2; }, "num_return_sequences = 2: greedy");  // HF refuses too
+  check([](auto& o) { o.num_beams = 3, o.num_return_sequences = 4; }, "num_return_sequences = 4 must be at most");
+  check([](auto& o) { o.do_sample = true, o.num_return_sequences = (1 << 20) + 1; }, "num_return_sequences = 1048577");
+  // max_new_tokens replaces max_length, which is then not looked at (HF ignores it too).
+  GenerationOptions o{.max_length = 1, .max_new_tokens = 3, .eos_token_id = 3};
+  EXPECT_EQ(run_toy(1, o, toy).at(0).ids.size(), 4u);
 }
+
 
 // As in Hugging Face, temperature, top_k and top_p only matter when sampling: greedy decoding with
 // "temperature 0" (a common client setting) is greedy decoding.
@@ -390,6 +406,40 @@ TEST(Sampling, DeterministicPerSeed) {
     differs = differs || a[i].ids != c[i].ids;
   }
   EXPECT_TRUE(differs) << "seeds 7 and 8 gave identical samples for 4 items";
+}
+
+// Sampling n sequences per item: batch * n rows, item i's on rows i*n .. i*n+n-1, each sampled on
+// its own from one stream, so the result is that of a batch of batch * n items that repeat each
+// item n times; events name the item and the sequence.
+TEST(Sampling, SeveralSequencesPerItemAreRowsOfTheirOwn) {
+  ToyLogits toy{.seed = 43, .eos_bias = -3.0, .eos_bias_step = 0.5};
+  GenerationOptions o = sampling_options(11);
+  o.num_return_sequences = 3;
+  std::vector<std::pair<int, int>> seen;  // (item, sequence) of every event
+  o.on_token = [&](const TokenEvent& e) {
+    seen.emplace_back(e.item, e.sequence);
+    return true;
+  };
+  FakeSession several = toy_session(2, o, toy);
+  EXPECT_EQ(several.rows(), 6);
+  const auto got = generate(several, 2, o);
+  ASSERT_EQ(got.size(), 6u);
+
+  GenerationOptions one = sampling_options(11);
+  FakeSession repeated(6, toy.vocab, 3, toy);  // rows 0-2 see item 0's logits, rows 3-5 item 1's
+  const auto want = generate(repeated, 6, one);
+  bool differ = false;
+  for (std::size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(got[i].ids, want[i].ids) << "sequence " << i;
+    EXPECT_EQ(got[i].score, want[i].score) << "sequence " << i;
+    differ = differ || got[i].ids != got[i / 3 * 3].ids;
+  }
+  EXPECT_TRUE(differ) << "the samples of an item should not all be equal";
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), std::make_pair(0, 0));
+  for (int r = 0; r < 6; ++r)
+    EXPECT_NE(std::find(seen.begin(), seen.end(), std::make_pair(r / 3, r % 3)), seen.end()) << "row " << r;
+  for (const auto& [item, sequence] : seen) EXPECT_TRUE(item >= 0 && item < 2 && sequence >= 0 && sequence < 3);
 }
 
 TEST(Sampling, TopKOneAndTinyTopPEqualGreedy) {

@@ -21,7 +21,8 @@ the number of DecoderSession::step calls (this pins the stopping rules, not just
 The greedy "score" is not an HF output: it is the float32 sum of log_softmax(processed scores)[token]
 over the generated tokens, taken from `output_scores`.
 
-Usage (the goldens were made with transformers 5.17.0 and torch 2.10.0 from PyPI, CPU only; the
+Usage (the goldens were made with transformers 5.17.0 and torch 2.15.0 from PyPI, CPU only, which gave
+the cases made earlier with torch 2.10.0 unchanged; the
 Linux torch wheel pulls its CUDA runtime wheels, ~3 GB, even though nothing here uses a GPU):
     python -m venv /tmp/hfenv && /tmp/hfenv/bin/pip install transformers==5.17.0 torch==2.10.0
     /tmp/hfenv/bin/python tools/golden/generation_reference.py --out tests/data/generation/golden.json
@@ -119,9 +120,13 @@ def run_case(case):
     pad = o["pad_token_id"]
     early = {0: False, 1: True, 2: "never"}[o["early_stopping"]]
     input_ids = torch.full((case["batch"], 1), o["start_token_id"], dtype=torch.long)
+    # max_new_tokens / min_new_tokens, when set, are passed beside max_length / min_length: HF lets
+    # them win, and the test checks that encore does too.
+    max_length = o["max_length"] if o["max_new_tokens"] < 0 else 1 + o["max_new_tokens"]
     kwargs = dict(
         max_length=o["max_length"],
         min_length=o["min_length"],
+        num_return_sequences=o["num_return_sequences"],
         num_beams=num_beams,
         do_sample=False,
         eos_token_id=eos if eos >= 0 else None,
@@ -133,16 +138,23 @@ def run_case(case):
     )
     if num_beams > 1:
         kwargs.update(length_penalty=o["length_penalty"], early_stopping=early)
+    if o["max_new_tokens"] >= 0:
+        kwargs.update(max_new_tokens=o["max_new_tokens"])
+    if o["min_new_tokens"] >= 0:
+        kwargs.update(min_new_tokens=o["min_new_tokens"])
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-    ids = [true_ids(r, eos, o["max_length"]) for r in out.sequences.tolist()]
+    ids = [true_ids(r, eos, max_length) for r in out.sequences.tolist()]
     scores = [float(s) for s in out.sequences_scores] if num_beams > 1 else greedy_scores(out, ids)
     return [{"ids": i, "score": s} for i, s in zip(ids, scores)], model.calls
 
 
-def opts(max_length, num_beams=1, min_length=0, length_penalty=1.0, early_stopping=0, eos=3, pad=-1, start=0):
+def opts(max_length, num_beams=1, min_length=0, length_penalty=1.0, early_stopping=0, eos=3, pad=-1, start=0,
+         max_new_tokens=-1, min_new_tokens=-1, num_return_sequences=1):
     return dict(max_length=max_length, min_length=min_length, num_beams=num_beams, length_penalty=length_penalty,
-                early_stopping=early_stopping, start_token_id=start, eos_token_id=eos, pad_token_id=pad)
+                early_stopping=early_stopping, start_token_id=start, eos_token_id=eos, pad_token_id=pad,
+                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                num_return_sequences=num_return_sequences)
 
 
 def case(name, batch, seed, options, vocab=24, eos_bias=-1.0, eos_bias_step=0.75):
@@ -169,6 +181,18 @@ CASES = [
     case("beam3_max_length_mixed", 2, 29, opts(7, num_beams=3), eos_bias=-1.5, eos_bias_step=0.25),
     case("beam3_min_length", 2, 30, opts(12, num_beams=3, min_length=5), eos_bias=3.0, eos_bias_step=0.0),
     case("beam2_lp0", 2, 31, opts(10, num_beams=2, length_penalty=0.0)),
+    # max_new_tokens / min_new_tokens win over max_length / min_length (set to other values here).
+    case("greedy_max_new_tokens", 2, 41, opts(20, max_new_tokens=6), eos_bias=-24.0, eos_bias_step=0.0),
+    case("greedy_min_new_tokens", 2, 42, opts(12, min_length=2, min_new_tokens=5), eos_bias=4.0, eos_bias_step=0.0),
+    case("beam3_max_new_tokens", 2, 43, opts(4, num_beams=3, max_new_tokens=9)),
+    case("beam3_min_new_tokens", 2, 44, opts(12, num_beams=3, min_length=9, min_new_tokens=3), eos_bias=3.0,
+         eos_bias_step=0.0),
+    # The best n hypotheses per item, best first.
+    case("beam4_return3", 2, 45, opts(12, num_beams=4, num_return_sequences=3)),
+    case("beam3_return3_early_true_b3", 3, 46, opts(14, num_beams=3, early_stopping=1, num_return_sequences=3),
+         eos_bias=-2.0, eos_bias_step=0.5),
+    case("beam4_return2_max_length", 2, 47, opts(8, num_beams=4, num_return_sequences=2), eos_bias=-24.0,
+         eos_bias_step=0.0),
 ]
 
 

@@ -20,7 +20,8 @@ struct GreedyChoice {
 };
 
 /// What a model exposes to the generation loop. One "row" is one hypothesis (a batch item, or a
-/// beam of it); rows are numbered batch-major (item i's beams are rows i*beams .. i*beams+beams-1).
+/// beam of it, or one of its samples); rows are numbered batch-major (item i's rows are
+/// i*per .. i*per+per-1, per = generation_rows_per_item(options)).
 class DecoderSession {
  public:
   virtual ~DecoderSession() = default;
@@ -51,6 +52,7 @@ class DecoderSession {
 /// hypothesis of each item).
 struct TokenEvent {
   int item = 0;                         ///< batch item
+  int sequence = 0;                     ///< which of the item's sequences (sampling with num_return_sequences > 1)
   std::int32_t token = 0;               ///< newest token
   std::span<const std::int32_t> ids;    ///< the item's current best sequence (start token included)
   bool finished = false;                ///< this item produced eos (or hit max_length)
@@ -59,7 +61,17 @@ struct TokenEvent {
 struct GenerationOptions {
   int max_length = 20;            ///< total length including the start token (HF semantics)
   int min_length = 0;             ///< eos is masked until this length
+  /// When set (>= 1), the tokens to generate after the start token; it overrides max_length
+  /// (= 1 + max_new_tokens), as HF's max_new_tokens does. -1 = unset.
+  int max_new_tokens = -1;
+  /// When set (>= 0), eos is masked until this many tokens follow the start token; it overrides
+  /// min_length (= 1 + min_new_tokens), as HF's min_new_tokens does. -1 = unset.
+  int min_new_tokens = -1;
   int num_beams = 1;              ///< 1 = greedy or sampling
+  /// Results per batch item. Beam search returns its best num_return_sequences hypotheses (at most
+  /// num_beams), best first; sampling draws that many sequences per item, each on a row of its
+  /// own. Greedy decoding returns one (more is an error, as in HF).
+  int num_return_sequences = 1;
   float length_penalty = 1.0f;    ///< beam score = sum_logprobs / generated_len^length_penalty
   /// HF early_stopping: 0 = false (heuristic stop), 1 = true (stop when num_beams hypotheses are
   /// done), 2 = "never" (exact).
@@ -78,15 +90,20 @@ struct GenerationOptions {
   std::function<bool(const TokenEvent&)> on_token;
 };
 
-/// One result per batch item.
+/// One result per returned sequence: batch * num_return_sequences, item-major (item i's are
+/// i * n .. i * n + n - 1).
 struct GenerationResult {
   std::vector<std::int32_t> ids;  ///< start token included, eos included if generated, no padding
   float score = 0.0f;             ///< beam search: normalised score (HF sequences_scores); greedy: sum of log-probs
 };
 
-/// Runs generation on `session` (which must have been started with batch * num_beams rows).
-/// Throws Error(invalid_argument) for inconsistent options (naming the field), Error(cancelled)
-/// when on_token returns false.
+/// Rows a DecoderSession needs per batch item for `options`: num_beams for beam search,
+/// num_return_sequences when sampling, else 1.
+int generation_rows_per_item(const GenerationOptions& options) noexcept;
+
+/// Runs generation on `session` (which must have been started with batch *
+/// generation_rows_per_item(options) rows). Throws Error(invalid_argument) for inconsistent options
+/// (naming the field), Error(cancelled) when on_token returns false.
 std::vector<GenerationResult> generate(DecoderSession& session, int batch, const GenerationOptions& options);
 
 }  // namespace encore

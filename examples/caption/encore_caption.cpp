@@ -29,6 +29,7 @@ struct Args {
   std::string dtype = "f32";
   int beams = -1;       // -1: the model's generation config
   int max_length = -1;  // -1: the model's generation config
+  int max_new_tokens = -1;
   int threads = 0;
   bool json = false;
   std::vector<std::string> images;
@@ -37,11 +38,13 @@ struct Args {
 [[noreturn]] void usage(int status) {
   fmt::print(status == 0 ? stdout : stderr,
              "usage: encore-caption [--model DIR] [--tokenizer DIR] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]\n"
-             "                      [--beams N] [--max-length N] [--threads N] [--json] IMAGE...\n"
+             "                      [--beams N] [--max-length N | --max-new-tokens N] [--threads N] [--json]\n"
+             "                      IMAGE...\n"
              "  Captions each IMAGE (JPEG, PNG, BMP). Without --model, the tiny random demo model shipped\n"
              "  with encore is used (its captions are not meaningful). The tokenizer (vocab.json +\n"
              "  merges.txt) is read from the model directory, else from --tokenizer or encore's copy.\n"
-             "  --beams and --max-length default to the model's generation config (as Hugging Face).\n");
+             "  --beams and the length default to the model's generation config (as Hugging Face);\n"
+             "  --max-length counts the start token, --max-new-tokens does not.\n");
   std::exit(status);
 }
 
@@ -72,7 +75,8 @@ Args parse(int argc, char** argv) {
     else if (arg == "--device") a.device = value();
     else if (arg == "--dtype") a.dtype = value();
     else if (arg == "--beams") a.beams = parse_int("--beams", value(), 1);
-    else if (arg == "--max-length") a.max_length = parse_int("--max-length", value(), 1);
+    else if (arg == "--max-length") a.max_length = parse_int("--max-length", value(), 2);
+    else if (arg == "--max-new-tokens") a.max_new_tokens = parse_int("--max-new-tokens", value(), 1);
     else if (arg == "--threads") a.threads = parse_int("--threads", value(), 1);
     else if (arg == "--json") a.json = true;
     else if (!arg.empty() && arg[0] == '-') {
@@ -129,7 +133,8 @@ int main(int argc, char** argv) {
 
     encore::GenerationOptions gen = model.generation_options();  // what HF generate() would use
     if (a.beams > 0) gen.num_beams = a.beams;
-    if (a.max_length > 0) gen.max_length = a.max_length;
+    if (a.max_length > 0) gen.max_length = a.max_length, gen.max_new_tokens = -1;  // the model's would win
+    if (a.max_new_tokens > 0) gen.max_new_tokens = a.max_new_tokens;
     encore::CaptionTimings timings;
     const auto captions = model.caption(pixels, gen, &timings);
 
@@ -137,11 +142,13 @@ int main(int argc, char** argv) {
       for (const auto& cap : captions) fmt::print("{}\n", tokenizer.decode(cap.ids, true));
       return 0;
     }
+    // A model whose generation config asks for several sequences gives that many per image.
+    const std::size_t per_image = captions.size() / a.images.size();
     std::vector<std::string> items;
     for (std::size_t i = 0; i < captions.size(); ++i) {
       const std::string text = tokenizer.decode(captions[i].ids, true);
       items.push_back(fmt::format(R"({{"image":{},"text":{},"ids":[{}],"score":{}}})",
-                                  json_quote(a.images[i]), json_quote(text), fmt::join(captions[i].ids, ","),
+                                  json_quote(a.images[i / per_image]), json_quote(text), fmt::join(captions[i].ids, ","),
                                   captions[i].score));
     }
     fmt::print(R"({{"captions":[{}],"timings_ms":{{"load":{:.3f},"preprocess":{:.3f},"encode":{:.3f},"decode":{:.3f}}}}})"

@@ -122,7 +122,12 @@ const VitGpt2Config& VitGpt2::config() const noexcept { return impl_->config; }
 GenerationOptions VitGpt2::generation_options() const {
   const VitGpt2Config& c = impl_->config;
   GenerationOptions o;
-  o.max_length = c.max_length, o.min_length = c.min_length, o.num_beams = c.num_beams;
+  // HF 5.x: max_new_tokens wins over max_length; with neither anywhere, 20 new tokens.
+  constexpr int kDefaultNewTokens = 20;
+  o.max_length = c.max_length.value_or(1 + kDefaultNewTokens);
+  o.max_new_tokens = c.max_new_tokens.value_or(-1);
+  o.min_new_tokens = c.min_new_tokens.value_or(-1);
+  o.min_length = c.min_length, o.num_beams = c.num_beams, o.num_return_sequences = c.num_return_sequences;
   o.length_penalty = c.length_penalty, o.early_stopping = c.early_stopping;
   o.do_sample = c.do_sample, o.temperature = c.temperature, o.top_k = c.top_k, o.top_p = c.top_p;
   o.start_token_id = c.decoder_start_token_id, o.eos_token_id = c.eos_token_id, o.pad_token_id = c.pad_token_id;
@@ -217,27 +222,34 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOpti
   if (options.start_token_id == 0) options.start_token_id = c.decoder_start_token_id;
   if (options.eos_token_id == -1) options.eos_token_id = c.eos_token_id;
   if (options.pad_token_id == -1) options.pad_token_id = c.pad_token_id;
-  // Every option is checked before the encoder runs and a session is planned for batch x beams.
+  // Every option is checked before the encoder runs and a session is planned for batch x rows per
+  // image (beams, or samples when sampling several sequences per image).
   check_pixels(pixel_values, c);
   ENCORE_CHECK(pixel_values.dim(0) <= detail::kMaxGenerationRows, invalid_argument,
                "VitGpt2::caption: {} images is over the {} rows generation takes", pixel_values.dim(0),
                detail::kMaxGenerationRows);
   detail::validate_options(options, static_cast<int>(pixel_values.dim(0)), static_cast<int>(c.vocab_size));
-  ENCORE_CHECK(options.max_length <= c.max_positions, invalid_argument,
-               "VitGpt2::caption: max_length {} must be at most {} (the decoder's positions)", options.max_length,
+  const bool new_tokens = options.max_new_tokens != -1;
+  options = detail::resolve_lengths(options);
+  // The last token is never fed back, so a sequence may be one longer than the positions (HF's
+  // default of 20 new tokens is 21 with the start token, on a model of 20 positions too).
+  ENCORE_CHECK(options.max_length <= c.max_positions + 1, invalid_argument,
+               "VitGpt2::caption: {} {} must be at most {} (the decoder's {} positions + 1)",
+               new_tokens ? "max_new_tokens + 1 =" : "max_length", options.max_length, c.max_positions + 1,
                c.max_positions);
+  const int per_image = generation_rows_per_item(options);
   Impl& m = *impl_;
   std::unique_ptr<EncoderPlan> encoder;
   const Tensor states = m.encode(pixel_values, encoder);
   const int batch = static_cast<int>(pixel_values.dim(0));
   std::unique_ptr<vitgpt2::Session> session = m.sessions.take([&](const vitgpt2::Session& s) {
-    return s.fits(states.shape(), options.num_beams, options.max_length);
+    return s.fits(states.shape(), per_image, options.max_length);
   });
   if (session != nullptr)
     session->restart(states);
   else
     session = std::make_unique<vitgpt2::Session>(m.config, m.weights, m.dtype, m.plan_options, states,
-                                                 options.num_beams, options.max_length);
+                                                 per_image, options.max_length);
   m.encoders.give_back(std::move(encoder));  // the cross K/V are computed: the states may go
   const auto t1 = Clock::now();
   std::vector<Caption> out;

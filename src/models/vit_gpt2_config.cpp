@@ -179,12 +179,22 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
                                       token_id(d, "decoder_start_token_id", token_id(d, "bos_token_id", 50256, where), where),
                                       where);
   constexpr std::int64_t kMaxInt = std::numeric_limits<int>::max();
-  c.max_length = static_cast<int>(int_field(d, "max_length", c.max_length, 1, kMaxInt, where));
+  // Optional lengths: absent stays unset (HF's defaults differ from any value a file could hold).
+  const auto optional_int = [](const json& obj, const char* name, std::optional<int>& v, std::int64_t lo,
+                               const std::string& w) {
+    if (obj.contains(name) && !obj.at(name).is_null())
+      v = static_cast<int>(int_field(obj, name, 0, lo, std::numeric_limits<int>::max(), w));
+  };
+  optional_int(d, "max_length", c.max_length, 1, where);
   // The generation settings of config.json's top level, then of generation_config.json. Sampling
   // settings are read as they are; generate() checks them only when it samples, as HF does (a
   // config may well hold "temperature": 0.0 beside "do_sample": false).
   const auto generation = [&](const json& obj, const std::string& w) {
-    c.max_length = static_cast<int>(int_field(obj, "max_length", c.max_length, 1, kMaxInt, w));
+    optional_int(obj, "max_length", c.max_length, 1, w);
+    optional_int(obj, "max_new_tokens", c.max_new_tokens, 1, w);
+    optional_int(obj, "min_new_tokens", c.min_new_tokens, 0, w);
+    c.num_return_sequences =
+        static_cast<int>(int_field(obj, "num_return_sequences", c.num_return_sequences, 1, kMaxInt, w));
     c.num_beams = static_cast<int>(int_field(obj, "num_beams", c.num_beams, 1, kMaxInt, w));
     c.length_penalty = float_field(obj, "length_penalty", c.length_penalty, false, w);
     c.min_length = static_cast<int>(int_field(obj, "min_length", c.min_length, 0, kMaxInt, w));

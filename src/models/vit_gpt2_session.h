@@ -23,7 +23,9 @@ namespace encore::vitgpt2 {
 // choices are made on the step plan's output in place.
 class Session final : public DecoderSession {
  public:
-  /// `encoder_states` [B, T_enc, D] on the plan's device in the model dtype; rows = B * beams.
+  /// `encoder_states` [B, T_enc, D] on the plan's device in the model dtype; rows = B * beams, where
+  /// `beams` counts the consecutive rows of one image (its beams, or its samples when sampling
+  /// several sequences: generation_rows_per_item).
   Session(const VitGpt2Config& config, const Weights& weights, DType dtype, const PlanOptions& plan_options,
           const Tensor& encoder_states, int beams, int max_length);
 

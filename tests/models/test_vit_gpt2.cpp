@@ -1,6 +1,7 @@
 // ViT-GPT2 against Hugging Face transformers 5.17 on tiny random models (tools/golden/vit_gpt2.py):
 // encoder states and teacher-forced logits to 1e-4, greedy and 4-beam token ids exactly.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstring>
@@ -220,9 +221,49 @@ TEST_P(VitGpt2Golden, IdsNotGivenTakeTheModelsOneByOne) {
   const GenerationOptions g = model.generation_options();
   EXPECT_EQ(g.start_token_id, c.decoder_start_token_id);
   EXPECT_EQ(g.eos_token_id, c.eos_token_id);
-  EXPECT_EQ(g.max_length, c.max_length);
+  EXPECT_FALSE(c.max_length.has_value());  // the tiny models' files set none
+  EXPECT_EQ(g.max_length, 21);             // HF 5.x: 20 new tokens then
+  EXPECT_EQ(g.max_new_tokens, -1);
   EXPECT_EQ(g.num_beams, c.num_beams);
   EXPECT_EQ(g.top_k, c.top_k);
+}
+
+// Hugging Face generate() on the golden pixels (tools/golden/vit_gpt2_generation.py, CPU f32): with
+// no argument at all (the model's files set no length: 20 new tokens), max_new_tokens /
+// min_new_tokens over max_length / min_length, and 4 beams returning their best 3. Each case starts
+// from generation_options(), as "caption as HF would" does; on every device this build has (CUDA
+// in f32: ids exactly, scores to 1e-4 like the CPU).
+TEST_P(VitGpt2Golden, GenerationSettingsMatchHuggingFace) {
+  std::ifstream in(dir_ / "generation_options.json");
+  ASSERT_TRUE(in) << "missing " << (dir_ / "generation_options.json");
+  const nlohmann::json doc = nlohmann::json::parse(in);
+  ASSERT_EQ(doc["cases"].size(), 3u);
+  std::vector<std::string> devices = {"cpu"};
+  if (!build_info().cuda_devices.empty()) devices.push_back("cuda");
+  for (const std::string& device : devices) {
+    const auto model = VitGpt2::load(dir_, {.device = device});
+    for (const auto& [name, c] : doc["cases"].items()) {
+      SCOPED_TRACE(device + " " + name);
+      GenerationOptions o = model.generation_options();
+      const nlohmann::json& j = c["options"];
+      o.max_length = j.value("max_length", o.max_length);
+      o.min_length = j.value("min_length", o.min_length);
+      o.max_new_tokens = j.value("max_new_tokens", o.max_new_tokens);
+      o.min_new_tokens = j.value("min_new_tokens", o.min_new_tokens);
+      o.num_beams = j.value("num_beams", o.num_beams);
+      o.num_return_sequences = j.value("num_return_sequences", o.num_return_sequences);
+      const auto caps = model.caption(golden("pixel_values"), o);
+      const auto want = c["ids"].get<std::vector<std::vector<std::int32_t>>>();
+      ASSERT_EQ(caps.size(), want.size());
+      for (std::size_t i = 0; i < caps.size(); ++i) {
+        EXPECT_EQ(caps[i].ids, want[i]) << "sequence " << i;
+        if (c.contains("scores")) {
+          const double s = c["scores"][i].get<double>();
+          EXPECT_NEAR(caps[i].score, s, 1e-4 * std::max(1.0, std::abs(s))) << "sequence " << i;
+        }
+      }
+    }
+  }
 }
 // The same model from memory: the files' bytes, no directory.
 TEST_P(VitGpt2Golden, LoadsFromMemory) {
@@ -277,6 +318,20 @@ TEST(VitGpt2Errors, BadInputsGiveClearErrors) {
     EXPECT_NE(std::string(e.what()).find("[B, 3, 32, 32]"), std::string::npos) << e.what();
   }
   EXPECT_THROW((void)model.caption(Tensor::zeros({1, 3, 32, 32}, DType::F32), {.max_length = 1000}), Error);
+  // The 20-position tiny model takes sequences of up to 21 tokens (the last is never fed back).
+  const auto at_most = [&](GenerationOptions o, const char* needle) {
+    try {
+      (void)model.caption(Tensor::zeros({1, 3, 32, 32}, DType::F32), o);
+      FAIL() << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  at_most({.max_length = 22}, "max_length 22 must be at most 21");
+  at_most({.max_new_tokens = 21}, "max_new_tokens + 1 = 22 must be at most 21");
+  EXPECT_EQ(model.caption(Tensor::zeros({1, 3, 32, 32}, DType::F32), {.max_length = 21, .min_length = 21})[0].ids.size(),
+            21u);
   // Options are checked before any work, naming the field: 3 images x 2^30 beams would overflow.
   try {
     (void)model.caption(Tensor::zeros({3, 3, 32, 32}, DType::F32), {.num_beams = 1 << 30});

@@ -112,6 +112,20 @@ TEST(VitGpt2Config, GenerationSettingsAreCheckedWhereTheyComeFrom) {
   EXPECT_FLOAT_EQ(c.length_penalty, 0.5f);
   EXPECT_EQ(c.early_stopping, 2);
   EXPECT_EQ(c.top_k, 50);  // HF's default when no file sets it
+  EXPECT_FALSE(c.max_new_tokens.has_value());
+  EXPECT_EQ(c.num_return_sequences, 1);
+
+  // The lengths HF lets win over max_length / min_length, and the sequences per image.
+  const json lengths = {{"max_new_tokens", 9}, {"min_new_tokens", 0}, {"num_return_sequences", 2}, {"num_beams", 2}};
+  const ConfigDir with_lengths([](json&) {}, &lengths);
+  const VitGpt2Config l = vitgpt2::read_config(with_lengths.path());
+  EXPECT_EQ(l.max_new_tokens, 9);
+  EXPECT_EQ(l.min_new_tokens, 0);
+  EXPECT_EQ(l.num_return_sequences, 2);
+  const json no_new_tokens = {{"max_new_tokens", 0}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "'max_new_tokens' = 0 is outside", &no_new_tokens);
+  const json no_sequences = {{"num_return_sequences", 0}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "'num_return_sequences' = 0 is outside", &no_sequences);
 }
 
 // Sampling settings come from config.json, then generation_config.json; a value only sampling

@@ -34,7 +34,11 @@ struct VitGpt2Config {
   std::string dec_activation = "gelu_new";
   // generation defaults (config.json / generation_config.json)
   std::int32_t decoder_start_token_id = 50256, eos_token_id = 50256, pad_token_id = 50256;
-  int max_length = 20, num_beams = 1, min_length = 0;
+  /// Unset when no file names it: HF 5.x then generates 20 new tokens (max_length 21 with the
+  /// start token).
+  std::optional<int> max_length;
+  std::optional<int> max_new_tokens, min_new_tokens;  ///< override max_length / min_length when set
+  int num_beams = 1, min_length = 0, num_return_sequences = 1;
   float length_penalty = 1.0f;
   int early_stopping = 0;
   bool do_sample = false;
@@ -99,9 +103,11 @@ class VitGpt2 {
   Tensor decoder_logits(const Tensor& encoder_states, const Tensor& ids) const;
   /// The model's generation defaults (config.json, then generation_config.json) as options: what
   /// HF `generate()` uses for settings it is not given. Start from these to caption as HF would,
-  /// e.g. `auto o = model.generation_options(); o.max_length = 16;`.
+  /// e.g. `auto o = model.generation_options(); o.max_length = 16;` (when the model's files set
+  /// max_new_tokens it overrides max_length, as in HF: set o.max_new_tokens = -1 too).
   GenerationOptions generation_options() const;
-  /// Captions for a batch of preprocessed images [B, 3, H, W] (HF `generate` semantics).
+  /// Captions for a batch of preprocessed images [B, 3, H, W] (HF `generate` semantics): B *
+  /// num_return_sequences of them, image by image (beam search: best first).
   /// Special ids left at their defaults (start_token_id 0, eos_token_id -1, pad_token_id -1) each
   /// take the model's, field by field, as HF does for ids it is not given; other options are
   /// used as given (see generation_options()). Options are checked before any work.

@@ -167,7 +167,7 @@ void cuda_free(int device, void* ptr) noexcept {
   if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
   if (previous != device) cudaSetDevice(device);
   if (cudaFree(ptr) != cudaSuccess) cudaGetLastError();
-  if (previous >= 0 && previous != device) cudaSetDevice(previous);
+  if (previous != device) restore_device(previous);
 }
 
 // Freed blocks may still be read by queued kernels (stream order); the driver gets them back only
@@ -179,7 +179,7 @@ bool synchronize_device(int device) noexcept {
   if (previous != device) cudaSetDevice(device);
   const bool ok = cudaDeviceSynchronize() == cudaSuccess;
   if (!ok) cudaGetLastError();
-  if (previous >= 0 && previous != device) cudaSetDevice(previous);
+  if (previous != device) restore_device(previous);
   return ok;
 }
 

@@ -1,5 +1,7 @@
 #include "backends/cuda/runtime.h"
 
+#include <cuda.h>  // CUresult, CUdevice (the types only: the driver is reached through the runtime)
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -111,6 +113,38 @@ CudaDeviceAllocator g_device_allocator;
 
 // ---- DeviceGuard, DeviceBuffer -------------------------------------------------------------------
 
+bool primary_context_active(int ordinal) noexcept {
+  using DeviceGet = CUresult (*)(CUdevice*, int);
+  using GetState = CUresult (*)(CUdevice, unsigned*, int*);
+  struct Driver {
+    DeviceGet device_get = nullptr;
+    GetState get_state = nullptr;
+  };
+  static const Driver driver = [] {  // through the runtime: encore does not link libcuda
+    Driver d;
+    const auto entry = [](const char* name) -> void* {
+      void* f = nullptr;
+      cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+      if (cudaGetDriverEntryPointByVersion(name, &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+          q != cudaDriverEntryPointSuccess) {
+        cudaGetLastError();
+        return nullptr;
+      }
+      return f;
+    };
+    d.device_get = reinterpret_cast<DeviceGet>(entry("cuDeviceGet"));
+    d.get_state = reinterpret_cast<GetState>(entry("cuDevicePrimaryCtxGetState"));
+    return d;
+  }();
+  if (driver.device_get == nullptr || driver.get_state == nullptr) return true;
+  CUdevice dev = 0;
+  unsigned flags = 0;
+  int active = 1;
+  if (driver.device_get(&dev, ordinal) != CUDA_SUCCESS || driver.get_state(dev, &flags, &active) != CUDA_SUCCESS)
+    return true;
+  return active != 0;
+}
+
 DeviceGuard::DeviceGuard(int ordinal) {
   int current = -1;
   ENCORE_CUDA_CHECK(cudaGetDevice(&current));
@@ -120,9 +154,12 @@ DeviceGuard::DeviceGuard(int ordinal) {
   }
 }
 
-DeviceGuard::~DeviceGuard() {
-  if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+void restore_device(int previous) noexcept {
+  if (previous < 0 || !primary_context_active(previous)) return;  // see DeviceGuard's comment
+  if (cudaSetDevice(previous) != cudaSuccess) cudaGetLastError();
 }
+
+DeviceGuard::~DeviceGuard() { restore_device(previous_); }
 
 DeviceBuffer::DeviceBuffer(CachingAllocator& allocator, std::size_t bytes)
     : allocator_(&allocator), ptr_(allocator.allocate(bytes)), bytes_(bytes) {}

@@ -23,7 +23,18 @@
 
 namespace encore::cuda {
 
-/// Makes CUDA device `ordinal` current for the scope, restoring the previous one afterwards.
+/// Whether the primary context of CUDA device `ordinal` exists (the driver's
+/// cuDevicePrimaryCtxGetState; true when the driver cannot be asked). Never throws.
+bool primary_context_active(int ordinal) noexcept;
+
+/// Makes `previous` (a device a scope switched away from) current again if it has a context;
+/// see DeviceGuard. Never throws.
+void restore_device(int previous) noexcept;
+
+/// Makes CUDA device `ordinal` current for the scope, restoring the previous one afterwards, unless
+/// the previous one has no context yet: since CUDA 12 cudaSetDevice creates the device's context,
+/// and restoring the thread's default device 0 would then create one (hundreds of MB) on a GPU the
+/// process never used, e.g. in a process that only uses cuda:1 (PyTorch restores the same way).
 class DeviceGuard {
  public:
   explicit DeviceGuard(int ordinal);

@@ -331,6 +331,22 @@ TEST(CudaRuntime, OneRuntimePerDeviceFromAnyThread) {
   rt.synchronize();
 }
 
+// A process that uses only cuda:1 must not make a context on GPU 0 (hundreds of MB there): the
+// device guards restore the thread's default device only where it already has a context. Each
+// ctest test is a process of its own, so GPU 0 starts without one here unless the driver made it.
+TEST(CudaRuntime, UsingOnlyTheSecondDeviceLeavesTheFirstWithoutAContext) {
+  ENCORE_REQUIRE_GPU();
+  if (CudaRuntime::device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  if (primary_context_active(0)) GTEST_SKIP() << "GPU 0 already has a context in this process";
+  std::vector<float> values(1000);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i) * 0.5f;
+  const Tensor dev = Tensor::from_vector(values, Shape{1000}).to(Device::cuda(1));
+  const Tensor back = dev.clone().to(Device::cpu());
+  EXPECT_EQ(back.to_float_vector(), values);
+  EXPECT_TRUE(primary_context_active(1));
+  EXPECT_FALSE(primary_context_active(0)) << "working on cuda:1 made a context on GPU 0";
+}
+
 TEST(CudaRuntime, RoundTripOfEveryDtype) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(7);

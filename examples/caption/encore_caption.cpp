@@ -44,7 +44,7 @@ struct Args {
              "  with encore is used (its captions are not meaningful). The tokenizer (vocab.json +\n"
              "  merges.txt) is read from the model directory, else from --tokenizer or encore's copy.\n"
              "  --beams and the length default to the model's generation config (as Hugging Face);\n"
-             "  --max-length counts the start token, --max-new-tokens does not.\n");
+             "  --max-length counts the start token, --max-new-tokens does not (give one of them).\n");
   std::exit(status);
 }
 
@@ -85,6 +85,10 @@ Args parse(int argc, char** argv) {
     } else a.images.push_back(arg);
   }
   if (a.images.empty()) usage(2);
+  if (a.max_length > 0 && a.max_new_tokens > 0) {
+    fmt::print(stderr, "encore-caption: --max-length and --max-new-tokens exclude each other\n");
+    std::exit(2);
+  }
   return a;
 }
 
@@ -138,12 +142,16 @@ int main(int argc, char** argv) {
     encore::CaptionTimings timings;
     const auto captions = model.caption(pixels, gen, &timings);
 
-    if (!a.json) {
-      for (const auto& cap : captions) fmt::print("{}\n", tokenizer.decode(cap.ids, true));
-      return 0;
-    }
     // A model whose generation config asks for several sequences gives that many per image.
     const std::size_t per_image = captions.size() / a.images.size();
+    if (!a.json) {  // one line per caption; several per image are numbered
+      for (std::size_t i = 0; i < captions.size(); ++i) {
+        if (per_image > 1 && i % per_image == 0) fmt::print("{}:\n", a.images[i / per_image]);
+        fmt::print("{}{}\n", per_image > 1 ? fmt::format("  {}. ", i % per_image + 1) : std::string(),
+                   tokenizer.decode(captions[i].ids, true));
+      }
+      return 0;
+    }
     std::vector<std::string> items;
     for (std::size_t i = 0; i < captions.size(); ++i) {
       const std::string text = tokenizer.decode(captions[i].ids, true);

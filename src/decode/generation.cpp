@@ -44,6 +44,9 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
   ENCORE_CHECK(o.num_beams == 1 || o.num_return_sequences <= o.num_beams, invalid_argument,
                "{}.num_return_sequences = {} must be at most num_beams = {}", w, o.num_return_sequences, o.num_beams);
   const int per = generation_rows_per_item(o);
+  if (per == 1)
+    ENCORE_CHECK(batch <= kMaxGenerationRows, invalid_argument, "generate: batch = {} is over {} rows", batch,
+                 kMaxGenerationRows);
   ENCORE_CHECK(static_cast<long long>(batch) * per <= kMaxGenerationRows, invalid_argument,
                "{}.{} = {}: batch {} x {} is over {} rows", w, o.num_beams > 1 ? "num_beams" : "num_return_sequences",
                per, batch, per, kMaxGenerationRows);
@@ -52,9 +55,10 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
   ENCORE_CHECK(o.min_new_tokens >= -1 && o.min_new_tokens < INT_MAX, invalid_argument,
                "{}.min_new_tokens = {} must be >= 0 (or -1: unset, min_length applies)", w, o.min_new_tokens);
   // max_new_tokens, when set, replaces max_length (HF ignores the latter then).
-  ENCORE_CHECK(o.max_new_tokens != -1 || o.max_length >= 2, invalid_argument,
-               "{}.max_length = {} must be > 1 (it counts the start token, which is already there)", w,
-               o.max_length);
+  ENCORE_CHECK(o.max_new_tokens != -1 || o.max_length == -1 || o.max_length >= 2, invalid_argument,
+               "{}.max_length = {} must be > 1 (it counts the start token, which is already there), or -1 "
+               "(unset: {} new tokens)",
+               w, o.max_length, kDefaultNewTokens);
   ENCORE_CHECK(o.min_length >= 0, invalid_argument, "{}.min_length = {} must be >= 0", w, o.min_length);
   if (o.do_sample) {  // as in Hugging Face, the sampling settings are only looked at when sampling
     ENCORE_CHECK(std::isfinite(o.temperature) && o.temperature > 0.0f, invalid_argument,
@@ -84,6 +88,7 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
 GenerationOptions resolve_lengths(GenerationOptions o) {
   constexpr int kPrompt = 1;  // the start token
   if (o.max_new_tokens >= 1) o.max_length = kPrompt + o.max_new_tokens;
+  else if (o.max_length == -1) o.max_length = kPrompt + kDefaultNewTokens;  // HF 5.x, no length given
   if (o.min_new_tokens >= 0) o.min_length = kPrompt + o.min_new_tokens;
   o.max_new_tokens = o.min_new_tokens = -1;
   return o;
@@ -93,7 +98,7 @@ GenerationOptions resolve_lengths(GenerationOptions o) {
 
 int generation_rows_per_item(const GenerationOptions& o) noexcept {
   if (o.num_beams > 1) return o.num_beams;
-  return o.do_sample ? o.num_return_sequences : 1;
+  return o.do_sample && o.num_return_sequences > 1 ? o.num_return_sequences : 1;
 }
 
 namespace {

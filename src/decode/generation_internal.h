@@ -16,6 +16,10 @@ namespace encore::detail {
 /// Most rows (batch x num_beams) generate() takes.
 inline constexpr long long kMaxGenerationRows = 1 << 20;
 
+/// New tokens when neither max_length nor max_new_tokens is given (HF's GenerationConfig default of
+/// max_length 20, which transformers 5.x counts after the prompt).
+inline constexpr int kDefaultNewTokens = 20;
+
 /// The checks of generate() that need no session: every option against `batch` and `vocab`.
 /// Throws Error(invalid_argument) naming the field, Error(unsupported) for beam sampling.
 /// Models call it before encoding, so that a bad option fails before any work.

@@ -122,9 +122,8 @@ const VitGpt2Config& VitGpt2::config() const noexcept { return impl_->config; }
 GenerationOptions VitGpt2::generation_options() const {
   const VitGpt2Config& c = impl_->config;
   GenerationOptions o;
-  // HF 5.x: max_new_tokens wins over max_length; with neither anywhere, 20 new tokens.
-  constexpr int kDefaultNewTokens = 20;
-  o.max_length = c.max_length.value_or(1 + kDefaultNewTokens);
+  // HF 5.x: max_new_tokens wins over max_length; with neither anywhere, 20 new tokens (-1).
+  o.max_length = c.max_length.value_or(-1);
   o.max_new_tokens = c.max_new_tokens.value_or(-1);
   o.min_new_tokens = c.min_new_tokens.value_or(-1);
   o.min_length = c.min_length, o.num_beams = c.num_beams, o.num_return_sequences = c.num_return_sequences;
@@ -229,14 +228,18 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOpti
                "VitGpt2::caption: {} images is over the {} rows generation takes", pixel_values.dim(0),
                detail::kMaxGenerationRows);
   detail::validate_options(options, static_cast<int>(pixel_values.dim(0)), static_cast<int>(c.vocab_size));
-  const bool new_tokens = options.max_new_tokens != -1;
+  const int new_tokens = options.max_new_tokens;
   options = detail::resolve_lengths(options);
   // The last token is never fed back, so a sequence may be one longer than the positions (HF's
   // default of 20 new tokens is 21 with the start token, on a model of 20 positions too).
+  if (new_tokens != -1)
+    ENCORE_CHECK(new_tokens <= c.max_positions, invalid_argument,
+                 "VitGpt2::caption: max_new_tokens = {} must be at most {} (the decoder's positions)", new_tokens,
+                 c.max_positions);
   ENCORE_CHECK(options.max_length <= c.max_positions + 1, invalid_argument,
-               "VitGpt2::caption: {} {} must be at most {} (the decoder's {} positions + 1)",
-               new_tokens ? "max_new_tokens + 1 =" : "max_length", options.max_length, c.max_positions + 1,
-               c.max_positions);
+               "VitGpt2::caption: max_length {} must be at most {} (the decoder's {} positions, plus the last "
+               "token, which is not fed back)",
+               options.max_length, c.max_positions + 1, c.max_positions);
   const int per_image = generation_rows_per_item(options);
   Impl& m = *impl_;
   std::unique_ptr<EncoderPlan> encoder;

@@ -185,10 +185,8 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
     if (obj.contains(name) && !obj.at(name).is_null())
       v = static_cast<int>(int_field(obj, name, 0, lo, std::numeric_limits<int>::max(), w));
   };
-  optional_int(d, "max_length", c.max_length, 1, where);
-  // The generation settings of config.json's top level, then of generation_config.json. Sampling
-  // settings are read as they are; generate() checks them only when it samples, as HF does (a
-  // config may well hold "temperature": 0.0 beside "do_sample": false).
+  // Sampling settings are read as they are; generate() checks them only when it samples, as HF
+  // does (a config may well hold "temperature": 0.0 beside "do_sample": false).
   const auto generation = [&](const json& obj, const std::string& w) {
     optional_int(obj, "max_length", c.max_length, 1, w);
     optional_int(obj, "max_new_tokens", c.max_new_tokens, 1, w);
@@ -202,20 +200,33 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
     c.top_k = static_cast<int>(int_field(obj, "top_k", c.top_k, std::numeric_limits<int>::min(), kMaxInt, w));
     c.temperature = float_field(obj, "temperature", c.temperature, false, w);
     c.top_p = float_field(obj, "top_p", c.top_p, false, w);
+    const auto es = obj.find("early_stopping");
+    if (es != obj.end() && es->is_boolean()) c.early_stopping = es->get<bool>() ? 1 : 0;
+    if (es != obj.end() && es->is_string() && es->get<std::string>() == "never") c.early_stopping = 2;
   };
-  generation(j, where);
-
+  // Like HF 5.17: the generation settings come from generation_config.json alone when there is
+  // one (config.json's are then ignored), else from config.json (the decoder's max_length, then
+  // the top level). Special ids fall back per id: generation_config.json, then config.json.
+  std::string source = where;
   if (generation_json) {
-    const std::string& gw = generation_where;
-    const json gj = parse_object(*generation_json, gw);
-    c.decoder_start_token_id = token_id(gj, "decoder_start_token_id", c.decoder_start_token_id, gw);
-    c.eos_token_id = token_id(gj, "eos_token_id", c.eos_token_id, gw);
-    c.pad_token_id = token_id(gj, "pad_token_id", c.pad_token_id, gw);
-    generation(gj, gw);
-    const auto es = gj.find("early_stopping");
-    if (es != gj.end() && es->is_boolean()) c.early_stopping = es->get<bool>() ? 1 : 0;
-    if (es != gj.end() && es->is_string() && es->get<std::string>() == "never") c.early_stopping = 2;
+    source = generation_where;
+    const json gj = parse_object(*generation_json, source);
+    c.decoder_start_token_id = token_id(gj, "decoder_start_token_id", c.decoder_start_token_id, source);
+    c.eos_token_id = token_id(gj, "eos_token_id", c.eos_token_id, source);
+    c.pad_token_id = token_id(gj, "pad_token_id", c.pad_token_id, source);
+    generation(gj, source);
+  } else {
+    optional_int(d, "max_length", c.max_length, 1, where);
+    generation(j, where);
   }
+  // HF refuses these at load (GenerationConfig.validate); here every default caption would fail.
+  ENCORE_CHECK(c.num_return_sequences == 1 || c.num_beams > 1 || c.do_sample, bad_model_file,
+               "{}: num_return_sequences = {} with greedy decoding (num_beams 1, do_sample false) returns one "
+               "sequence; Hugging Face refuses this config too",
+               source, c.num_return_sequences);
+  ENCORE_CHECK(c.num_beams == 1 || c.num_return_sequences <= c.num_beams, bad_model_file,
+               "{}: num_return_sequences = {} is more than num_beams = {}", source, c.num_return_sequences,
+               c.num_beams);
   for (auto [v, name] : {std::pair{c.eos_token_id, "eos_token_id"}, {c.pad_token_id, "pad_token_id"},
                          {c.decoder_start_token_id, "decoder_start_token_id"}})
     ENCORE_CHECK(v >= 0 && v < c.vocab_size, bad_model_file, "{}: {} = {} is outside the vocabulary of {}", where, name,

@@ -223,9 +223,13 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
   check([](auto& o) { o.num_return_sequences = 2; }, "num_return_sequences = 2: greedy");  // HF refuses too
   check([](auto& o) { o.num_beams = 3, o.num_return_sequences = 4; }, "num_return_sequences = 4 must be at most");
   check([](auto& o) { o.do_sample = true, o.num_return_sequences = (1 << 20) + 1; }, "num_return_sequences = 1048577");
+  expect_error([&] { run_toy((1 << 20) + 1, GenerationOptions{}, toy); }, ErrorCode::invalid_argument,
+               "batch = 1048577 is over");
   // max_new_tokens replaces max_length, which is then not looked at (HF ignores it too).
   GenerationOptions o{.max_length = 1, .max_new_tokens = 3, .eos_token_id = 3};
   EXPECT_EQ(run_toy(1, o, toy).at(0).ids.size(), 4u);
+  // No length given at all: HF 5.x's 20 new tokens after the start token.
+  EXPECT_EQ(run_toy(1, GenerationOptions{}, ToyLogits{.eos = -1}).at(0).ids.size(), 21u);
 }
 
 

@@ -221,8 +221,8 @@ TEST_P(VitGpt2Golden, IdsNotGivenTakeTheModelsOneByOne) {
   const GenerationOptions g = model.generation_options();
   EXPECT_EQ(g.start_token_id, c.decoder_start_token_id);
   EXPECT_EQ(g.eos_token_id, c.eos_token_id);
-  EXPECT_FALSE(c.max_length.has_value());  // the tiny models' files set none
-  EXPECT_EQ(g.max_length, 21);             // HF 5.x: 20 new tokens then
+  EXPECT_FALSE(c.max_length.has_value());  // the tiny models' files set none:
+  EXPECT_EQ(g.max_length, -1);             // unset, HF 5.x's 20 new tokens
   EXPECT_EQ(g.max_new_tokens, -1);
   EXPECT_EQ(g.num_beams, c.num_beams);
   EXPECT_EQ(g.top_k, c.top_k);
@@ -265,6 +265,39 @@ TEST_P(VitGpt2Golden, GenerationSettingsMatchHuggingFace) {
     }
   }
 }
+// Sampling n captions per image: rows of their own that share the image's cross-attention keys
+// and values (the session plans n rows per image), each sampled from one stream in row order. So
+// the result is that of the batch with each image repeated n times, on every device.
+TEST_P(VitGpt2Golden, SeveralSampledCaptionsPerImageEqualRepeatedImages) {
+  const Tensor pixels = golden("pixel_values");
+  const std::int64_t images = pixels.dim(0);
+  constexpr int n = 3;
+  Tensor repeated = Tensor::empty({images * n, pixels.dim(1), pixels.dim(2), pixels.dim(3)}, DType::F32);
+  for (std::int64_t i = 0; i < images * n; ++i)
+    repeated.slice(0, i, i + 1).copy_from(pixels.slice(0, i / n, i / n + 1));
+  std::vector<std::string> devices = {"cpu"};
+  if (!build_info().cuda_devices.empty()) devices.push_back("cuda");
+  for (const std::string& device : devices) {
+    SCOPED_TRACE(device);
+    const auto model = VitGpt2::load(dir_, {.device = device});
+    GenerationOptions o = model.generation_options();
+    o.do_sample = true, o.seed = 5, o.max_new_tokens = 8, o.temperature = 1.5f;
+    const GenerationOptions one = o;
+    o.num_return_sequences = n;
+    const auto several = model.caption(pixels, o);
+    const auto want = model.caption(repeated, one);
+    ASSERT_EQ(several.size(), static_cast<std::size_t>(images * n));
+    ASSERT_EQ(want.size(), several.size());
+    bool differ = false;
+    for (std::size_t i = 0; i < several.size(); ++i) {
+      EXPECT_EQ(several[i].ids, want[i].ids) << "caption " << i;
+      EXPECT_NEAR(several[i].score, want[i].score, 1e-4 * std::max(1.0f, std::abs(want[i].score))) << "caption " << i;
+      differ = differ || several[i].ids != several[i / n * n].ids;
+    }
+    EXPECT_TRUE(differ) << "the samples of an image should not all be equal";
+  }
+}
+
 // The same model from memory: the files' bytes, no directory.
 TEST_P(VitGpt2Golden, LoadsFromMemory) {
   const auto read = [](const fs::path& p) {
@@ -329,7 +362,7 @@ TEST(VitGpt2Errors, BadInputsGiveClearErrors) {
     }
   };
   at_most({.max_length = 22}, "max_length 22 must be at most 21");
-  at_most({.max_new_tokens = 21}, "max_new_tokens + 1 = 22 must be at most 21");
+  at_most({.max_new_tokens = 21}, "max_new_tokens = 21 must be at most 20");
   EXPECT_EQ(model.caption(Tensor::zeros({1, 3, 32, 32}, DType::F32), {.max_length = 21, .min_length = 21})[0].ids.size(),
             21u);
   // Options are checked before any work, naming the field: 3 images x 2^30 beams would overflow.

@@ -128,17 +128,37 @@ TEST(VitGpt2Config, GenerationSettingsAreCheckedWhereTheyComeFrom) {
   expect_refused([](json&) {}, ErrorCode::bad_model_file, "'num_return_sequences' = 0 is outside", &no_sequences);
 }
 
-// Sampling settings come from config.json, then generation_config.json; a value only sampling
-// would reject (temperature 0 beside do_sample false) loads, and is checked when used.
+// Generation settings come from generation_config.json alone when there is one (HF 5.17 ignores
+// config.json's then), else from config.json; a value only sampling would reject (temperature 0
+// beside do_sample false) loads, and is checked when used.
 TEST(VitGpt2Config, SamplingSettingsAreRead) {
   const json gen = {{"do_sample", true}, {"top_k", 7}, {"top_p", 0.9}, {"min_length", 3}};
-  const ConfigDir dir([](json& j) { j["temperature"] = 0.0, j["top_k"] = 20; }, &gen);
+  const auto in_config = [](json& j) {
+    j["temperature"] = 0.0, j["top_k"] = 20, j["max_length"] = 12, j["early_stopping"] = true;
+    j["decoder"]["max_length"] = 14;
+  };
+  const ConfigDir dir(in_config, &gen);
   const VitGpt2Config c = vitgpt2::read_config(dir.path());
   EXPECT_TRUE(c.do_sample);
   EXPECT_EQ(c.top_k, 7);
   EXPECT_FLOAT_EQ(c.top_p, 0.9f);
   EXPECT_EQ(c.min_length, 3);
-  EXPECT_EQ(c.temperature, 0.0f);
+  EXPECT_EQ(c.temperature, 1.0f);  // config.json's 0.0 is ignored beside a generation file
+  EXPECT_FALSE(c.max_length.has_value());
+  EXPECT_EQ(c.early_stopping, 0);
+  const ConfigDir only_config(in_config);
+  const VitGpt2Config o = vitgpt2::read_config(only_config.path());
+  EXPECT_EQ(o.temperature, 0.0f);
+  EXPECT_EQ(o.top_k, 20);
+  EXPECT_EQ(o.max_length, 12);  // the top level over the decoder's
+  EXPECT_EQ(o.early_stopping, 1);
+  // What HF refuses at load: several sequences from greedy decoding, more than the beams.
+  const json greedy_three = {{"num_return_sequences", 3}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "num_return_sequences = 3 with greedy decoding",
+                 &greedy_three);
+  const json three_of_two = {{"num_return_sequences", 3}, {"num_beams", 2}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "num_return_sequences = 3 is more than num_beams = 2",
+                 &three_of_two);
   const json bad_sample = {{"do_sample", "yes"}};
   expect_refused([](json&) {}, ErrorCode::bad_model_file, "'do_sample' has the wrong type", &bad_sample);
   const json bad_min = {{"min_length", -1}};

@@ -48,18 +48,20 @@ class DecoderSession {
   virtual std::vector<GreedyChoice> step_greedy(std::span<const std::int32_t> tokens, std::int32_t eos_token_id);
 };
 
-/// Reported after every generated token (greedy/sampling: per item; beam search: the current best
-/// hypothesis of each item).
+/// Reported after every generated token: greedy and sampling per sequence (an item's, or with
+/// num_return_sequences > 1 each of its samples); beam search per item, its current best hypothesis.
 struct TokenEvent {
   int item = 0;                         ///< batch item
-  int sequence = 0;                     ///< which of the item's sequences (sampling with num_return_sequences > 1)
+  int sequence = 0;                     ///< which of the item's samples (sampling with num_return_sequences > 1), else 0
   std::int32_t token = 0;               ///< newest token
-  std::span<const std::int32_t> ids;    ///< the item's current best sequence (start token included)
-  bool finished = false;                ///< this item produced eos (or hit max_length)
+  std::span<const std::int32_t> ids;    ///< the sequence so far (beam search: the item's best; start token included)
+  bool finished = false;                ///< this sequence (beam search: item) is done: eos, or max_length
 };
 
 struct GenerationOptions {
-  int max_length = 20;            ///< total length including the start token (HF semantics)
+  /// Total length including the start token (HF semantics); -1 = unset: 20 new tokens, HF's
+  /// default (max_length 21).
+  int max_length = -1;
   int min_length = 0;             ///< eos is masked until this length
   /// When set (>= 1), the tokens to generate after the start token; it overrides max_length
   /// (= 1 + max_new_tokens), as HF's max_new_tokens does. -1 = unset.
@@ -94,11 +96,13 @@ struct GenerationOptions {
 /// i * n .. i * n + n - 1).
 struct GenerationResult {
   std::vector<std::int32_t> ids;  ///< start token included, eos included if generated, no padding
-  float score = 0.0f;             ///< beam search: normalised score (HF sequences_scores); greedy: sum of log-probs
+  float score = 0.0f;             ///< beam search: normalised score (HF sequences_scores); greedy and
+                                  ///< sampling: sum of the chosen tokens' log-probs
 };
 
 /// Rows a DecoderSession needs per batch item for `options`: num_beams for beam search,
-/// num_return_sequences when sampling, else 1.
+/// num_return_sequences when sampling, else 1 (at least 1 whatever the options; generate()
+/// refuses invalid ones).
 int generation_rows_per_item(const GenerationOptions& options) noexcept;
 
 /// Runs generation on `session` (which must have been started with batch *

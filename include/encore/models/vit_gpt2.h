@@ -73,7 +73,7 @@ struct CaptionTimings {
 /// One caption.
 struct Caption {
   std::vector<std::int32_t> ids;  ///< start token included (as HF returns them)
-  float score = 0.0f;             ///< beam: HF sequences_scores; greedy: sum of log-probs
+  float score = 0.0f;             ///< beam: HF sequences_scores; greedy and sampling: sum of log-probs
 };
 
 class VitGpt2 {
@@ -104,7 +104,8 @@ class VitGpt2 {
   /// The model's generation defaults (config.json, then generation_config.json) as options: what
   /// HF `generate()` uses for settings it is not given. Start from these to caption as HF would,
   /// e.g. `auto o = model.generation_options(); o.max_length = 16;` (when the model's files set
-  /// max_new_tokens it overrides max_length, as in HF: set o.max_new_tokens = -1 too).
+  /// max_new_tokens or min_new_tokens, those override max_length / min_length, as in HF: set them
+  /// to -1 too).
   GenerationOptions generation_options() const;
   /// Captions for a batch of preprocessed images [B, 3, H, W] (HF `generate` semantics): B *
   /// num_return_sequences of them, image by image (beam search: best first).
@@ -112,11 +113,11 @@ class VitGpt2 {
   /// take the model's, field by field, as HF does for ids it is not given; other options are
   /// used as given (see generation_options()). Options are checked before any work.
   /// The planned encoder and decode session (KV cache, cross K/V, and on CUDA the recorded
-  /// graphs) are kept for the next call with the same batch, beams and max_length (a few shapes;
-  /// release_plans() frees them). Safe to call from several threads: each call works on plans of
-  /// its own; on CUDA, calls on one device run one at a time (their plans record CUDA graphs on
-  /// the device's one stream), so a token callback must not wait for another thread's call on
-  /// that device.
+  /// graphs) are kept for the next call with the same batch, rows per image (beams or samples) and
+  /// resolved max_length (a few shapes; release_plans() frees them). Safe to call from several
+  /// threads: each call works on plans of its own; on CUDA, calls on one device run one at a time
+  /// (their plans record CUDA graphs on the device's one stream), so a token callback must not
+  /// wait for another thread's call on that device.
   std::vector<Caption> caption(const Tensor& pixel_values, GenerationOptions options,
                                CaptionTimings* timings = nullptr) const;
   /// Frees the plans and decode sessions kept between calls (their arenas, caches, graphs). On

@@ -27,8 +27,9 @@ build=${ENCORE_GPU_BUILD_DIR:-build-gpu}
 jobs=${ENCORE_BUILD_JOBS:-16}
 steps=${ENCORE_GPU_CHECK_STEPS:-build test sanitize bench caption}
 san_timeout=${ENCORE_SANITIZER_TIMEOUT:-900}
-# Two tests provoke a CUDA error on purpose, which the sanitizer would report: a failing cudaMalloc
-# (out of memory) and a cooperative launch too large to be co-resident (lean's fallback to split).
+# Some tests provoke a CUDA error on purpose, which the sanitizer would report: failing cudaMallocs
+# (*OutOfMemory*) and cooperative launches too large to be co-resident (*GridCannotLaunch*: lean's
+# fallback to split, the fused decoder step's fallback to the graph).
 # Decode attention's LongContexts runs the accuracy cases' kernels over caches of up to 300k tokens,
 # hours under either tool.
 san_filter=${ENCORE_SANITIZER_FILTER:--*OutOfMemory*:*GridCannotLaunch*:*LongContexts*}

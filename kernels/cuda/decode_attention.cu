@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "backends/cuda/cooperative_grids.h"
+#include "kernels/cuda/device_memory.h"
 #include "kernels/common/decode_checks.h"
 #include "kernels/cuda/decode_attention_internal.h"
 #include "kernels/cuda/decode_attention_lean.cuh"
@@ -125,7 +126,7 @@ struct RelaxedCapture {
 template <typename T>
 T* zeroed_device_buffer(std::size_t bytes, const char* what) {
   T* ptr = nullptr;
-  kc::check_cuda(cudaMalloc(&ptr, bytes), what);
+  kc::check_cuda(kc::device_malloc(&ptr, bytes), what);
   cudaStream_t init = nullptr;
   cudaError_t err = cudaStreamCreateWithFlags(&init, cudaStreamNonBlocking);
   if (err == cudaSuccess) {
@@ -154,7 +155,7 @@ StreamState& stream_state(int ordinal, cudaStream_t stream, std::size_t ws_bytes
     if (s.ws_bytes < ws_bytes) {
       const std::size_t bytes = std::max({ws_bytes, 2 * s.ws_bytes, std::size_t{4} << 20});
       float* fresh = nullptr;
-      kc::check_cuda(cudaMalloc(&fresh, bytes), "decode_attention: cudaMalloc(workspace)");
+      kc::check_cuda(kc::device_malloc(&fresh, bytes), "decode_attention: cudaMalloc(workspace)");
       if (s.ws != nullptr) s.retired.push_back(s.ws);
       s.ws = fresh, s.ws_bytes = bytes;
     }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
+#include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/gemm_kernels.h"
 
 #ifndef ENCORE_CUDA_ARCHS
@@ -213,7 +214,16 @@ int CudaRuntime::device_count() noexcept {
   return count;
 }
 
+namespace {
+// kc::device_malloc's out-of-memory hook: the kernels' own buffers may get what this device's
+// cache holds.
+void release_cached_blocks(int device) noexcept {
+  if (CudaRuntime* runtime = CudaRuntime::find(device)) runtime->allocator().trim();
+}
+}  // namespace
+
 CudaRuntime::CudaRuntime(int ordinal) : ordinal_(ordinal), allocator_(ordinal) {
+  kc::release_cached_hook().store(&release_cached_blocks, std::memory_order_release);
   DeviceGuard guard(ordinal);
   cudaDeviceProp prop{};
   ENCORE_CUDA_CHECK(cudaGetDeviceProperties(&prop, ordinal));

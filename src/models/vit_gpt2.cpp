@@ -136,6 +136,13 @@ Device VitGpt2::device() const noexcept { return impl_->device; }
 
 namespace {
 
+// A tensor on another CUDA device moves to `device` before the model's device lock is taken: the
+// copy takes both devices' locks, lower ordinal first, which holding the model's lock already
+// would invert (two threads copying between two GPUs in opposite directions would deadlock).
+Tensor from_other_gpu(const Tensor& t, Device device) {
+  return t.defined() && t.device().is_cuda() && t.device() != device ? t.to(device) : t;
+}
+
 void check_pixels(const Tensor& pixels, const VitGpt2Config& c) {
   ENCORE_CHECK(pixels.defined() && pixels.rank() == 4 && pixels.dim(0) >= 1 && pixels.dim(1) == c.num_channels &&
                    pixels.dim(2) == c.image_size && pixels.dim(3) == c.image_size,
@@ -167,9 +174,10 @@ Tensor VitGpt2::Impl::encode(const Tensor& pixels, std::unique_ptr<EncoderPlan>&
 }
 
 Tensor VitGpt2::encode(const Tensor& pixel_values) const {
+  const Tensor pixels = from_other_gpu(pixel_values, impl_->device);
   const auto lock = detail::lock_device(impl_->device);  // see core/device_lock.h
   std::unique_ptr<EncoderPlan> plan;
-  const Tensor states = to_host_f32(impl_->encode(pixel_values, plan));
+  const Tensor states = to_host_f32(impl_->encode(pixels, plan));
   impl_->encoders.give_back(std::move(plan));
   return states;
 }
@@ -180,7 +188,9 @@ void VitGpt2::release_plans() {
   impl_->sessions.clear();
 }
 
-Tensor VitGpt2::decoder_logits(const Tensor& encoder_states, const Tensor& ids) const {
+Tensor VitGpt2::decoder_logits(const Tensor& encoder_states_in, const Tensor& ids_in) const {
+  const Tensor encoder_states = from_other_gpu(encoder_states_in, impl_->device);
+  const Tensor ids = from_other_gpu(ids_in, impl_->device);
   const auto lock = detail::lock_device(impl_->device);
   const VitGpt2Config& c = impl_->config;
   ENCORE_CHECK(ids.defined() && ids.rank() == 2 && (ids.dtype() == DType::I32 || ids.dtype() == DType::I64),
@@ -206,28 +216,25 @@ Tensor VitGpt2::decoder_logits(const Tensor& encoder_states, const Tensor& ids) 
   return to_host_f32(out.at("logits"));
 }
 
-std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOptions options,
+std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values_in, GenerationOptions options,
                                      CaptionTimings* timings) const {
   using Clock = std::chrono::steady_clock;
   const auto ms = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
   };
   const auto t0 = Clock::now();
-  // On CUDA one caption at a time per device (core/device_lock.h): its plans record CUDA graphs
-  // on the device's one stream. The token callback runs under this lock.
-  const auto lock = detail::lock_device(impl_->device);
   const VitGpt2Config& c = impl_->config;
   // Ids at their defaults take the model's, each on its own (as HF falls back per id).
   if (options.start_token_id == 0) options.start_token_id = c.decoder_start_token_id;
   if (options.eos_token_id == -1) options.eos_token_id = c.eos_token_id;
   if (options.pad_token_id == -1) options.pad_token_id = c.pad_token_id;
-  // Every option is checked before the encoder runs and a session is planned for batch x rows per
-  // image (beams, or samples when sampling several sequences per image).
-  check_pixels(pixel_values, c);
-  ENCORE_CHECK(pixel_values.dim(0) <= detail::kMaxGenerationRows, invalid_argument,
-               "VitGpt2::caption: {} images is over the {} rows generation takes", pixel_values.dim(0),
+  // Every option is checked before any work: before the encoder runs and a session is planned for
+  // batch x rows per image (beams, or samples when sampling several sequences per image).
+  check_pixels(pixel_values_in, c);
+  ENCORE_CHECK(pixel_values_in.dim(0) <= detail::kMaxGenerationRows, invalid_argument,
+               "VitGpt2::caption: {} images is over the {} rows generation takes", pixel_values_in.dim(0),
                detail::kMaxGenerationRows);
-  detail::validate_options(options, static_cast<int>(pixel_values.dim(0)), static_cast<int>(c.vocab_size));
+  detail::validate_options(options, static_cast<int>(pixel_values_in.dim(0)), static_cast<int>(c.vocab_size));
   const int new_tokens = options.max_new_tokens;
   options = detail::resolve_lengths(options);
   // The last token is never fed back, so a sequence may be one longer than the positions (HF's
@@ -241,6 +248,10 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values, GenerationOpti
                "token, which is not fed back)",
                options.max_length, c.max_positions + 1, c.max_positions);
   const int per_image = generation_rows_per_item(options);
+  const Tensor pixel_values = from_other_gpu(pixel_values_in, impl_->device);
+  // On CUDA one caption at a time per device (core/device_lock.h): its plans record CUDA graphs
+  // on the device's one stream. The token callback runs under this lock.
+  const auto lock = detail::lock_device(impl_->device);
   Impl& m = *impl_;
   std::unique_ptr<EncoderPlan> encoder;
   const Tensor states = m.encode(pixel_values, encoder);

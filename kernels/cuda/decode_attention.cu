@@ -121,12 +121,12 @@ struct RelaxedCapture {
   ~RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode); }
 };
 
-/// A zeroed device buffer of `bytes`. Zeroed on a private stream and waited for: legal while a
-/// stream of this thread is being captured (the caller holds a RelaxedCapture).
+/// A zeroed device buffer of `bytes` for work on `stream`. Zeroed on a private stream and waited
+/// for: legal while a stream of this thread is being captured (the caller holds a RelaxedCapture).
 template <typename T>
-T* zeroed_device_buffer(std::size_t bytes, const char* what) {
+T* zeroed_device_buffer(std::size_t bytes, cudaStream_t stream, const char* what) {
   T* ptr = nullptr;
-  kc::check_cuda(kc::device_malloc(&ptr, bytes), what);
+  kc::check_cuda(kc::device_malloc(&ptr, bytes, stream), what);
   cudaStream_t init = nullptr;
   cudaError_t err = cudaStreamCreateWithFlags(&init, cudaStreamNonBlocking);
   if (err == cudaSuccess) {
@@ -145,17 +145,18 @@ StreamState& stream_state(int ordinal, cudaStream_t stream, std::size_t ws_bytes
   if (s.sync == nullptr || s.ws_bytes < ws_bytes || s.heads_count < heads) {
     RelaxedCapture relaxed;
     if (s.sync == nullptr)
-      s.sync = zeroed_device_buffer<unsigned>(sizeof(unsigned) * (16 + 2 * kMaxWorkers), "decode_attention: flags");
+      s.sync = zeroed_device_buffer<unsigned>(sizeof(unsigned) * (16 + 2 * kMaxWorkers), stream,
+                                              "decode_attention: flags");
     if (s.heads_count < heads) {
       const std::size_t count = std::max({heads, 2 * s.heads_count, std::size_t{4096}});
       if (s.heads != nullptr) s.retired.push_back(s.heads);
-      s.heads = zeroed_device_buffer<unsigned>(sizeof(unsigned) * count, "decode_attention: head counters");
+      s.heads = zeroed_device_buffer<unsigned>(sizeof(unsigned) * count, stream, "decode_attention: head counters");
       s.heads_count = count;
     }
     if (s.ws_bytes < ws_bytes) {
       const std::size_t bytes = std::max({ws_bytes, 2 * s.ws_bytes, std::size_t{4} << 20});
       float* fresh = nullptr;
-      kc::check_cuda(kc::device_malloc(&fresh, bytes), "decode_attention: cudaMalloc(workspace)");
+      kc::check_cuda(kc::device_malloc(&fresh, bytes, stream), "decode_attention: cudaMalloc(workspace)");
       if (s.ws != nullptr) s.retired.push_back(s.ws);
       s.ws = fresh, s.ws_bytes = bytes;
     }

@@ -2,8 +2,9 @@
 // split buffers): long-lived, grown rarely, taken straight from cudaMalloc rather than from the
 // CUDA backend's caching allocator, which sits above this layer. When the device is out of memory,
 // most of it may be held in that cache, free but not returned: the backend registers a hook that
-// returns the cached blocks of a device to the driver (CachingAllocator::trim, which keeps them
-// while a stream is being captured), and device_malloc tries once more after it.
+// returns the cached blocks of a device to the driver (CachingAllocator::trim), and device_malloc
+// tries once more after it. Not while the caller's stream is being captured: the trim synchronises
+// the device, which would invalidate the capture (encore's own recordings keep their blocks anyway).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -22,14 +23,21 @@ inline std::atomic<ReleaseCachedFn>& release_cached_hook() noexcept {
 }
 
 /// cudaMalloc on the current device; on cudaErrorMemoryAllocation, releases the backend's cached
-/// blocks of that device (release_cached_hook) and tries once more. Returns the CUDA error.
-inline cudaError_t device_malloc(void** ptr, std::size_t bytes) noexcept {
+/// blocks of that device (release_cached_hook) and tries once more, unless `stream` (the one the
+/// buffer serves) is being captured. Returns the CUDA error.
+inline cudaError_t device_malloc(void** ptr, std::size_t bytes, cudaStream_t stream) noexcept {
   const cudaError_t first = cudaMalloc(ptr, bytes);
   if (first != cudaErrorMemoryAllocation) return first;
   cudaGetLastError();  // not sticky: clear it before trying again
   const ReleaseCachedFn release = release_cached_hook().load(std::memory_order_acquire);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
+    cudaGetLastError();
+    return first;
+  }
   int device = -1;
-  if (release == nullptr || cudaGetDevice(&device) != cudaSuccess) return first;
+  if (release == nullptr || capture != cudaStreamCaptureStatusNone || cudaGetDevice(&device) != cudaSuccess)
+    return first;
   release(device);
   const cudaError_t second = cudaMalloc(ptr, bytes);
   if (second != cudaSuccess) cudaGetLastError();
@@ -37,9 +45,9 @@ inline cudaError_t device_malloc(void** ptr, std::size_t bytes) noexcept {
 }
 
 template <typename T>
-cudaError_t device_malloc(T** ptr, std::size_t bytes) noexcept {
+cudaError_t device_malloc(T** ptr, std::size_t bytes, cudaStream_t stream) noexcept {
   void* p = nullptr;
-  const cudaError_t e = device_malloc(&p, bytes);
+  const cudaError_t e = device_malloc(&p, bytes, stream);
   *ptr = static_cast<T*>(p);
   return e;
 }

@@ -560,7 +560,7 @@ cudaError_t split_buffers(int ordinal, cudaStream_t stream, std::size_t counters
     if (s.n_counters < counters) {
       const std::size_t n = std::max({counters, 2 * s.n_counters, std::size_t{16384}});
       unsigned* fresh = nullptr;
-      cudaError_t e = kc::device_malloc(&fresh, n * sizeof(unsigned));
+      cudaError_t e = kc::device_malloc(&fresh, n * sizeof(unsigned), stream);
       if (e != cudaSuccess) return e;
       // Zeroed on a private stream and waited for: legal while `stream` is being captured.
       cudaStream_t init = nullptr;
@@ -578,7 +578,7 @@ cudaError_t split_buffers(int ordinal, cudaStream_t stream, std::size_t counters
     if (s.ws_floats < ws_floats) {
       const std::size_t n = std::max({ws_floats, 2 * s.ws_floats, std::size_t{1} << 20});
       float* fresh = nullptr;
-      const cudaError_t e = kc::device_malloc(&fresh, n * sizeof(float));
+      const cudaError_t e = kc::device_malloc(&fresh, n * sizeof(float), stream);
       if (e != cudaSuccess) return e;
       if (s.ws != nullptr) s.retired.push_back(s.ws);
       s.ws = fresh, s.ws_floats = n;

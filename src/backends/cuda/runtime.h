@@ -35,6 +35,8 @@ void restore_device(int previous) noexcept;
 /// the previous one has no context yet: since CUDA 12 cudaSetDevice creates the device's context,
 /// and restoring the thread's default device 0 would then create one (hundreds of MB) on a GPU the
 /// process never used, e.g. in a process that only uses cuda:1 (PyTorch restores the same way).
+/// So a thread that never chose a device is left on the last one encore used: host code that
+/// relies on the implicit device 0 afterwards should call cudaSetDevice itself.
 class DeviceGuard {
  public:
   explicit DeviceGuard(int ordinal);

@@ -13,7 +13,8 @@
 #
 # Environment: ENCORE_BUILD_JOBS (16), ENCORE_GPU_BUILD_DIR (build-gpu), ENCORE_GPU_CHECK_STEPS
 # (default "build test sanitize bench caption"; "configure" alone only configures), ENCORE_SANITIZER_FILTER (gtest filter for the sanitizer
-# runs), ENCORE_SANITIZER_SHARDS (gtest shards run at once per binary and tool, 10),
+# runs), ENCORE_SANITIZER_SHARDS (gtest shards run at once per binary and tool, 10; `per-test`: one
+# per test, at most 16),
 # ENCORE_SANITIZER_TIMEOUT (seconds per shard, 900), ENCORE_SANITIZER_TOOLS
 # ("memcheck racecheck"), ENCORE_SANITIZER_BINARIES (name substrings; default all), ENCORE_BENCH_MIN_TIME
 # (0.05), ENCORE_BENCH_FILTER (regex of bench_cuda_* names to run; default all), ENCORE_CAPTION_ITERS (10),
@@ -34,8 +35,12 @@ san_timeout=${ENCORE_SANITIZER_TIMEOUT:-900}
 # hours under either tool.
 san_filter=${ENCORE_SANITIZER_FILTER:--*OutOfMemory*:*GridCannotLaunch*:*LongContexts*}
 san_shards=${ENCORE_SANITIZER_SHARDS:-10}
-case $san_shards in '' | *[!0-9]*) san_shards=0 ;; *) san_shards=$((10#$san_shards)) ;; esac
-[ "$san_shards" -ge 1 ] || { echo "gpu-check: ENCORE_SANITIZER_SHARDS must be a positive integer, got '${ENCORE_SANITIZER_SHARDS:-}'"; exit 2; }
+per_test=0  # "per-test": one shard per test of the binary (at most 16), for binaries of few long tests
+if [ "$san_shards" = per-test ]; then per_test=1 san_shards=1
+else
+  case $san_shards in '' | *[!0-9]*) san_shards=0 ;; *) san_shards=$((10#$san_shards)) ;; esac
+  [ "$san_shards" -ge 1 ] || { echo "gpu-check: ENCORE_SANITIZER_SHARDS must be a positive integer or per-test, got '${ENCORE_SANITIZER_SHARDS:-}'"; exit 2; }
+fi
 pids=()  # running sanitizer shards, stopped if the script is interrupted
 trap '[ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null' EXIT
 trap 'exit 130' INT TERM
@@ -153,6 +158,11 @@ if has_step sanitize && [ "$built" -eq 1 ]; then
         pick=0
         for want in $san_binaries; do case "$name" in *"$want"*) pick=1 ;; esac; done
         [ "$pick" -eq 1 ] || continue
+      fi
+      if [ "$per_test" -eq 1 ]; then
+        san_shards=$("$bin" --gtest_list_tests "--gtest_filter=$san_filter" 2>/dev/null | grep -c '^  ')
+        [ "$san_shards" -ge 1 ] || san_shards=1
+        [ "$san_shards" -le 16 ] || san_shards=16
       fi
       for tool in $san_tools; do
         # The binary's tests are cut into gtest shards, one sanitizer process each, all at once:

@@ -30,6 +30,11 @@ struct Args {
   int beams = -1;       // -1: the model's generation config
   int max_length = -1;  // -1: the model's generation config
   int max_new_tokens = -1;
+  int captions = -1;  // per image (num_return_sequences); -1: the model's
+  bool sample = false;
+  long long seed = -1;
+  float temperature = -1.0f, top_p = -1.0f;
+  int top_k = -1;
   int threads = 0;
   bool json = false;
   std::vector<std::string> images;
@@ -38,13 +43,16 @@ struct Args {
 [[noreturn]] void usage(int status) {
   fmt::print(status == 0 ? stdout : stderr,
              "usage: encore-caption [--model DIR] [--tokenizer DIR] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]\n"
-             "                      [--beams N] [--max-length N | --max-new-tokens N] [--threads N] [--json]\n"
-             "                      IMAGE...\n"
+             "                      [--beams N] [--max-length N | --max-new-tokens N] [--captions N]\n"
+             "                      [--sample [--seed N] [--temperature T] [--top-k K] [--top-p P]]\n"
+             "                      [--threads N] [--json] IMAGE...\n"
              "  Captions each IMAGE (JPEG, PNG, BMP). Without --model, the tiny random demo model shipped\n"
              "  with encore is used (its captions are not meaningful). The tokenizer (vocab.json +\n"
              "  merges.txt) is read from the model directory, else from --tokenizer or encore's copy.\n"
              "  --beams and the length default to the model's generation config (as Hugging Face);\n"
-             "  --max-length counts the start token, --max-new-tokens does not (give one of them).\n");
+             "  --max-length counts the start token, --max-new-tokens does not (give one of them).\n"
+             "  --captions N: N captions per image, the best N of the beams (N <= --beams) or N samples.\n"
+             "  --sample draws tokens (temperature, top-k, top-p as Hugging Face; --seed makes it repeat).\n");
   std::exit(status);
 }
 
@@ -56,6 +64,16 @@ int parse_int(const char* flag, const char* text, int lo) {
     std::exit(2);
   }
   return static_cast<int>(v);
+}
+
+float parse_float(const char* flag, const char* text, float lo, float hi) {
+  char* end = nullptr;
+  const float v = std::strtof(text, &end);
+  if (end == text || *end != '\0' || !(v >= lo && v <= hi)) {
+    fmt::print(stderr, "encore-caption: {} expects a number in [{}, {}], got '{}'\n", flag, lo, hi, text);
+    std::exit(2);
+  }
+  return v;
 }
 
 Args parse(int argc, char** argv) {
@@ -77,6 +95,12 @@ Args parse(int argc, char** argv) {
     else if (arg == "--beams") a.beams = parse_int("--beams", value(), 1);
     else if (arg == "--max-length") a.max_length = parse_int("--max-length", value(), 2);
     else if (arg == "--max-new-tokens") a.max_new_tokens = parse_int("--max-new-tokens", value(), 1);
+    else if (arg == "--captions") a.captions = parse_int("--captions", value(), 1);
+    else if (arg == "--sample") a.sample = true;
+    else if (arg == "--seed") a.seed = parse_int("--seed", value(), 0);
+    else if (arg == "--temperature") a.temperature = parse_float("--temperature", value(), 1e-6f, 1e6f);
+    else if (arg == "--top-k") a.top_k = parse_int("--top-k", value(), 0);
+    else if (arg == "--top-p") a.top_p = parse_float("--top-p", value(), 0.0f, 1.0f);
     else if (arg == "--threads") a.threads = parse_int("--threads", value(), 1);
     else if (arg == "--json") a.json = true;
     else if (!arg.empty() && arg[0] == '-') {
@@ -87,6 +111,10 @@ Args parse(int argc, char** argv) {
   if (a.images.empty()) usage(2);
   if (a.max_length > 0 && a.max_new_tokens > 0) {
     fmt::print(stderr, "encore-caption: --max-length and --max-new-tokens exclude each other\n");
+    std::exit(2);
+  }
+  if (!a.sample && (a.seed >= 0 || a.temperature > 0 || a.top_k >= 0 || a.top_p >= 0)) {
+    fmt::print(stderr, "encore-caption: --seed, --temperature, --top-k and --top-p need --sample\n");
     std::exit(2);
   }
   return a;
@@ -139,6 +167,12 @@ int main(int argc, char** argv) {
     if (a.beams > 0) gen.num_beams = a.beams;
     if (a.max_length > 0) gen.max_length = a.max_length, gen.max_new_tokens = -1;  // the model's would win
     if (a.max_new_tokens > 0) gen.max_new_tokens = a.max_new_tokens;
+    if (a.captions > 0) gen.num_return_sequences = a.captions;
+    if (a.sample) gen.do_sample = true, gen.num_beams = a.beams > 0 ? a.beams : 1;
+    if (a.seed >= 0) gen.seed = static_cast<std::uint64_t>(a.seed);
+    if (a.temperature > 0) gen.temperature = a.temperature;
+    if (a.top_k >= 0) gen.top_k = a.top_k;
+    if (a.top_p >= 0) gen.top_p = a.top_p;
     encore::CaptionTimings timings;
     const auto captions = model.caption(pixels, gen, &timings);
 

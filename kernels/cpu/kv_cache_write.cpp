@@ -10,9 +10,19 @@ void kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_ca
                     const Tensor& block_table, const Tensor& lengths, const CpuContext& ctx) {
   const std::int64_t batch = k_new.dim(0), tq = k_new.dim(1);
   const std::int64_t heads = k_cache.dim(1), block_size = k_cache.dim(2), d = k_cache.dim(3);
-  ENCORE_CHECK(k_new.dtype() == k_cache.dtype() && v_new.dtype() == v_cache.dtype(), invalid_argument,
-               "kv_cache_write: new entries are {}/{} but the caches hold {}/{}", dtype_name(k_new.dtype()),
-               dtype_name(v_new.dtype()), dtype_name(k_cache.dtype()), dtype_name(v_cache.dtype()));
+  // One element size serves k and v below: all four must share the dtype (and v the shapes of k).
+  ENCORE_CHECK(k_new.dtype() == k_cache.dtype() && v_new.dtype() == v_cache.dtype() && k_new.dtype() == v_new.dtype(),
+               invalid_argument, "kv_cache_write: new entries are {}/{} and the caches hold {}/{}: all must match",
+               dtype_name(k_new.dtype()), dtype_name(v_new.dtype()), dtype_name(k_cache.dtype()),
+               dtype_name(v_cache.dtype()));
+  ENCORE_CHECK(k_new.rank() == 3 && v_new.shape() == k_new.shape() && k_cache.rank() == 4 &&
+                   v_cache.shape() == k_cache.shape() && k_new.dim(2) == heads * d && block_table.rank() == 2 &&
+                   block_table.dim(0) == batch && lengths.numel() == batch,
+               invalid_argument,
+               "kv_cache_write: k {} / v {} must be [B, Tq, Hkv*D] over caches {} / {} [blocks, Hkv, block_size, D], "
+               "with a [B, max_blocks] table ({}) and B lengths ({})",
+               k_new.shape().str(), v_new.shape().str(), k_cache.shape().str(), v_cache.shape().str(),
+               block_table.shape().str(), lengths.shape().str());
   ENCORE_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && block_table.is_contiguous() &&
                    lengths.is_contiguous(),
                invalid_argument, "kv_cache_write: caches, block table and lengths must be contiguous");

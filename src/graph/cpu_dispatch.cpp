@@ -34,8 +34,13 @@ class CpuRunner final : public NodeRunner {
   // than such a node's whole work.
   void run(const Node& node, std::span<const Tensor> in, std::span<const Tensor> out) override {
     const double work = parallel_work(node, in, out);
-    run_node(node, in, out, work > 0 && work < kSerialWork ? serial_ : ctx_);
+    cpu::CpuContext ctx = work > 0 && work < kSerialWork ? serial_ : ctx_;
+    // The weight operand (linear, conv, int8 linear: input 1) may be cached packed only when constant.
+    const int w = node.inputs.size() > 1 ? node.inputs[1] : -1;
+    ctx.constant_weights = w >= 0 && static_cast<std::size_t>(w) < constant_.size() && constant_[w] != 0;
+    run_node(node, in, out, ctx);
   }
+  void set_constants(std::vector<char> is_constant) override { constant_ = std::move(is_constant); }
   void poison(Storage& storage) override {
     if (storage.bytes() != 0) std::memset(storage.data(), 0xFF, storage.bytes());
   }
@@ -44,6 +49,7 @@ class CpuRunner final : public NodeRunner {
   static constexpr double kSerialWork = 1 << 16;  // ~10-20 µs on one core
   cpu::CpuContext ctx_;
   cpu::CpuContext serial_{1};
+  std::vector<char> constant_;  // per value
 };
 
 }  // namespace

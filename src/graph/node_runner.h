@@ -17,6 +17,10 @@ class NodeRunner {
   virtual void run(const Node& node, std::span<const Tensor> inputs, std::span<const Tensor> outputs) = 0;
   /// Fills `storage` with 0xFF bytes (RunOptions::poison_arena).
   virtual void poison(Storage& storage) = 0;
+  /// Which values are graph constants (views of one included), given once after planning: a
+  /// backend may cache what it derives from a constant (packed GEMM weights), never from another
+  /// value, whose buffer keeps its address while its contents change from run to run.
+  virtual void set_constants(std::vector<char> is_constant) { (void)is_constant; }
   // Node timing (RunOptions::profile): mark() once before the first node and after every node;
   // marks_elapsed() then waits for the work and returns the time between consecutive marks in µs.
   // The default measures host wall time (right for the CPU, where run() returns when done).

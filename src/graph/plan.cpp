@@ -68,6 +68,10 @@ Plan::Plan(const Graph& graph, const PlanOptions& options) : impl_(std::make_uni
   p.graph = detail::optimise_graph(graph, options.fuse);
   p.memory = detail::plan_memory(p.graph);
   p.arena = Storage::allocate(p.memory.peak_bytes, options.device);
+  std::vector<char> constant(p.memory.source.size());
+  for (std::size_t v = 0; v < constant.size(); ++v)
+    constant[v] = p.memory.source[v] == detail::BufferSource::constant ? 1 : 0;
+  p.runner->set_constants(std::move(constant));
 
   const std::size_t nv = p.graph.values().size();
   p.values.resize(nv);

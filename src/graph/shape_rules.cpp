@@ -1,6 +1,7 @@
 // Builders for every op: operand checks and dtype/shape inference. Messages name the op, the
 // shapes and the rule broken, so a model author sees what to fix.
 #include <algorithm>
+#include <limits>
 
 #include "core/check.h"
 #include "encore/graph/graph.h"
@@ -92,12 +93,13 @@ Value Graph::matmul(Value a, Value b, const MatMulAttrs& attrs) {
 
 namespace {
 std::int64_t conv_out(std::int64_t in, int k, int stride, int pad, int dil, const char* op, const char* axis) {
-  const std::int64_t eff = static_cast<std::int64_t>(dil) * (k - 1) + 1;
-  const std::int64_t out = (in + 2 * pad - eff) / stride + 1;
-  ENCORE_CHECK(stride >= 1 && dil >= 1 && pad >= 0 && in + 2 * pad >= eff, invalid_argument,
+  // In 64 bits: the attributes are ints a caller chooses (2 * pad, dil * (k - 1) must not wrap).
+  const std::int64_t eff = static_cast<std::int64_t>(dil) * (static_cast<std::int64_t>(k) - 1) + 1;
+  const std::int64_t padded = in + 2 * static_cast<std::int64_t>(pad);
+  ENCORE_CHECK(stride >= 1 && dil >= 1 && pad >= 0 && padded >= eff, invalid_argument,
                "{}: {} extent {} with padding {} is smaller than the dilated kernel {} (stride {}, dilation {})", op,
                axis, in, pad, eff, stride, dil);
-  return out;
+  return (padded - eff) / stride + 1;
 }
 }  // namespace
 
@@ -273,9 +275,12 @@ Value Graph::pad(Value x, const PadAttrs& attrs) {
                xi.shape.rank(), 2 * xi.shape.rank());
   Shape out = xi.shape;
   for (std::size_t i = 0; i < attrs.pads.size() / 2; ++i) {
-    ENCORE_CHECK(attrs.pads[2 * i] >= 0 && attrs.pads[2 * i + 1] >= 0, invalid_argument,
-                 "pad: negative padding for dimension {}", i);
-    out[static_cast<int>(i)] += attrs.pads[2 * i] + attrs.pads[2 * i + 1];
+    const std::int64_t before = attrs.pads[2 * i], after = attrs.pads[2 * i + 1];
+    const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 4;  // extents stay far from wrapping
+    ENCORE_CHECK(before >= 0 && after >= 0 && before <= limit && after <= limit && out[static_cast<int>(i)] <= limit,
+                 invalid_argument, "pad: padding ({}, {}) of dimension {} must be >= 0 and below 2^61", before, after,
+                 i);
+    out[static_cast<int>(i)] += before + after;
   }
   return add_node(OpKind::pad, attrs, {x.id}, {{xi.dtype, out}})[0];
 }
@@ -432,9 +437,9 @@ Value Graph::rel_pos_attention(Value q, Value k, Value v, Value pos, Value bias_
                "rel_pos_attention: {} does not split into {} heads (max_relative {})", qi.shape.str(), attrs.num_heads,
                attrs.max_relative);
   const std::int64_t d = qi.shape[2] / attrs.num_heads;
-  ENCORE_CHECK(pi.shape == (Shape{2 * attrs.max_relative + 1, qi.shape[2]}), invalid_argument,
-               "rel_pos_attention: pos must be [2K+1, H*D] = [{}, {}], got {}", 2 * attrs.max_relative + 1,
-               qi.shape[2], pi.shape.str());
+  const std::int64_t positions = 2 * static_cast<std::int64_t>(attrs.max_relative) + 1;  // 64 bits: K may be INT_MAX
+  ENCORE_CHECK(pi.shape == (Shape{positions, qi.shape[2]}), invalid_argument,
+               "rel_pos_attention: pos must be [2K+1, H*D] = [{}, {}], got {}", positions, qi.shape[2], pi.shape.str());
   ENCORE_CHECK(ui.shape == (Shape{attrs.num_heads, d}) && bvi.shape == ui.shape, invalid_argument,
                "rel_pos_attention: bias_u and bias_v must be [H, D] = [{}, {}], got {} and {}", attrs.num_heads, d,
                ui.shape.str(), bvi.shape.str());
@@ -509,6 +514,9 @@ void Graph::kv_cache_write(Value k_new, Value v_new, Value k_cache, Value v_cach
                ki.shape.str(), vi.shape.str(), kc.shape.str(), vc.shape.str());
   ENCORE_CHECK(kc.producer < 0 && !kc.is_input && vc.producer < 0 && !vc.is_input, invalid_argument,
                "kv_cache_write: the caches must be constants bound to cache storage");
+  ENCORE_CHECK(ki.dtype == vi.dtype && kc.dtype == ki.dtype && vc.dtype == ki.dtype, invalid_argument,
+               "kv_cache_write: k, v and both caches must share a dtype, got k {}, v {}, k_cache {}, v_cache {}",
+               dtype_name(ki.dtype), dtype_name(vi.dtype), dtype_name(kc.dtype), dtype_name(vc.dtype));
   ENCORE_CHECK(ti.dtype == DType::I32 && ti.shape.rank() == 2 && ti.shape[0] == ki.shape[0] &&
                    li.dtype == DType::I32 && li.shape == (Shape{ki.shape[0]}),
                invalid_argument, "kv_cache_write: block_table must be i32 [{}, max_blocks] and lengths i32 [{}], got {} and {}",

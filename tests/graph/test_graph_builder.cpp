@@ -1,6 +1,8 @@
 // Shape/dtype inference and the errors model authors see.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "encore/graph/graph.h"
 
 using namespace encore;
@@ -119,4 +121,29 @@ TEST(GraphBuilder, InputsAndOutputsAreNamedOnce) {
   g.output("y", x);
   expect_error([&] { g.output("y", x); }, "declared twice");
   expect_error([&] { g.add(x, Value{99}); }, "not a value of this graph");
+}
+
+// Attributes a caller chooses are checked in 64 bits (no signed overflow), and kv_cache_write
+// refuses mixed dtypes (its kernel copies k and v rows with one element size).
+TEST(GraphBuilder, HugeAttributesAndMixedCacheDtypesAreRefused) {
+  Graph g;
+  auto img = g.input("img", DType::F32, {1, 3, 8, 8});
+  // 2 * padding past INT_MAX: a valid shape in 64 bits, so the check passes without wrapping.
+  EXPECT_EQ(g.shape(g.conv2d(img, g.constant(weight({2, 3, 1, 1})), {}, {.stride = {1 << 30, 1}, .padding = {1 << 30, 0}})),
+            (Shape{1, 2, 3, 8}));  // (8 + 2^31 - 1) / 2^30 + 1
+  expect_error([&] { g.conv2d(img, g.constant(weight({2, 3, 3, 3})), {}, {.dilation = {1 << 30, 1}}); },
+               "smaller than the dilated kernel");
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+  expect_error([&] { g.pad(img, {.pads = {huge, 1}}); }, "below 2^61");
+  auto q = g.input("q", DType::F32, {1, 4, 8});
+  expect_error([&] {
+    g.rel_pos_attention(q, q, q, g.constant(weight({3, 8})), g.constant(weight({2, 4})), g.constant(weight({2, 4})), {},
+                        {.num_heads = 2, .max_relative = std::numeric_limits<int>::max()});
+  }, "pos must be [2K+1, H*D] = [4294967295, 8]");
+  auto k = g.input("k", DType::F32, {1, 1, 8}), v = g.input("v", DType::BF16, {1, 1, 8});
+  auto table = g.input("table", DType::I32, {1, 2}), lengths = g.input("lengths", DType::I32, {1});
+  expect_error([&] {
+    g.kv_cache_write(k, v, g.constant(weight({2, 2, 4, 4})), g.constant(weight({2, 2, 4, 4}, DType::BF16)), table,
+                     lengths);
+  }, "must share a dtype, got k f32, v bf16");
 }

@@ -205,3 +205,46 @@ TEST(GraphExec, AnOutputFedBackAsInputIsReadIntact) {
       for (int j = 0; j < 32; ++j) ASSERT_EQ(second[i * 32 + j], first[j * 32 + i] + 0.5f) << i << "," << j;
   }
 }
+
+// A GEMM or convolution whose weight is not a constant (an input, or computed from one) keeps its
+// address from run to run while its contents change: each run must read the weight it is given,
+// not a packed copy cached from an earlier run (the CPU backend packs constant weights once). Both
+// linear paths (a few rows: the weight-streaming kernel; many: oneDNN) and conv2d.
+TEST(GraphExec, WeightsThatAreNotConstantsAreReadAfresh) {
+  std::mt19937 rng(23);
+  for (int rows : {1, 64}) {
+    SCOPED_TRACE(rows);
+    const Tensor x = ref::random_tensor({rows, 48}, DType::F32, rng, -1.0, 1.0);
+    Graph g;
+    auto xi = g.input("x", DType::F32, {rows, 48});
+    auto wi = g.input("w", DType::F32, {40, 48});
+    g.output("direct", g.linear(xi, wi));
+    g.output("computed", g.linear(xi, g.scale(wi, 2.0f)));
+    Plan plan(g);
+    for (int run = 0; run < 3; ++run) {
+      const Tensor w = ref::random_tensor({40, 48}, DType::F32, rng, -1.0, 1.0);
+      const auto out = plan.run({{"x", x}, {"w", w}});
+      const std::vector<float> xv = x.to_float_vector(), wv = w.to_float_vector();
+      const std::vector<float> direct = out.at("direct").to_float_vector(), computed = out.at("computed").to_float_vector();
+      for (int r = 0; r < rows; ++r)
+        for (int n = 0; n < 40; ++n) {
+          double want = 0;
+          for (int k = 0; k < 48; ++k) want += double(xv[r * 48 + k]) * wv[n * 48 + k];
+          ASSERT_NEAR(direct[r * 40 + n], want, 1e-4) << "run " << run << " row " << r << " col " << n;
+          ASSERT_NEAR(computed[r * 40 + n], 2 * want, 2e-4) << "run " << run << " row " << r << " col " << n;
+        }
+    }
+  }
+  Graph g;
+  auto xi = g.input("x", DType::F32, {1, 3, 8, 8});
+  auto wi = g.input("w", DType::F32, {4, 3, 3, 3});
+  g.output("y", g.conv2d(xi, wi, {}, {.padding = {1, 1}}));
+  Plan plan(g);
+  const Tensor x = ref::random_tensor({1, 3, 8, 8}, DType::F32, rng, -1.0, 1.0);
+  const Tensor w1 = ref::random_tensor({4, 3, 3, 3}, DType::F32, rng, -1.0, 1.0);
+  const std::vector<float> y1 = plan.run({{"x", x}, {"w", w1}}).at("y").to_float_vector();
+  Tensor w2 = w1.clone();
+  for (std::int64_t i = 0; i < w2.numel(); ++i) w2.data_ptr<float>()[i] *= -3.0f;
+  const std::vector<float> y2 = plan.run({{"x", x}, {"w", w2}}).at("y").to_float_vector();
+  for (std::size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y2[i], -3.0f * y1[i], 1e-4 * (1 + std::abs(y1[i]))) << i;
+}

@@ -24,6 +24,9 @@ namespace encore::cpu {
 /// Per-call settings of the CPU backend.
 struct CpuContext {
   int num_threads = 1;
+  /// The GEMM/convolution weight operand is a constant, so its packed copy may be cached and
+  /// reused (PackedWeights); false packs it per call. The graph runner sets it per node.
+  bool constant_weights = true;
 };
 
 // ---- elementwise, activations (kernels/cpu/elementwise*.cpp) --------------------------------------

@@ -195,7 +195,7 @@ void conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Con
                                         ? dnnl::memory::desc(plan->weights.dims(), to_dnnl(w.dtype()),
                                                              {ws[0] * (g.O / g.groups), ws[0], ws[1], ws[2], ws[3]})
                                         : strided_md(w);
-  const dnnl::memory packed = PackedWeights::instance().get(w, w_user, plan->weights, threads);
+  const dnnl::memory packed = PackedWeights::instance().get(w, w_user, plan->weights, threads, ctx.constant_weights);
 
   std::optional<Scratch> b_copy, y_tmp;
   Args args{{DNNL_ARG_WEIGHTS, packed}};

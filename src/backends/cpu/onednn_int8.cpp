@@ -108,7 +108,7 @@ void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const T
   });
 
   const dnnl::memory::desc w_user({K, N}, dt::s8, {w.strides()[1], w.strides()[0]});
-  const dnnl::memory packed = PackedWeights::instance().get(w, w_user, plan->weights, threads);
+  const dnnl::memory packed = PackedWeights::instance().get(w, w_user, plan->weights, threads, ctx.constant_weights);
   const dnnl::memory::desc zp_md({1}, dt::s32, tag::x);
   std::int32_t src_zp = x_zp, dst_zp = y_zp;
   Args args{{DNNL_ARG_SRC, wrap_cached(plan, 0, plan->src, src)},

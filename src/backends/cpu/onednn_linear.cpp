@@ -135,8 +135,10 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
   // weight-streaming kernel on its own packed layout instead of oneDNN.
   if (M <= tuning().linear_rows_max && x.dtype() == DType::F32 && w.dtype() == DType::F32 && y.dtype() == DType::F32 &&
       has_avx512()) {
-    const float* packed = PackedWeights::instance().rows_layout(w, out_in, threads);
-    rows::linear_rows_avx512(static_cast<const float*>(src), ld, M, K, N, packed, static_cast<const float*>(bias_ptr),
+    // Held until the kernel is done: another thread's insert may evict the cache entry meanwhile.
+    const dnnl::memory packed = PackedWeights::instance().rows_layout(w, out_in, threads, ctx.constant_weights);
+    rows::linear_rows_avx512(static_cast<const float*>(src), ld, M, K, N,
+                             static_cast<const float*>(packed.get_data_handle()), static_cast<const float*>(bias_ptr),
                              attrs.activation, y.data_ptr<float>(), threads);
     return;
   }
@@ -178,7 +180,7 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
   const dnnl::memory::desc w_user(
       {K, N}, to_dnnl(w.dtype()),
       out_in ? dnnl::memory::dims{w.strides()[1], w.strides()[0]} : dnnl::memory::dims{w.strides()[0], w.strides()[1]});
-  const dnnl::memory packed = PackedWeights::instance().get(w, w_user, plan->weights, threads);
+  const dnnl::memory packed = PackedWeights::instance().get(w, w_user, plan->weights, threads, ctx.constant_weights);
 
   std::optional<Scratch> y_tmp;
   if (ddt != y.dtype()) y_tmp.emplace(static_cast<std::size_t>(M * N) * dtype_size(ddt));

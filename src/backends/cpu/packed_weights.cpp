@@ -75,7 +75,8 @@ struct PackedWeights::Impl {
   // The packed copy of `w` under `key`, made by pack() on the first call. An entry left by a dead
   // tensor at the same address (a recycled allocation) is dropped and packed afresh.
   template <typename Pack>
-  dnnl::memory find_or_pack(const std::string& key, const Tensor& w, Pack&& pack) {
+  dnnl::memory find_or_pack(const std::string& key, const Tensor& w, bool use_cache, Pack&& pack) {
+    if (!use_cache) return pack();  // not a constant: its contents may differ from the last call
     auto make = [&] {
       // Forget packings of weights that no longer exist before adding one.
       cache.erase_if([](const Entry& e) { return e.storage.expired(); });
@@ -106,17 +107,17 @@ PackedWeights& PackedWeights::instance() {
 }
 
 dnnl::memory PackedWeights::get(const Tensor& w, const dnnl::memory::desc& user_md, const dnnl::memory::desc& packed_md,
-                                int threads) {
+                                int threads, bool cache) {
   onednn::KeyBuilder kb = identity_key("pack", w);
   kb.add(user_md).add(packed_md);
-  return impl_->find_or_pack(kb.str(), w, [&] {
+  return impl_->find_or_pack(kb.str(), w, cache, [&] {
     dnnl::memory packed(packed_md, onednn::engine());
     onednn::reorder(user_md, w.data(), packed_md, packed.get_data_handle(), threads);
     return packed;
   });
 }
 
-const float* PackedWeights::rows_layout(const Tensor& w, bool out_in, int threads) {
+dnnl::memory PackedWeights::rows_layout(const Tensor& w, bool out_in, int threads, bool cache) {
   ENCORE_CHECK(w.rank() == 2 && w.dtype() == DType::F32, invalid_argument,
                "PackedWeights::rows_layout: weight {} {} must be a 2-D f32 tensor", w.shape().str(),
                dtype_name(w.dtype()));
@@ -124,7 +125,7 @@ const float* PackedWeights::rows_layout(const Tensor& w, bool out_in, int thread
   const std::int64_t s_k = out_in ? w.strides()[1] : w.strides()[0], s_n = out_in ? w.strides()[0] : w.strides()[1];
   onednn::KeyBuilder kb = identity_key("rows", w);
   kb.add(out_in ? 1 : 0);
-  const dnnl::memory packed = impl_->find_or_pack(kb.str(), w, [&] {
+  return impl_->find_or_pack(kb.str(), w, cache, [&] {
     const std::int64_t floats = (N + rows::kRowsBlock - 1) / rows::kRowsBlock * rows::kRowsBlock * K;
     // oneDNN's allocation: 64-byte aligned, and one kind of entry for the cache.
     dnnl::memory m(dnnl::memory::desc({floats}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a),
@@ -132,7 +133,6 @@ const float* PackedWeights::rows_layout(const Tensor& w, bool out_in, int thread
     pack_rows(w.data_ptr<float>(), s_k, s_n, K, N, static_cast<float*>(m.get_data_handle()), threads);
     return m;
   });
-  return static_cast<const float*>(packed.get_data_handle());
 }
 
 void PackedWeights::evict(const Tensor& w) {

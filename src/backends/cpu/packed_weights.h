@@ -12,9 +12,13 @@ namespace encore::cpu {
 
 /// The process-wide cache of packed weights. An entry is keyed by the weight's identity (storage
 /// pointer, byte offset, shape, strides, dtype, and the source descriptor, which encodes the
-/// layout) and by the packed layout. Weights are treated as immutable constants: a caller that
-/// rewrites a weight in place must call evict(). An entry whose storage has died is never reused
-/// (it holds only a weak reference), so a new tensor at a recycled address is packed afresh.
+/// layout) and by the packed layout. Cached weights are treated as immutable constants: a caller
+/// that rewrites one in place must call evict(). A weight that is not a constant (a plan's
+/// intermediate value, or an input refilled between runs: same address, new contents) is packed
+/// per call instead (`cache` false; the graph runner knows which is which). An entry whose
+/// storage has died is never reused (it holds only a weak reference), so a new tensor at a
+/// recycled address is packed afresh. The memory returned keeps the packed copy alive even if
+/// another thread evicts its entry meanwhile.
 class PackedWeights {
  public:
   static PackedWeights& instance();
@@ -24,12 +28,12 @@ class PackedWeights {
   /// call for this identity and layout (on `threads` threads); later calls return the same
   /// memory without touching the weight.
   dnnl::memory get(const Tensor& w, const dnnl::memory::desc& user_md, const dnnl::memory::desc& packed_md,
-                   int threads);
+                   int threads, bool cache = true);
 
   /// `w` (f32; [K, N], or [N, K] when `out_in`; any strides) in the block layout of
-  /// the decode-sized linear (kernels/cpu/linear_rows.h), 64-byte aligned. Packs on the first call
-  /// for this identity (on `threads` threads), like get().
-  const float* rows_layout(const Tensor& w, bool out_in, int threads);
+  /// the decode-sized linear (kernels/cpu/linear_rows.h), 64-byte aligned (its data handle). Packs
+  /// on the first call for this identity (on `threads` threads), like get().
+  dnnl::memory rows_layout(const Tensor& w, bool out_in, int threads, bool cache = true);
 
   /// Forgets every packed copy of the weights in `w`'s storage.
   void evict(const Tensor& w);

@@ -325,6 +325,39 @@ TEST(CpuLinear, RecycledWeightAddressIsRepacked) {
             1e-5);
 }
 
+// Eviction while another thread streams from the evicted copy: with room for one entry, every
+// call of one thread evicts the other's packed weight. The copy in use must stay alive until its
+// kernel is done (a use-after-free before: the cache entry was its only owner).
+TEST(CpuLinear, EvictionDuringUseKeepsTheCopyAlive) {
+  auto& packs = cpu::PackedWeights::instance();
+  packs.set_capacity(1);
+  struct Restore {
+    ~Restore() { cpu::PackedWeights::instance().set_capacity(65536); }
+  } restore;
+  std::mt19937 rng(29);
+  std::vector<Tensor> ws, xs;
+  std::vector<ref::RefTensor> want;
+  for (int i = 0; i < 2; ++i) {
+    ws.push_back(ref::random_tensor({512, 256}, DType::F32, rng));
+    xs.push_back(ref::random_tensor({1, 256}, DType::F32, rng));
+    want.push_back(ref::linear(ref::from_tensor(xs.back()), ref::from_tensor(ws.back()), nullptr, WeightLayout::out_in));
+  }
+  std::vector<double> worst(2, 0.0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i)
+    threads.emplace_back([&, i] {
+      for (int round = 0; round < 50; ++round) {
+        const Tensor y = poisoned({1, 512}, DType::F32);
+        cpu::linear(xs[static_cast<std::size_t>(i)], ws[static_cast<std::size_t>(i)], Tensor(), LinearAttrs{}, y, {1});
+        worst[static_cast<std::size_t>(i)] =
+            std::max(worst[static_cast<std::size_t>(i)], ref::relative_error(ref::from_tensor(y), want[i]));
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_LE(worst[0], 1e-5);
+  EXPECT_LE(worst[1], 1e-5);
+}
+
 TEST(CpuLinear, ShapeMismatchNamesBothShapes) {
   const Tensor x = Tensor::zeros({4, 7}, DType::F32);
   const Tensor w = Tensor::zeros({5, 8}, DType::F32);

@@ -5,9 +5,11 @@
 #include <iterator>
 #include <limits>
 #include <optional>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "io/safetensors_json.h"
 #include "models/vit_gpt2_internal.h"
 
 namespace encore::vitgpt2 {
@@ -15,14 +17,23 @@ namespace {
 
 using json = nlohmann::json;
 
+// Configs nest a few levels (the encoder/decoder sections, their id maps); the limit keeps a
+// hostile file from exhausting the stack, in the parser or in anything that walks the value.
+constexpr int kConfigMaxDepth = 32;
+
 json parse_object(std::string_view text, const std::string& where) {
-  try {
-    json j = json::parse(text);
-    ENCORE_CHECK(j.is_object(), bad_model_file, "{}: expected a JSON object", where);
-    return j;
-  } catch (const json::exception& e) {
-    detail::fail(ErrorCode::bad_model_file, "{}: invalid JSON: {}", where, e.what());
-  }
+  json j = io::detail::parse_json(text, kConfigMaxDepth, {where, "the file"});
+  ENCORE_CHECK(j.is_object(), bad_model_file, "{}: expected a JSON object", where);
+  return j;
+}
+
+// A field's value for an error message: scalars as written (cut at 60 characters), arrays and
+// objects by their size (a hostile file's value may be huge).
+std::string brief(const json& v) {
+  if (v.is_array() || v.is_object()) return fmt::format("{} of {} entries", v.type_name(), v.size());
+  std::string text = v.dump();
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  return text;
 }
 
 std::string read_text(const std::filesystem::path& path) {
@@ -41,19 +52,19 @@ T field(const json& obj, const char* key, T fallback, const std::string& where) 
   try {
     return it->get<T>();
   } catch (const json::exception&) {
-    detail::fail(ErrorCode::bad_model_file, "{}: field '{}' has the wrong type ({})", where, key, it->dump());
+    detail::fail(ErrorCode::bad_model_file, "{}: field '{}' has the wrong type ({})", where, key, brief(*it));
   }
 }
 
 // An integer in [lo, hi]. A float (12.0, 1e300) or a value out of range is an error: nlohmann's
 // get<int>() would truncate the one and cast the other out of range (undefined behaviour).
 std::int64_t integer(const json& v, const char* key, std::int64_t lo, std::int64_t hi, const std::string& where) {
-  ENCORE_CHECK(v.is_number_integer(), bad_model_file, "{}: field '{}' must be an integer, got {}", where, key, v.dump());
+  ENCORE_CHECK(v.is_number_integer(), bad_model_file, "{}: field '{}' must be an integer, got {}", where, key, brief(v));
   // (JSON's non-negative integers are nlohmann's unsigned kind, which may exceed int64.)
   const bool in_range = v.is_number_unsigned()
                             ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(hi) && v.get<std::int64_t>() >= lo
                             : v.get<std::int64_t>() >= lo && v.get<std::int64_t>() <= hi;
-  ENCORE_CHECK(in_range, bad_model_file, "{}: field '{}' = {} is outside [{}, {}]", where, key, v.dump(), lo, hi);
+  ENCORE_CHECK(in_range, bad_model_file, "{}: field '{}' = {} is outside [{}, {}]", where, key, brief(v), lo, hi);
   return v.get<std::int64_t>();
 }
 
@@ -74,24 +85,33 @@ std::int64_t size_field(const json& obj, const char* key, std::int64_t fallback,
 float float_field(const json& obj, const char* key, float fallback, bool positive, const std::string& where) {
   const auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return fallback;
-  ENCORE_CHECK(it->is_number(), bad_model_file, "{}: field '{}' must be a number, got {}", where, key, it->dump());
+  ENCORE_CHECK(it->is_number(), bad_model_file, "{}: field '{}' must be a number, got {}", where, key, brief(*it));
   const double d = it->get<double>();
   // Checked as the float it becomes: 1e-50 is positive as a double but 0 as a float.
   const bool in_range = std::isfinite(d) && std::abs(d) <= std::numeric_limits<float>::max();
   const float f = in_range ? static_cast<float>(d) : 0.0f;
   ENCORE_CHECK(in_range && (!positive || f >= std::numeric_limits<float>::min()), bad_model_file,
                "{}: field '{}' = {} must be a finite{} number within float range (|x| <= 3.4e38{})", where, key,
-               it->dump(), positive ? ", positive" : "", positive ? ", >= 1.2e-38" : "");
+               brief(*it), positive ? ", positive" : "", positive ? ", >= 1.2e-38" : "");
   return f;
 }
 
-// A token id (or a list of them, of which the first counts, as Hugging Face's eos lists).
+// A token id, or a list of them (Hugging Face stops on any id of an eos list): every entry must be
+// an id, and a list of several different ids is refused, since generation takes one.
 std::int32_t token_id(const json& obj, const char* key, std::int32_t fallback, const std::string& where) {
   const auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return fallback;
-  const json& v = it->is_array() && !it->empty() ? it->front() : *it;
-  return static_cast<std::int32_t>(integer(v, key, std::numeric_limits<std::int32_t>::min(),
-                                           std::numeric_limits<std::int32_t>::max(), where));
+  const auto id = [&](const json& v) {
+    return static_cast<std::int32_t>(
+        integer(v, key, std::numeric_limits<std::int32_t>::min(), std::numeric_limits<std::int32_t>::max(), where));
+  };
+  if (!it->is_array()) return id(*it);
+  ENCORE_CHECK(!it->empty(), bad_model_file, "{}: field '{}' is an empty list of token ids", where, key);
+  const std::int32_t first = id(it->front());
+  for (const json& v : *it)
+    ENCORE_CHECK(id(v) == first, unsupported,
+                 "{}: field '{}' lists several token ids ({}): encore generates with one", where, key, brief(*it));
+  return first;
 }
 
 // A flag that changes the model's numerics: only `supported` is implemented.
@@ -200,9 +220,15 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
     c.top_k = static_cast<int>(int_field(obj, "top_k", c.top_k, std::numeric_limits<int>::min(), kMaxInt, w));
     c.temperature = float_field(obj, "temperature", c.temperature, false, w);
     c.top_p = float_field(obj, "top_p", c.top_p, false, w);
+    // true / false / "never" (Python's 1 and 0 compare equal to True and False, so HF takes them too).
     const auto es = obj.find("early_stopping");
-    if (es != obj.end() && es->is_boolean()) c.early_stopping = es->get<bool>() ? 1 : 0;
-    if (es != obj.end() && es->is_string() && es->get<std::string>() == "never") c.early_stopping = 2;
+    if (es != obj.end() && !es->is_null()) {
+      if (es->is_boolean()) c.early_stopping = es->get<bool>() ? 1 : 0;
+      else if (es->is_number_integer() && (*es == 0 || *es == 1)) c.early_stopping = es->get<int>();
+      else if (es->is_string() && es->get<std::string>() == "never") c.early_stopping = 2;
+      else detail::fail(ErrorCode::bad_model_file, "{}: field 'early_stopping' = {} must be true, false or \"never\"",
+                        w, brief(*es));
+    }
   };
   // Like HF 5.17: the generation settings come from generation_config.json alone when there is
   // one (config.json's are then ignored), else from config.json (the decoder's max_length, then

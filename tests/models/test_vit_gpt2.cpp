@@ -330,7 +330,7 @@ TEST_P(VitGpt2Golden, LoadsFromMemory) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  refused(VitGpt2Files{"{not json", std::nullopt, {}}, ErrorCode::bad_model_file, "<memory>/config.json: invalid JSON");
+  refused(VitGpt2Files{"{not json", std::nullopt, {}}, ErrorCode::bad_model_file, "<memory>/config.json: the file is not valid JSON");
   refused(VitGpt2Files{read(dir_ / "config.json"), std::string("[]"), {}}, ErrorCode::bad_model_file,
           "<memory>/generation_config.json: expected a JSON object");
   refused(VitGpt2Files{read(dir_ / "config.json"), std::nullopt, {}}, ErrorCode::invalid_argument, "no file given");

@@ -186,3 +186,32 @@ TEST(VitGpt2Config, ArchitectureVariantsEncoreDoesNotImplementAreRefused) {
 }
 
 }  // namespace
+
+// Hostile or ambiguous generation settings: deep nesting is refused without exhausting the stack
+// (parser or error message), an eos list of several ids is refused (generation takes one; HF stops
+// on any), a list repeating one id is that id, and early_stopping takes HF's values only.
+TEST(VitGpt2Config, HostileAndAmbiguousGenerationFields) {
+  std::string deep = R"({"max_length": )";
+  for (int i = 0; i < 100000; ++i) deep += '[';
+  for (int i = 0; i < 100000; ++i) deep += ']';
+  deep += '}';
+  const std::string config = json::parse(std::ifstream(kData / "vit_gpt2_tiny" / "config.json")).dump();
+  try {
+    (void)vitgpt2::parse_config(config, deep, "<deep>/config.json", "<deep>/generation_config.json");
+    ADD_FAILURE() << "accepted a generation config nested 100000 deep";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::bad_model_file) << e.what();
+  }
+  const json two_eos = {{"eos_token_id", {5, 7}}};
+  expect_refused([](json&) {}, ErrorCode::unsupported, "field 'eos_token_id' lists several token ids", &two_eos);
+  const json bad_entry = {{"eos_token_id", {5, "x"}}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "field 'eos_token_id' must be an integer", &bad_entry);
+  const json same_eos = {{"eos_token_id", {5, 5}}, {"early_stopping", 1}};
+  const ConfigDir dir([](json&) {}, &same_eos);
+  const VitGpt2Config c = vitgpt2::read_config(dir.path());
+  EXPECT_EQ(c.eos_token_id, 5);
+  EXPECT_EQ(c.early_stopping, 1);
+  const json yes = {{"early_stopping", "yes"}};
+  expect_refused([](json&) {}, ErrorCode::bad_model_file, "field 'early_stopping' = \"yes\" must be true, false or",
+                 &yes);
+}

@@ -204,6 +204,9 @@ Image decode_image(std::span<const std::byte> data, std::string_view source, con
   if (!info_ok)
     fail(ErrorCode::invalid_argument, "{}: not a decodable JPEG, PNG or BMP image (stb_image: {})", source,
          stbi_failure_reason());
+  // A top-down BMP stores its height negated; stb's header query passes it on as is (its decoder
+  // takes the absolute value), so the checks below see the real height.
+  if (h < 0 && h != INT_MIN) h = -h;
   if (w <= 0 || h <= 0 || w > limits.max_side || h > limits.max_side || pixel_count(w, h) > limits.max_pixels)
     fail(ErrorCode::invalid_argument,
          "{}: image is {}x{} pixels, beyond the limits (each side at most {}, at most {} pixels)", source, w, h,
@@ -277,6 +280,11 @@ Image resize(const Image& image, std::int32_t width, std::int32_t height, Resamp
                "resize: target size {}x{} must be within 1..{} on each side", width, height, kMaxResizeSide);
   const int code = static_cast<int>(filter);
   ENCORE_CHECK(code >= 1 && code <= 5, invalid_argument, "resize: unknown filter {}", code);
+  // The filter spans (source / target) x its support on each side: a source vastly larger than its
+  // target would need more coefficients than an int counts (Pillow raises MemoryError there).
+  constexpr std::int64_t kMaxShrink = std::int64_t{1} << 24;
+  ENCORE_CHECK(image.width / width <= kMaxShrink && image.height / height <= kMaxShrink, invalid_argument,
+               "resize: {}x{} to {}x{} shrinks a side by more than 2^24", image.width, image.height, width, height);
   ENCORE_CHECK(order == PillowPassOrder::pillow13 || order == PillowPassOrder::pillow12, invalid_argument,
                "resize: unknown pass order {}", static_cast<int>(order));
   Image out;

@@ -34,7 +34,9 @@ double hamming_weight(double x) {
   if (x == 0.0) return 1.0;
   if (x >= 1.0) return 0.0;
   x *= std::numbers::pi;
-  return std::sin(x) / x * (0.54 + 0.46 * std::cos(x));
+  // Pillow's Resample.c writes the constants as floats (0.54f, 0.46f): the window is computed in
+  // double with their float values, and the plain double constants moved a few outputs by one level.
+  return std::sin(x) / x * (0.54f + 0.46f * std::cos(x));
 }
 
 // Keys' cubic with a = -0.5 (Pillow's choice; PyTorch and OpenCV use -0.75).

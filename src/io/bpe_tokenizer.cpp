@@ -28,6 +28,8 @@ namespace {
 constexpr std::uintmax_t kMaxTokenizerFileBytes = 256u << 20;
 constexpr int kMaxJsonDepth = 32;          // tokenizer.json nests pre-tokenizer sequences a few levels
 constexpr std::size_t kMaxCachedWords = 1u << 16;
+// Words longer than this are encoded but not cached, so the cache holds at most ~16 MiB of keys.
+constexpr std::size_t kMaxCachedWordBytes = 256;
 constexpr std::string_view kEndOfText = "<|endoftext|>";
 
 std::string read_text_file(const fs::path& path) {
@@ -67,18 +69,17 @@ nlohmann::json parse_json_file(const std::string& text, const std::string& sourc
   }
 }
 
-// The raw bytes a vocabulary string stands for: characters of GPT-2's byte alphabet map back to
-// their byte, any other character (added tokens) to its own UTF-8, as the `tokenizers` decoder does.
+// The raw bytes a vocabulary string stands for: each character of GPT-2's byte alphabet maps back
+// to its byte; a token with any other character (an added token such as "Ġworld日") stands for its
+// own UTF-8, whole, as the `tokenizers` ByteLevel decoder does (all or nothing per token).
 std::string vocab_string_to_bytes(std::string_view token) {
   std::string out;
-  while (!token.empty()) {
-    const auto step = detail::next_utf8(token);
+  for (std::string_view rest = token; !rest.empty();) {
+    const auto step = detail::next_utf8(rest);
     const int b = step.valid ? detail::char_to_byte(step.cp) : -1;
-    if (b >= 0)
-      out.push_back(static_cast<char>(b));
-    else
-      out.append(token.data(), step.length);
-    token.remove_prefix(step.length);
+    if (b < 0) return std::string(token);
+    out.push_back(static_cast<char>(b));
+    rest.remove_prefix(step.length);
   }
   return out;
 }
@@ -196,6 +197,7 @@ void Gpt2Tokenizer::State::bpe(std::string_view word, std::vector<std::int32_t>&
   for (std::int32_t i = 0; i >= 0 && i < n; i = sym[static_cast<std::size_t>(i)].next)
     ids.push_back(sym[static_cast<std::size_t>(i)].id);
   out.insert(out.end(), ids.begin(), ids.end());
+  if (word.size() > kMaxCachedWordBytes) return;  // long words are rare and would pin their bytes
   std::lock_guard lock(cache_mutex);
   if (cache.size() >= kMaxCachedWords) cache.clear();  // bound memory on adversarial input
   cache.emplace(std::string(word), std::move(ids));

@@ -209,14 +209,16 @@ TEST(Gpt2Tokenizer, TokenizerJsonMatchesVocabAndMerges) {
     json doc = {{"version", "1.0"},
                 {"added_tokens", json::array({{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}},
                                               {{"id", 50257}, {"content", "<image>"}, {"special", false}},
-                                              {{"id", 50258}, {"content", "<pad>"}, {"special", true}}})},
+                                              {{"id", 50258}, {"content", "<pad>"}, {"special", true}},
+                                              {{"id", 50259}, {"content", "日本é"}, {"special", false}},
+                                              {{"id", 50260}, {"content", "Ġworld日"}, {"special", false}}})},
                 {"normalizer", nullptr},
                 {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
                 {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
     TempDir dir;
     write(dir / "tokenizer.json", doc.dump());
     const auto t = Gpt2Tokenizer::from_directory(dir.path());
-    EXPECT_EQ(t.vocab_size(), 50259);
+    EXPECT_EQ(t.vocab_size(), 50261);
     EXPECT_EQ(t.eos_token_id(), 50256);
     for (const auto& c : golden("encode")) {
       const auto text = c["text"].get<std::string>();
@@ -227,6 +229,9 @@ TEST(Gpt2Tokenizer, TokenizerJsonMatchesVocabAndMerges) {
     EXPECT_EQ(ids, (std::vector<std::int32_t>{64, 50257, 65, 50258, 50256}));
     EXPECT_EQ(t.decode(ids), "a<image>b<pad><|endoftext|>");
     EXPECT_EQ(t.decode(ids, true), "a<image>b");
+    // An added token with a character outside the byte alphabet decodes as its own text, whole
+    // (tokenizers' ByteLevel decoder: "Ġ" stays "Ġ" there), not character by character.
+    EXPECT_EQ(t.decode(std::vector<std::int32_t>{50259, 50260}), "日本éĠworld日");
   }
 }
 

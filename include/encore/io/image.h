@@ -38,7 +38,9 @@ struct ImageLimits {
 
 /// Decodes a JPEG, PNG or BMP file image held in memory and converts it to RGB like Pillow's
 /// convert("RGB"): grey is replicated, alpha is dropped (not composited), palettes are expanded,
-/// 16-bit samples keep their high byte. EXIF orientation is not applied (Pillow does not either).
+/// 16-bit samples keep their high byte. EXIF orientation is not applied, as by Pillow's
+/// Image.open; transformers' `load_image` (its pipelines' loader) does apply it
+/// (ImageOps.exif_transpose), so a rotated phone photo is captioned as stored here.
 /// Throws Error(invalid_argument) naming `source` and the decoder's reason when the data is not
 /// a decodable image, or when it exceeds `limits`.
 Image decode_image(std::span<const std::byte> data, std::string_view source = "<buffer>",

@@ -12,10 +12,8 @@ __device__ __forceinline__ float activate(float x, Act act) {
   switch (act) {
     case Act::none: return x;
     case Act::gelu: return 0.5f * x * erfcf(-x * 0.70710678118654752f);  // erfc keeps the negative tail
-    case Act::gelu_tanh: {
-      const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.0f + tanhf(u));
-    }
+    case Act::gelu_tanh:  // x * sigmoid(2u), as elementwise.cu and the CPU: 0.5x(1 + tanh u) cancels for x << 0
+      return x / (1.0f + expf(-1.5957691216057308f * (x + 0.044715f * x * x * x)));
     case Act::relu: return x < 0.0f ? 0.0f : x;  // NaN propagates like torch.relu
     case Act::silu: return x / (1.0f + expf(-x));
     case Act::sigmoid: return 1.0f / (1.0f + expf(-x));

@@ -121,4 +121,13 @@ cudaError_t probe_kernel_image() {
   return cudaFuncGetAttributes(&attributes, probe_kernel);
 }
 
+int kernel_binary_version() {
+  cudaFuncAttributes attributes{};
+  if (cudaFuncGetAttributes(&attributes, probe_kernel) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return attributes.binaryVersion;
+}
+
 }  // namespace encore::cuda::kernels

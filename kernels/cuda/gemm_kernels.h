@@ -71,6 +71,10 @@ cudaError_t launch_strided_copy(void* dst, const void* src, std::int64_t elem_si
 /// Returns cudaSuccess when this binary holds code the current device can run (probes a trivial
 /// kernel with cudaFuncGetAttributes; no launch).
 cudaError_t probe_kernel_image();
+/// The architecture (major * 10 + minor) of the code the current device runs for encore's
+/// kernels: 90 for sm_90 code, 80 when a compute_80 build is JIT-compiled on an H100; -1 on failure.
+/// Device code for PDL and thread-block clusters exists only from 90 on.
+int kernel_binary_version();
 
 /// Geometry of one im2col: x [images, C, H, W] with element strides xs_*, col [images, C*kh*kw,
 /// OH*OW] dense; zero padding.

@@ -3,6 +3,8 @@
 // (oh, ow); x is read through its strides (any view). The patch variant (kernel == stride, no
 // padding or dilation: ViT/Segmenter patch embeddings) drops the bounds checks and multiplies.
 // Index math runs in 32 bits when the problem fits (integer division is the cost here).
+#include <cstdint>
+
 #include "kernels/cuda/gemm_kernels.h"
 
 namespace encore::cuda::kernels {
@@ -40,7 +42,9 @@ template <typename E, bool kPatch>
 cudaError_t launch_typed(const void* x, void* col, std::int64_t total, const Im2colGeometry& g, cudaStream_t stream) {
   const std::int64_t blocks = (total + kBlock - 1) / kBlock;
   const unsigned grid = static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-  if (total < (std::int64_t{1} << 31))
+  // 32-bit indices only while the last grid-stride step cannot pass INT32_MAX (i + step would wrap
+  // to a negative index that still compares below total).
+  if (total + static_cast<std::int64_t>(grid) * kBlock <= INT32_MAX)
     im2col_kernel<E, std::int32_t, kPatch><<<grid, kBlock, 0, stream>>>(
         static_cast<const E*>(x), static_cast<E*>(col), static_cast<std::int32_t>(total), g);
   else

@@ -275,10 +275,15 @@ inline unsigned blocks_for(i64 n, int threads = kThreads) {
   return static_cast<unsigned>(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));
 }
 
-/// Raises the dynamic shared memory limit of `kernel` when a launch needs more than 48 KiB.
+/// Raises the dynamic shared memory limit of `kernel` when a launch needs more than the default:
+/// 48 KiB for static and dynamic together, so the kernel's static shared memory counts too (topk's
+/// 512 bytes made some lengths just under 48 KiB of dynamic memory fail to launch).
 template <typename K>
 void allow_smem(K* kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024)
+  if (bytes <= 32 * 1024) return;  // no kernel here has 16 KiB of static shared memory
+  cudaFuncAttributes attributes{};
+  check_cuda(cudaFuncGetAttributes(&attributes, kernel), "cudaFuncGetAttributes");
+  if (bytes + attributes.sharedSizeBytes > 48 * 1024)
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
                "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
 }

@@ -383,8 +383,11 @@ void run_gemm(CudaRuntime& rt, const GemmProblem& p) {
   }
 
   // cuBLASLt's bias must be dense and of D's type; its GELU is the tanh form, and for f32 (the
-  // accuracy mode, compared to 1e-5) our kernel's tanhf is used rather than its approximation.
-  const bool fuse_bias = p.bias != nullptr && p.bias_dtype == p.dtype && (p.bias_stride == 1 || p.N == 1);
+  // accuracy mode, compared to 1e-5) our kernel's tanhf is used rather than its approximation. A
+  // bias view at an odd offset (a slice of a fused QKV bias) goes to our kernel: the epilogue's
+  // vector loads are not documented to handle less than 16-byte alignment.
+  const bool fuse_bias = p.bias != nullptr && p.bias_dtype == p.dtype && (p.bias_stride == 1 || p.N == 1) &&
+                         alignment_of(p.bias) >= 16;
   const bool with_bias = p.bias != nullptr;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   bool act_fused = false;
@@ -523,7 +526,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearAt
       g->bias_stride = bias.strides()[0];
     }
     g->pdl = rt.programmatic_launch();
-    g->clusters = rt.sm() >= 90;
+    g->clusters = rt.sm90_code();  // the cluster finish exists only in sm_90 code
     ENCORE_CUDA_CHECK(kernels::launch_gemv(*g, rt.ordinal(), rt.multiprocessors(), rt.stream()));
     return;
   }

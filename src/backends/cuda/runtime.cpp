@@ -232,7 +232,8 @@ CudaRuntime::CudaRuntime(int ordinal) : ordinal_(ordinal), allocator_(ordinal) {
   total_memory_ = prop.totalGlobalMem;
   multiprocessors_ = prop.multiProcessorCount;
   const char* pdl = std::getenv("ENCORE_CUDA_PDL");
-  pdl_ = sm_ >= 90 && !(pdl != nullptr && std::strcmp(pdl, "0") == 0);
+  sm90_code_ = sm_ >= 90 && kernels::kernel_binary_version() >= 90;
+  pdl_ = sm90_code_ && !(pdl != nullptr && std::strcmp(pdl, "0") == 0);
 
   // Does this binary have code for the device? (Loads one kernel; nothing is launched.)
   const cudaError_t probe = kernels::probe_kernel_image();

@@ -103,7 +103,11 @@ class CudaRuntime {
   bool programmatic_launch() const noexcept { return pdl_; }
   /// Overrides that choice (tests and benchmarks compare both; never while kernels are launched
   /// from another thread). Has no effect below sm_90.
-  void set_programmatic_launch(bool on) noexcept { pdl_ = on && sm_ >= 90; }
+  void set_programmatic_launch(bool on) noexcept { pdl_ = on && sm90_code_; }
+  /// Whether the code this device runs for encore's kernels is sm_90 code: only then do their PDL
+  /// waits and thread-block cluster paths exist (a compute_80 build JIT-compiled on an H200 has
+  /// neither, and its GEMV would leave outputs unwritten if asked for clusters).
+  bool sm90_code() const noexcept { return sm90_code_; }
 
   cudaStream_t stream() const noexcept { return stream_; }
   /// cuBLAS handle bound to stream() with the shared workspace; default math mode (no TF32).
@@ -140,6 +144,7 @@ class CudaRuntime {
   int sm_ = 0;
   int multiprocessors_ = 0;
   bool pdl_ = false;
+  bool sm90_code_ = false;
   std::size_t total_memory_ = 0;
   std::string name_;
   cudaStream_t stream_ = nullptr;

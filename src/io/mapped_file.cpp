@@ -42,7 +42,9 @@ std::size_t regular_file_size(const std::filesystem::path& path, int fd) {
 }  // namespace
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or device) named like a model would block the open itself; the checks
+  // below refuse anything but a regular file, for which the flag changes nothing.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail_errno(path, "open the file", errno);
   FdCloser closer{fd};
   const std::size_t size = regular_file_size(path, fd);

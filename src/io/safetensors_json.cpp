@@ -246,11 +246,15 @@ Shape read_shape(const json& entry, const EntryContext& ctx) {
 
 // The byte size of shape × dtype, or a message when it does not fit 64 bits.
 std::uint64_t checked_nbytes(const Shape& shape, DType dtype, const EntryContext& ctx) {
-  std::uint64_t n = 1;
+  std::uint64_t n = 1, span = 1;  // span: the product with zeros counted as 1, what strides multiply
   for (const std::int64_t d : shape) {
-    if (__builtin_mul_overflow(n, static_cast<std::uint64_t>(d), &n) ||
-        n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-      fail(ErrorCode::bad_model_file, "{}: tensor '{}' has shape {} whose element count overflows 64 bits",
+    const auto du = static_cast<std::uint64_t>(d);
+    const std::uint64_t limit = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (__builtin_mul_overflow(n, du, &n) || n > limit || __builtin_mul_overflow(span, du == 0 ? 1 : du, &span) ||
+        span > limit)
+      fail(ErrorCode::bad_model_file,
+           "{}: tensor '{}' has shape {} whose element count overflows 64 bits (with zero dimensions counted "
+           "as 1, as a view's strides count them)",
            ctx.source, ctx.name, shape.str());
   }
   std::uint64_t bytes = 0;

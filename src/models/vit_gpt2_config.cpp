@@ -36,7 +36,18 @@ std::string brief(const json& v) {
   return text;
 }
 
+// Config files are a few KB; the cap keeps /dev/zero or a huge file from exhausting memory, and the
+// regular-file check keeps a FIFO from blocking the read.
+constexpr std::uintmax_t kMaxConfigBytes = 16u << 20;
+
 std::string read_text(const std::filesystem::path& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  ENCORE_CHECK(!ec && std::filesystem::is_regular_file(status), io, "{}: {}", path.string(),
+               ec ? ec.message() : std::string("not a regular file"));
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  ENCORE_CHECK(!ec && size <= kMaxConfigBytes, io, "{}: {} bytes, more than the {} a config may have", path.string(),
+               ec ? 0 : size, kMaxConfigBytes);
   std::ifstream in(path, std::ios::binary);
   ENCORE_CHECK(in.good(), io, "cannot open {}", path.string());
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

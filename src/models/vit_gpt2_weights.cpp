@@ -14,8 +14,17 @@ class Loader {
  public:
   Loader(io::ModelWeights files, DType dtype, Device device) : files_(std::move(files)), dtype_(dtype), device_(device) {}
 
-  // The first of `names` present in the checkpoint, with its shape checked.
+  // The one of `names` present in the checkpoint (the spellings of one tensor), with its shape
+  // checked. Two present is ambiguous: refused rather than one of them silently chosen.
   Tensor get(std::initializer_list<std::string> names, const Shape& shape) {
+    const std::string* found = nullptr;
+    for (const std::string& n : names) {
+      if (!files_.contains(n)) continue;
+      ENCORE_CHECK(found == nullptr, bad_model_file,
+                   "checkpoint has both '{}' and '{}', two spellings of one tensor: which one is meant is unclear",
+                   *found, n);
+      found = &n;
+    }
     for (const std::string& n : names) {
       if (!files_.contains(n)) continue;
       Tensor t = files_.tensor(n);

@@ -92,21 +92,25 @@ TEST(ModelWeights, ShardInSubdirectoryAndInnerSymlinkAreAllowed) {
   EXPECT_EQ(ModelWeights::open(dir.path()).tensor("w").get(0), 1.0);
 }
 
-TEST(ModelWeights, SymlinkEscapingTheDirectoryIsRejected) {
+// The Hugging Face hub cache: snapshots/<rev>/ holds symlinks to ../../blobs/<hash>. Shards are
+// followed like a single model.safetensors; only the index's own text may not leave the directory.
+TEST(ModelWeights, SymlinkedShardsOfTheHubCacheAreFollowed) {
   TempDir root;
-  fs::create_directories(root / "model");
-  fs::create_directories(root / "outside");
-  io::save_safetensors(root / "outside" / "a.safetensors", std::vector<NamedTensor>{{"w", values({1})}});
-  fs::create_symlink("../outside/a.safetensors", root / "model" / "a.safetensors");
-  write_file(root / "model" / "model.safetensors.index.json", to_bytes(R"({"weight_map":{"w":"a.safetensors"}})"));
-  expect_error([&] { ModelWeights::open(root / "model"); }, ErrorCode::bad_model_file,
-               "shard 'a.safetensors' for tensor 'w' resolves to");
-  expect_error([&] { ModelWeights::open(root / "model"); }, ErrorCode::bad_model_file, "outside the model directory");
-  // A symlinked directory component escapes too.
-  fs::remove(root / "model" / "a.safetensors");
-  fs::create_directory_symlink("../outside", root / "model" / "sub");
-  write_file(root / "model" / "model.safetensors.index.json", to_bytes(R"({"weight_map":{"w":"sub/a.safetensors"}})"));
-  expect_error([&] { ModelWeights::open(root / "model"); }, ErrorCode::bad_model_file, "outside the model directory");
+  fs::create_directories(root / "snapshots" / "abc");
+  fs::create_directories(root / "blobs");
+  io::save_safetensors(root / "blobs" / "111", std::vector<NamedTensor>{{"w", values({1})}});
+  io::save_safetensors(root / "blobs" / "222", std::vector<NamedTensor>{{"v", values({2})}});
+  fs::create_symlink("../../blobs/111", root / "snapshots" / "abc" / "model-00001-of-00002.safetensors");
+  fs::create_symlink("../../blobs/222", root / "snapshots" / "abc" / "model-00002-of-00002.safetensors");
+  write_file(root / "snapshots" / "abc" / "model.safetensors.index.json",
+             to_bytes(R"({"weight_map":{"w":"model-00001-of-00002.safetensors","v":"model-00002-of-00002.safetensors"}})"));
+  const ModelWeights m = ModelWeights::open(root / "snapshots" / "abc");
+  EXPECT_EQ(m.tensor("w").get(0), 1.0);
+  EXPECT_EQ(m.tensor("v").get(0), 2.0);
+  // The index's text still may not name a path outside the directory.
+  write_file(root / "snapshots" / "abc" / "model.safetensors.index.json",
+             to_bytes(R"({"weight_map":{"w":"../../blobs/111"}})"));
+  expect_error([&] { ModelWeights::open(root / "snapshots" / "abc"); }, ErrorCode::bad_model_file, "'..' component");
 }
 
 TEST(ModelWeights, MissingPathAndMissingTensor) {

@@ -1,6 +1,7 @@
 // The malformed corpus: every case must raise encore::Error with the expected code and message,
 // from memory, from a mapped file and from the committed copy under tests/data/.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <functional>
@@ -92,6 +93,26 @@ TEST(Malformed, DeepNestingAtTheHeaderCapDoesNotRecurse) {
   header.resize(20'000'000, '[');
   expect_error([&] { io::SafetensorsFile::from_bytes(image(header, 0)); }, ErrorCode::bad_model_file,
                "nests deeper than 3 levels in 'w'");
+}
+
+// A tensor with no elements but huge other dimensions: its byte size is 0, but the strides a view
+// of it needs (2^64 elements) do not fit in 64 bits (undefined behaviour before, in the strides).
+TEST(Malformed, ZeroSizeTensorWithOverflowingStridesIsRefused) {
+  const std::string header = R"({"t":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}})";
+  expect_error([&] { io::SafetensorsFile::from_bytes(image(header, 0)); }, ErrorCode::bad_model_file,
+               "tensor 't' has shape [0, 4294967296, 4294967296] whose element count overflows 64 bits (with zero");
+  // Zero-size tensors whose strides fit stay valid.
+  const auto ok = io::SafetensorsFile::from_bytes(
+      image(R"({"t":{"dtype":"F32","shape":[0,65536,65536],"data_offsets":[0,0]}})", 0));
+  EXPECT_EQ(ok.tensor("t").numel(), 0);
+}
+
+// A FIFO named like a model file is refused without blocking (the open used to wait for a writer).
+TEST(Malformed, FifoIsRefusedWithoutBlocking) {
+  TempDir dir;
+  ASSERT_EQ(::mkfifo((dir / "model.safetensors").c_str(), 0600), 0);
+  expect_error([&] { io::SafetensorsFile::open(dir / "model.safetensors"); }, ErrorCode::io,
+               "is not a regular file");
 }
 
 TEST(Malformed, OpenErrorsAreIo) {

@@ -338,6 +338,15 @@ TEST_P(VitGpt2Golden, LoadsFromMemory) {
   twice.weights.push_back(weights());
   twice.weights.push_back(weights());
   refused(std::move(twice), ErrorCode::bad_model_file, "is in two shards");
+  // A transformers-5 spelling beside the transformers-4 one of the same tensor is ambiguous.
+  const io::SafetensorsFile v4 = weights();
+  const std::string query = "encoder.encoder.layer.0.attention.attention.query.weight";
+  const std::vector<io::NamedTensor> v5 = {{"encoder.encoder.layers.0.attention.q_proj.weight", v4.tensor(query)}};
+  VitGpt2Files both{read(dir_ / "config.json"), std::nullopt, {}};
+  both.weights.push_back(weights());
+  both.weights.push_back(io::SafetensorsFile::from_bytes(io::serialize_safetensors(v5), "v5.safetensors"));
+  refused(std::move(both), ErrorCode::bad_model_file,
+          "checkpoint has both '" + query + "' and 'encoder.encoder.layers.0.attention.q_proj.weight'");
 }
 INSTANTIATE_TEST_SUITE_P(TinyModels, VitGpt2Golden, ::testing::Values("vit_gpt2_tiny", "vit_gpt2_tiny_b"));
 

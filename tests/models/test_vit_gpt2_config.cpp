@@ -215,3 +215,18 @@ TEST(VitGpt2Config, HostileAndAmbiguousGenerationFields) {
   expect_refused([](json&) {}, ErrorCode::bad_model_file, "field 'early_stopping' = \"yes\" must be true, false or",
                  &yes);
 }
+
+// config.json is read only when it is a regular file of at most 16 MiB: /dev/zero (or a FIFO)
+// behind the name would otherwise be read until memory runs out (or block).
+TEST(VitGpt2Config, ConfigMustBeASmallRegularFile) {
+  const ConfigDir dir([](json&) {});
+  fs::remove(dir.path() / "config.json");
+  fs::create_symlink("/dev/zero", dir.path() / "config.json");
+  try {
+    (void)vitgpt2::read_config(dir.path());
+    ADD_FAILURE() << "read /dev/zero as a config";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::io) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+}

@@ -12,8 +12,11 @@
 namespace encore::io {
 
 /// All tensors of a checkpoint, which may be one safetensors file or several shards listed by
-/// `model.safetensors.index.json`. Shard paths in the index must stay inside the directory: no
-/// absolute paths, no `..` components, no symlinks that resolve outside it.
+/// `model.safetensors.index.json`. Shard paths in the index must stay inside the directory (no
+/// absolute paths, no `..` components); symlinks in it are followed wherever they point, as the
+/// Hugging Face hub cache's snapshots link to its blobs. The files must not be truncated or
+/// rewritten while tensors of them are alive: they are memory-mapped (a truncated file faults on
+/// access, SIGBUS; one rewritten in place changes the weights).
 class ModelWeights {
  public:
   /// Opens `path`: a `.safetensors` file, a `.safetensors.index.json` file, or a directory holding

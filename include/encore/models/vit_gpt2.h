@@ -82,7 +82,9 @@ class VitGpt2 {
   /// present). Accepts transformers 4 and 5 tensor names. Throws Error(io) for a missing file (a
   /// pytorch_model.bin-only directory is pointed to tools/convert_to_safetensors.py),
   /// Error(bad_model_file) for a malformed config or a missing/mis-shaped tensor (naming it),
-  /// Error(invalid_argument/unsupported) for a bad device or dtype.
+  /// Error(invalid_argument/unsupported) for a bad device or dtype. Two spellings of one tensor in
+  /// one checkpoint are refused as ambiguous. On the CPU in the files' dtype the weights are views
+  /// of the memory-mapped files: they must not be truncated or rewritten while the model lives.
   static VitGpt2 load(const std::filesystem::path& dir, const ModelOptions& options = {});
   /// The same from memory: the files are validated like a directory's (errors name them as
   /// "<memory>/config.json", "<memory>/generation_config.json" and each weights file's source).

@@ -22,6 +22,7 @@
 #include "kernels/common/lean_schedule.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/decode_attention_internal.h"
+#include "kernels/cpu/omp_guard.h"
 
 namespace encore::cpu {
 namespace dec {
@@ -185,16 +186,20 @@ std::vector<float>& partial_buffer(i64 floats) {
 
 void run_plain(const Problem& p, const Out& out, int threads, SegmentFn seg) {
   const i64 items = static_cast<i64>(p.B) * p.Hkv;
+  RegionGuard guard;
 #pragma omp parallel num_threads(static_cast<int>(std::min<i64>(threads, items)))
   {
-    const Scratch& ws = thread_scratch(p);
+    const Scratch* ws = nullptr;
+    guard.run([&] { ws = &thread_scratch(p); });
 #pragma omp for schedule(dynamic, 1)
-    for (i64 i = 0; i < items; ++i) {
-      const int b = static_cast<int>(i / p.Hkv), h = static_cast<int>(i % p.Hkv);
-      seg(p, b, h, 0, p.lens[b], ws);
-      store_rows(p, out, b, h, ws.o, ws.l);
-    }
+    for (i64 i = 0; i < items; ++i)
+      guard.run([&] {
+        const int b = static_cast<int>(i / p.Hkv), h = static_cast<int>(i % p.Hkv);
+        seg(p, b, h, 0, p.lens[b], *ws);
+        store_rows(p, out, b, h, ws->o, ws->l);
+      });
   }
+  guard.rethrow();
 }
 
 void run_split(const Problem& p, const Out& out, int threads, int num_splits, i64 T, SegmentFn seg) {
@@ -206,28 +211,33 @@ void run_split(const Problem& p, const Out& out, int threads, int num_splits, i6
   for (int b = 0; b < p.B; ++b) start[b + 1] = start[b] + p.Hkv * lean::split_pieces(tiles[b], s);
   const i64 items = start[p.B], heads = static_cast<i64>(p.B) * p.Hkv, sf = slot_floats(p);
   float* parts = partial_buffer(items * sf).data();
+  RegionGuard guard;
 #pragma omp parallel num_threads(threads)
   {
-    const Scratch& ws = thread_scratch(p);
+    const Scratch* ws = nullptr;
+    guard.run([&] { ws = &thread_scratch(p); });
 #pragma omp for schedule(dynamic, 1)
-    for (i64 i = 0; i < items; ++i) {
-      const lean::SplitItem it = lean::split_item_at(start.data(), tiles.data(), p.B, s, i);
-      seg(p, it.b, it.h, it.tile_begin * T, std::min(it.tile_end * T, p.lens[it.b]), ws);
-      if (it.pieces == 1)
-        store_rows(p, out, it.b, it.h, ws.o, ws.l);
-      else
-        save_partial(p, ws, parts + i * sf);
-    }  // implicit barrier: every piece is saved before any merge
+    for (i64 i = 0; i < items; ++i)
+      guard.run([&] {
+        const lean::SplitItem it = lean::split_item_at(start.data(), tiles.data(), p.B, s, i);
+        seg(p, it.b, it.h, it.tile_begin * T, std::min(it.tile_end * T, p.lens[it.b]), *ws);
+        if (it.pieces == 1)
+          store_rows(p, out, it.b, it.h, ws->o, ws->l);
+        else
+          save_partial(p, *ws, parts + i * sf);
+      });  // implicit barrier: every piece is saved before any merge
 #pragma omp for schedule(dynamic, 1)
-    for (i64 hi = 0; hi < heads; ++hi) {
-      const int b = static_cast<int>(hi / p.Hkv), h = static_cast<int>(hi % p.Hkv);
-      const i64 pieces = lean::split_pieces(tiles[b], s);
-      if (pieces <= 1) continue;
-      std::vector<const float*> list(static_cast<std::size_t>(pieces));
-      for (i64 k = 0; k < pieces; ++k) list[k] = parts + (start[b] + h * pieces + k) * sf;
-      merge_store(p, out, b, h, list.data(), static_cast<int>(pieces), ws);
-    }
+    for (i64 hi = 0; hi < heads; ++hi)
+      guard.run([&] {
+        const int b = static_cast<int>(hi / p.Hkv), h = static_cast<int>(hi % p.Hkv);
+        const i64 pieces = lean::split_pieces(tiles[b], s);
+        if (pieces <= 1) return;
+        std::vector<const float*> list(static_cast<std::size_t>(pieces));
+        for (i64 k = 0; k < pieces; ++k) list[k] = parts + (start[b] + h * pieces + k) * sf;
+        merge_store(p, out, b, h, list.data(), static_cast<int>(pieces), *ws);
+      });
   }
+  guard.rethrow();
 }
 
 void run_lean(const Problem& p, const Out& out, int G, i64 T, SegmentFn seg) {
@@ -238,35 +248,40 @@ void run_lean(const Problem& p, const Out& out, int G, i64 T, SegmentFn seg) {
   float* parts = partial_buffer(2 * G * sf).data();
   std::vector<lean::LeanSegment> last(G);
   std::vector<char> has_last(G, 0);
+  RegionGuard guard;
 #pragma omp parallel num_threads(G)
   {
     const int team = omp_get_num_threads(), tid = omp_get_thread_num();
-    const Scratch& ws = thread_scratch(p);
-    for (int w = tid; w < G; w += team) {
-      i64 pos = lean::lean_begin(split, w);
-      const i64 end = lean::lean_end(split, w);
-      lean::LeanSegment sg;
-      while (lean::lean_next_segment(start.data(), p.B, p.Hkv, split, pos, end, sg)) {
-        seg(p, sg.b, sg.h, sg.tile_begin * T, std::min(sg.tile_end * T, p.lens[sg.b]), ws);
-        if (sg.host && sg.finishing)
-          store_rows(p, out, sg.b, sg.h, ws.o, ws.l);
-        else
-          save_partial(p, ws, parts + lean::lean_partial_slot(sg, w) * sf);
-        last[w] = sg, has_last[w] = 1;
-      }
-    }
+    const Scratch* ws = nullptr;
+    guard.run([&] { ws = &thread_scratch(p); });
+    for (int w = tid; w < G; w += team)
+      guard.run([&] {
+        i64 pos = lean::lean_begin(split, w);
+        const i64 end = lean::lean_end(split, w);
+        lean::LeanSegment sg;
+        while (lean::lean_next_segment(start.data(), p.B, p.Hkv, split, pos, end, sg)) {
+          seg(p, sg.b, sg.h, sg.tile_begin * T, std::min(sg.tile_end * T, p.lens[sg.b]), *ws);
+          if (sg.host && sg.finishing)
+            store_rows(p, out, sg.b, sg.h, ws->o, ws->l);
+          else
+            save_partial(p, *ws, parts + lean::lean_partial_slot(sg, w) * sf);
+          last[w] = sg, has_last[w] = 1;
+        }
+      });
 #pragma omp barrier
     // Each host merges its head's pieces: its own (slot 1), then workers host+1 .. last (slot 0).
-    for (int w = tid; w < G; w += team) {
-      if (!has_last[w] || !last[w].host || last[w].finishing) continue;
-      const lean::LeanSegment& sg = last[w];
-      std::vector<int> workers(static_cast<std::size_t>(sg.last_worker - sg.first_worker + 1));
-      const int n = lean::lean_contributors(sg, workers.data(), static_cast<int>(workers.size()));
-      std::vector<const float*> list(static_cast<std::size_t>(n));
-      for (int k = 0; k < n; ++k) list[k] = parts + (k == 0 ? 2 * workers[k] + 1 : 2 * workers[k]) * sf;
-      merge_store(p, out, sg.b, sg.h, list.data(), n, ws);
-    }
+    for (int w = tid; w < G; w += team)
+      guard.run([&] {
+        if (!has_last[w] || !last[w].host || last[w].finishing) return;
+        const lean::LeanSegment& sg = last[w];
+        std::vector<int> workers(static_cast<std::size_t>(sg.last_worker - sg.first_worker + 1));
+        const int n = lean::lean_contributors(sg, workers.data(), static_cast<int>(workers.size()));
+        std::vector<const float*> list(static_cast<std::size_t>(n));
+        for (int k = 0; k < n; ++k) list[k] = parts + (k == 0 ? 2 * workers[k] + 1 : 2 * workers[k]) * sf;
+        merge_store(p, out, sg.b, sg.h, list.data(), n, *ws);
+      });
   }
+  guard.rethrow();
 }
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }

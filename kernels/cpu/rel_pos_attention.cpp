@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backends/cpu/kernels.h"
+#include "kernels/cpu/omp_guard.h"
 #include "core/check.h"
 
 namespace encore::cpu {
@@ -84,69 +85,80 @@ void rel_pos_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const void* vd = v.data();
   const auto* md = kpm.defined() ? static_cast<const std::uint8_t*>(kpm.data()) : nullptr;
 
+  RegionGuard guard;  // a bad_alloc of the per-thread buffers must not terminate the process
 #pragma omp parallel num_threads(std::max(1, ctx.num_threads))
   {
-    std::vector<float> kt(static_cast<std::size_t>(D * Tk)), vh(static_cast<std::size_t>(Tk * D));
-    std::vector<float> qu(static_cast<std::size_t>(D)), qv(static_cast<std::size_t>(D)), out(static_cast<std::size_t>(D));
-    std::vector<float> s(static_cast<std::size_t>(Tk)), pterm(static_cast<std::size_t>(npos));
-    std::vector<char> masked(static_cast<std::size_t>(Tk));
+    std::vector<float> kt, vh, qu, qv, out, s, pterm;
+    std::vector<char> masked;
+    guard.run([&] {
+      kt.resize(static_cast<std::size_t>(D * Tk)), vh.resize(static_cast<std::size_t>(Tk * D));
+      qu.resize(static_cast<std::size_t>(D)), qv.resize(static_cast<std::size_t>(D));
+      out.resize(static_cast<std::size_t>(D));
+      s.resize(static_cast<std::size_t>(Tk)), pterm.resize(static_cast<std::size_t>(npos));
+      masked.resize(static_cast<std::size_t>(Tk));
+    });
 #pragma omp for schedule(dynamic, 1)
-    for (std::int64_t task = 0; task < B * H; ++task) {
-      const std::int64_t b = task / H, h = task % H;
-      for (std::int64_t j = 0; j < Tk; ++j) {
-        const std::int64_t ko = b * k.strides()[0] + j * k.strides()[1], vo = b * v.strides()[0] + j * v.strides()[1];
-        for (std::int64_t d = 0; d < D; ++d) {
-          kt[static_cast<std::size_t>(d * Tk + j)] = load_f(k, kd, ko + (h * D + d) * k.strides()[2]);
-          vh[static_cast<std::size_t>(j * D + d)] = load_f(v, vd, vo + (h * D + d) * v.strides()[2]);
-        }
-        masked[static_cast<std::size_t>(j)] = md != nullptr && md[b * kpm.strides()[0] + j * kpm.strides()[1]] == 0;
-      }
-      for (std::int64_t i = 0; i < Tq; ++i) {
-        const std::int64_t qo = b * q.strides()[0] + i * q.strides()[1];
-        for (std::int64_t d = 0; d < D; ++d) {
-          const float x = load_f(q, qd, qo + (h * D + d) * q.strides()[2]);
-          qu[static_cast<std::size_t>(d)] = x + uf[h * D + d];
-          qv[static_cast<std::size_t>(d)] = x + vf[h * D + d];
-        }
-        for (std::int64_t r = 0; r < npos; ++r) {
-          float acc = 0.0f;
-          for (std::int64_t d = 0; d < D; ++d) acc += qv[static_cast<std::size_t>(d)] * pf[r * HD + h * D + d];
-          pterm[static_cast<std::size_t>(r)] = acc;
-        }
-        // Content term, vectorisable over keys: s[j] = sum_d qu[d] * kt[d][j].
-        std::fill(s.begin(), s.end(), 0.0f);
-        for (std::int64_t d = 0; d < D; ++d) {
-          const float w = qu[static_cast<std::size_t>(d)];
-          const float* kr = kt.data() + d * Tk;
-          for (std::int64_t j = 0; j < Tk; ++j) s[static_cast<std::size_t>(j)] += w * kr[j];
-        }
-        float m = -std::numeric_limits<float>::infinity();
+    for (std::int64_t task = 0; task < B * H; ++task)
+      guard.run([&] {
+        const std::int64_t b = task / H, h = task % H;
         for (std::int64_t j = 0; j < Tk; ++j) {
-          const std::int64_t rel = std::clamp<std::int64_t>(j - i, -K, K) + K;
-          float& sj = s[static_cast<std::size_t>(j)];
-          sj = masked[static_cast<std::size_t>(j)] ? lowest : (sj + pterm[static_cast<std::size_t>(rel)]) * scale;
-          m = std::max(m, sj);
+          const std::int64_t ko = b * k.strides()[0] + j * k.strides()[1], vo = b * v.strides()[0] + j * v.strides()[1];
+          for (std::int64_t d = 0; d < D; ++d) {
+            kt[static_cast<std::size_t>(d * Tk + j)] = load_f(k, kd, ko + (h * D + d) * k.strides()[2]);
+            vh[static_cast<std::size_t>(j * D + d)] = load_f(v, vd, vo + (h * D + d) * v.strides()[2]);
+          }
+          masked[static_cast<std::size_t>(j)] = md != nullptr && md[b * kpm.strides()[0] + j * kpm.strides()[1]] == 0;
         }
-        float sum = 0.0f;
-        for (std::int64_t j = 0; j < Tk; ++j) sum += (s[static_cast<std::size_t>(j)] = std::exp(s[static_cast<std::size_t>(j)] - m));
-        const float inv = 1.0f / sum;  // sum >= 1: the max term is exp(0)
-        std::fill(out.begin(), out.end(), 0.0f);
-        for (std::int64_t j = 0; j < Tk; ++j) {
-          if (masked[static_cast<std::size_t>(j)]) continue;  // probability zeroed after the softmax
-          const float w = s[static_cast<std::size_t>(j)] * inv;
-          const float* vr = vh.data() + j * D;
-          for (std::int64_t d = 0; d < D; ++d) out[static_cast<std::size_t>(d)] += w * vr[d];
+        for (std::int64_t i = 0; i < Tq; ++i) {
+          const std::int64_t qo = b * q.strides()[0] + i * q.strides()[1];
+          for (std::int64_t d = 0; d < D; ++d) {
+            const float x = load_f(q, qd, qo + (h * D + d) * q.strides()[2]);
+            qu[static_cast<std::size_t>(d)] = x + uf[h * D + d];
+            qv[static_cast<std::size_t>(d)] = x + vf[h * D + d];
+          }
+          for (std::int64_t r = 0; r < npos; ++r) {
+            float acc = 0.0f;
+            for (std::int64_t d = 0; d < D; ++d) acc += qv[static_cast<std::size_t>(d)] * pf[r * HD + h * D + d];
+            pterm[static_cast<std::size_t>(r)] = acc;
+          }
+          // Content term, vectorisable over keys: s[j] = sum_d qu[d] * kt[d][j].
+          std::fill(s.begin(), s.end(), 0.0f);
+          for (std::int64_t d = 0; d < D; ++d) {
+            const float w = qu[static_cast<std::size_t>(d)];
+            const float* kr = kt.data() + d * Tk;
+            for (std::int64_t j = 0; j < Tk; ++j) s[static_cast<std::size_t>(j)] += w * kr[j];
+          }
+          float m = -std::numeric_limits<float>::infinity();
+          for (std::int64_t j = 0; j < Tk; ++j) {
+            const std::int64_t rel = std::clamp<std::int64_t>(j - i, -K, K) + K;
+            float& sj = s[static_cast<std::size_t>(j)];
+            sj = masked[static_cast<std::size_t>(j)] ? lowest : (sj + pterm[static_cast<std::size_t>(rel)]) * scale;
+            m = std::max(m, sj);
+          }
+          float sum = 0.0f;
+          for (std::int64_t j = 0; j < Tk; ++j) {
+            float& sj = s[static_cast<std::size_t>(j)];
+            sum += (sj = std::exp(sj - m));
+          }
+          const float inv = 1.0f / sum;  // sum >= 1: the max term is exp(0)
+          std::fill(out.begin(), out.end(), 0.0f);
+          for (std::int64_t j = 0; j < Tk; ++j) {
+            if (masked[static_cast<std::size_t>(j)]) continue;  // probability zeroed after the softmax
+            const float w = s[static_cast<std::size_t>(j)] * inv;
+            const float* vr = vh.data() + j * D;
+            for (std::int64_t d = 0; d < D; ++d) out[static_cast<std::size_t>(d)] += w * vr[d];
+          }
+          const std::int64_t yo = (b * Tq + i) * HD + h * D;
+          if (y.dtype() == DType::BF16) {
+            BFloat16* yp = static_cast<BFloat16*>(y.data()) + yo;
+            for (std::int64_t d = 0; d < D; ++d) yp[d] = float_to_bfloat16(out[static_cast<std::size_t>(d)]);
+          } else {
+            std::memcpy(static_cast<float*>(y.data()) + yo, out.data(), sizeof(float) * static_cast<std::size_t>(D));
+          }
         }
-        const std::int64_t yo = (b * Tq + i) * HD + h * D;
-        if (y.dtype() == DType::BF16) {
-          BFloat16* yp = static_cast<BFloat16*>(y.data()) + yo;
-          for (std::int64_t d = 0; d < D; ++d) yp[d] = float_to_bfloat16(out[static_cast<std::size_t>(d)]);
-        } else {
-          std::memcpy(static_cast<float*>(y.data()) + yo, out.data(), sizeof(float) * static_cast<std::size_t>(D));
-        }
-      }
-    }
+      });
   }
+  guard.rethrow();
 }
 
 }  // namespace encore::cpu

@@ -1,7 +1,9 @@
 // Weight names of a VisionEncoderDecoderModel checkpoint (transformers 4 and 5 spellings) mapped to
 // encore's layout, checked against the config, converted once.
 #include <initializer_list>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "core/check.h"
 #include "encore/io/model_files.h"
@@ -27,6 +29,7 @@ class Loader {
     }
     for (const std::string& n : names) {
       if (!files_.contains(n)) continue;
+      used_.insert(n);
       Tensor t = files_.tensor(n);
       ENCORE_CHECK(t.shape() == shape, bad_model_file, "tensor '{}' has shape {}, the config implies {}", n,
                    t.shape().str(), shape.str());
@@ -45,7 +48,26 @@ class Loader {
   }
   Tensor load(std::initializer_list<std::string> names, const Shape& shape) { return place(get(names, shape)); }
 
+  // Tensors of the checkpoint the model did not read, but those a VisionEncoderDecoderModel
+  // checkpoint holds without needing them (GPT-2's causal-mask buffers, the tied lm_head, the ViT
+  // pooler): reported as a warning, as HF reports unused weights (e.g. more layers than the config).
+  void warn_unused() const {
+    std::vector<std::string> unused;
+    for (const std::string& n : files_.names()) {
+      const bool expected = n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") ||
+                            n.ends_with("crossattention.bias") || n.ends_with("crossattention.masked_bias") ||
+                            n == "decoder.lm_head.weight" || n.starts_with("encoder.pooler.");
+      if (!expected && !used_.contains(n)) unused.push_back(n);
+    }
+    if (unused.empty()) return;
+    std::string list;
+    for (std::size_t i = 0; i < unused.size() && i < 8; ++i) list += (i ? ", '" : "'") + unused[i] + "'";
+    detail::log(LogLevel::warn, "VitGpt2: {} tensor(s) of the checkpoint are not used by the model ({}{})",
+                unused.size(), list, unused.size() > 8 ? ", ..." : "");
+  }
+
  private:
+  std::set<std::string> used_;
   io::ModelWeights files_;
   DType dtype_;
   Device device_;
@@ -144,6 +166,7 @@ Weights load_weights(io::ModelWeights files, const VitGpt2Config& c, DType dtype
   for (int i = 0; i < c.dec_layers; ++i) w.decoder.push_back(load_decoder_layer(l, i, c));
   w.ln_f_w = l.load({"decoder.transformer.ln_f.weight"}, {c.dec_hidden});
   w.ln_f_b = l.load({"decoder.transformer.ln_f.bias"}, {c.dec_hidden});
+  l.warn_unused();
   return w;
 }
 

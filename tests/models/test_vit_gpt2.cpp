@@ -14,8 +14,10 @@
 #include <vector>
 
 #include "encore/core/build_info.h"
+#include "encore/core/logging.h"
 #include "encore/io/safetensors.h"
 #include "encore/models/vit_gpt2.h"
+#include "temp_dir.h"
 
 using namespace encore;
 namespace fs = std::filesystem;
@@ -296,6 +298,33 @@ TEST_P(VitGpt2Golden, SeveralSampledCaptionsPerImageEqualRepeatedImages) {
     }
     EXPECT_TRUE(differ) << "the samples of an image should not all be equal";
   }
+}
+
+// Tensors the model does not read are reported as a warning (HF reports unused weights too): none
+// for the golden checkpoint; the second layer's when the config asks for one layer fewer.
+TEST_P(VitGpt2Golden, UnusedTensorsAreReported) {
+  std::vector<std::string> warnings;
+  set_log_callback([&](LogLevel level, std::string_view message) {
+    if (level == LogLevel::warn) warnings.emplace_back(message);
+  });
+  struct Restore {
+    ~Restore() { set_log_callback(nullptr); }
+  } restore;
+  (void)VitGpt2::load(dir_);
+  for (const std::string& w : warnings) EXPECT_EQ(w.find("not used"), std::string::npos) << w;
+  warnings.clear();
+  std::ifstream in(dir_ / "config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["decoder"]["n_layer"] = config["decoder"]["n_layer"].get<int>() - 1;
+  test::TempDir dir("encore-unused");
+  std::ofstream(dir / "config.json") << config.dump();
+  fs::copy_file(dir_ / "model.safetensors", dir / "model.safetensors");
+  (void)VitGpt2::load(dir.path());
+  const std::string last_layer = "decoder.transformer.h." + std::to_string(config["decoder"]["n_layer"].get<int>());
+  bool reported = false;
+  for (const std::string& w : warnings) reported = reported || (w.find("not used") != std::string::npos &&
+                                                                w.find(last_layer) != std::string::npos);
+  EXPECT_TRUE(reported) << "no warning names the tensors of " << last_layer;
 }
 
 // The same model from memory: the files' bytes, no directory.

@@ -69,6 +69,13 @@ std::vector<OpCase> elementwise_cases() {
   }
   cases.push_back(unary("cast_to_bf16", DType::BF16, {7, 9}, true, [](Graph& g, Value x) { return g.cast(x, DType::BF16); },
                         [](const RefTensor& x) { return x; }));
+  // f32 -> bf16 rounding (the case above is bf16 -> bf16, a copy): compared with bf16's tolerance.
+  cases.push_back(OpCase{"cast_f32_to_bf16", DType::BF16,
+                         [](Graph& g, CaseInputs& in, std::mt19937& rng) {
+                           g.output("y", g.cast(random_input(g, in, rng, "x", {6, 13}, DType::F32, true, -3, 3),
+                                                DType::BF16));
+                         },
+                         [](const CaseInputs& in) { return std::vector<RefTensor>{get(in, "x")}; }});
   // f32 -> i32 truncates toward zero: compare with the truncated reference exactly.
   cases.push_back(OpCase{"cast_f32_to_i32", DType::F32,
                          [](Graph& g, CaseInputs& in, std::mt19937& rng) {

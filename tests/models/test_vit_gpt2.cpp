@@ -93,15 +93,26 @@ TEST_P(VitGpt2Golden, BeamSearchIdsAndScoresMatch) {
 
 TEST_P(VitGpt2Golden, StreamingCallbackSeesEveryTokenAndCanCancel) {
   const auto model = VitGpt2::load(dir_);
-  int events = 0;
+  // Greedy: one event per generated token of each image, in order, each naming the newest token
+  // and the sequence so far, the last one finished.
+  std::vector<std::vector<std::int32_t>> seen(2);
+  std::vector<bool> finished(2, false);
   GenerationOptions opts{.max_length = 8};
   opts.on_token = [&](const TokenEvent& e) {
-    ++events;
-    EXPECT_FALSE(e.ids.empty());
+    EXPECT_TRUE(e.item == 0 || e.item == 1);
+    EXPECT_FALSE(finished[static_cast<std::size_t>(e.item)]) << "an event after the finishing one";
+    auto& s = seen[static_cast<std::size_t>(e.item)];
+    s.push_back(e.token);
+    EXPECT_EQ(e.ids.size(), s.size() + 1);  // the start token, then the tokens so far
+    EXPECT_EQ(e.ids.back(), e.token);
+    finished[static_cast<std::size_t>(e.item)] = e.finished;
     return true;
   };
-  (void)model.caption(golden("pixel_values"), opts);
-  EXPECT_GT(events, 0);
+  const auto caps = model.caption(golden("pixel_values"), opts);
+  for (std::size_t r = 0; r < 2; ++r) {
+    EXPECT_TRUE(finished[r]) << "image " << r;
+    EXPECT_EQ(std::vector<std::int32_t>(caps[r].ids.begin() + 1, caps[r].ids.end()), seen[r]) << "image " << r;
+  }
   opts.on_token = [](const TokenEvent&) { return false; };
   try {
     (void)model.caption(golden("pixel_values"), opts);

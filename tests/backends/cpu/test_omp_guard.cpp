@@ -35,6 +35,17 @@ TEST(RegionGuard, FirstExceptionLeavesTheRegionAfterItsBarriers) {
   EXPECT_GE(ran.load(), 1);
   EXPECT_LE(ran.load(), 64);
   EXPECT_EQ(after_barrier.load(), team.load());  // every thread got past the barrier
+  // One thread runs the iterations in order: after the throw at i = 5 nothing more runs.
+  RegionGuard serial;
+  std::atomic<int> serial_ran{0};
+#pragma omp parallel for num_threads(1) schedule(static)
+  for (int i = 0; i < 64; ++i)
+    serial.run([&] {
+      ++serial_ran;
+      if (i == 5) throw std::runtime_error("stop");
+    });
+  EXPECT_THROW(serial.rethrow(), std::runtime_error);
+  EXPECT_EQ(serial_ran.load(), 6);
   RegionGuard clean;
   int sum = 0;
   clean.run([&] { sum = 7; });

@@ -24,7 +24,8 @@ __m512 activate(__m512 v, Activation act) {
     case Activation::none: return v;
     case Activation::gelu: return ewk::v512::gelu(v);
     case Activation::gelu_tanh: return ewk::v512::gelu_tanh(v);
-    case Activation::relu: return _mm512_max_ps(v, _mm512_setzero_ps());
+    case Activation::relu:  // max returns its second operand when one is NaN: NaN stays NaN
+      return _mm512_max_ps(_mm512_setzero_ps(), v);
     case Activation::silu: return _mm512_mul_ps(v, ewk::v512::sigmoid(v));
     case Activation::sigmoid: return ewk::v512::sigmoid(v);
     case Activation::tanh: return ewk::v512::tanh(v);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <chrono>
 #include <thread>
 #include <random>
@@ -247,4 +249,30 @@ TEST(GraphExec, WeightsThatAreNotConstantsAreReadAfresh) {
   for (std::int64_t i = 0; i < w2.numel(); ++i) w2.data_ptr<float>()[i] *= -3.0f;
   const std::vector<float> y2 = plan.run({{"x", x}, {"w", w2}}).at("y").to_float_vector();
   for (std::size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y2[i], -3.0f * y1[i], 1e-4 * (1 + std::abs(y1[i]))) << i;
+}
+
+// Fusing an activation into linear changes nothing, NaN included: relu keeps NaN (like torch.relu,
+// and the standalone activation), where oneDNN's post-op and a max with the operands the other way
+// round turned it into 0. Few rows (the weight-streaming kernel) and many (oneDNN), f32 and bf16.
+TEST(GraphExec, FusedLinearReluKeepsNaN) {
+  std::mt19937 rng(31);
+  for (DType dt : {DType::F32, DType::BF16})
+    for (int rows : {1, 64}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " rows " + std::to_string(rows));
+      Graph g;
+      auto x = g.input("x", DType::F32, {rows, 40});
+      auto w = g.constant(ref::random_tensor({24, 40}, dt, rng, -1.0, 1.0));
+      auto b = g.constant(ref::random_tensor({24}, DType::F32, rng, -1.0, 1.0));
+      g.output("y", g.relu(g.linear(x, w, b)));
+      Tensor in = ref::random_tensor({rows, 40}, DType::F32, rng, -1.0, 1.0);
+      in.data_ptr<float>()[3] = std::numeric_limits<float>::quiet_NaN();  // row 0
+      Plan fused(g, {.fuse = true}), plain(g, {.fuse = false});
+      const std::vector<float> a = fused.run({{"x", in}}).at("y").to_float_vector();
+      const std::vector<float> c = plain.run({{"x", in}}).at("y").to_float_vector();
+      for (int n = 0; n < 24; ++n) {
+        EXPECT_TRUE(std::isnan(a[static_cast<std::size_t>(n)])) << "fused, column " << n;
+        EXPECT_TRUE(std::isnan(c[static_cast<std::size_t>(n)])) << "unfused, column " << n;
+      }
+      for (std::size_t i = 24; i < a.size(); ++i) ASSERT_EQ(a[i], c[i]) << i;
+    }
 }

@@ -77,7 +77,7 @@ class Plan {
 
   /// Bytes of the arena holding every intermediate value (weights and inputs excluded).
   std::size_t peak_bytes() const noexcept;
-  /// Arena placements, one per planned value.
+  /// Arena placements, one per buffer of the arena (views and in-place results share their root's).
   const std::vector<Placement>& placements() const noexcept;
   /// The graph after the passes.
   const Graph& optimised_graph() const noexcept;
@@ -92,8 +92,9 @@ class Plan {
   /// shape on the plan's device (non-contiguous CPU tensors are copied; a CUDA input must be
   /// contiguous; CPU tensors are accepted too where accepts_host_inputs()). An output of the
   /// previous run may be given as an input: it is copied first. Returns the outputs by name; they
-  /// are views into the arena, valid until the next run() (clone() to keep them). One run at a
-  /// time per plan.
+  /// are views into the arena, valid until the next run() (clone() to keep them), except an output
+  /// that is an input or a constant (or a view of one): that is the tensor itself, so writing
+  /// through it writes the input or the weight. One run at a time per plan.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, const RunOptions& options = {});
 
  private:

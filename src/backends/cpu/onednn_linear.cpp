@@ -143,6 +143,9 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
     return;
   }
 
+  // oneDNN's relu post-op turns NaN into 0; relu runs after the GEMM instead, as the standalone
+  // activation (NaN stays NaN, like torch.relu), so that fusing it changes nothing.
+  const Activation post_op = attrs.activation == Activation::relu ? Activation::none : attrs.activation;
   const std::string key = KeyBuilder("linear")
                               .add(M)
                               .add(K)
@@ -151,7 +154,7 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
                               .add(static_cast<std::int64_t>(cdt))
                               .add(static_cast<std::int64_t>(ddt))
                               .add(bias.defined() ? static_cast<std::int64_t>(bdt) : -1)
-                              .add(static_cast<std::int64_t>(attrs.activation))
+                              .add(static_cast<std::int64_t>(post_op))
                               .add(threads)
                               .str();
   auto plan = PrimitiveCache::instance().get<LinearPlan>(key, [&] {
@@ -160,7 +163,7 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
     p.dst = dnnl::memory::desc({M, N}, to_dnnl(ddt), tag::ab);
     const dnnl::memory::desc w_any({K, N}, to_dnnl(cdt), tag::any);
     dnnl::post_ops ops;
-    append_activation(ops, attrs.activation);
+    append_activation(ops, post_op);
     dnnl::primitive_attr attr = user_scratchpad_attr();
     attr.set_post_ops(ops);
     std::optional<dnnl::matmul::desc> d;
@@ -191,6 +194,7 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
   if (bias.defined()) args.add(DNNL_ARG_BIAS, wrap_cached(plan, 2, plan->bias, bias_ptr));
   execute(plan->primitive, args);
   if (y_tmp) reorder(plan->dst, dst, dense_md({M, N}, to_dnnl(y.dtype())), y.data(), threads);
+  if (attrs.activation != post_op) activation(y, attrs.activation, y, ctx);
 }
 
 }  // namespace

@@ -21,7 +21,10 @@ namespace encore {
 struct PlanOptions {
   Device device = Device::cpu();
   int num_threads = 0;   ///< CPU threads for this plan's kernels; 0 = encore::num_threads().
-  bool fuse = true;      ///< run the fusion passes (linear+activation, residual add+layer norm).
+  /// Run the fusion passes (linear+activation, residual add+layer norm). Results are those of the
+  /// unfused graph, but for bf16/f16 linear outputs: a fused activation acts on the f32
+  /// accumulator, not on its rounding to the output dtype (up to one ulp of that dtype apart).
+  bool fuse = true;
   /// CUDA plans: record the nodes once as a CUDA graph and replay it on later runs, one launch
   /// instead of one per node (what makes a decode step cheap). The first run executes node by node
   /// (kernels create their lazy state then); the second records and replays. Inputs are copied into

@@ -1,4 +1,4 @@
-# Runs PROGRAM with the arguments in ARGS (a list) and checks its exit status (EXPECT_STATUS), that
+# Runs PROGRAM with the arguments in ARGS (a list; see EncoreCliTest.cmake) and checks its exit status (EXPECT_STATUS), that
 # stdout contains EXPECT_STDOUT and stderr EXPECT_STDERR when given, and that stdout matches
 # EXPECT_STDOUT_REGEX when given. A crash shows up as a non-numeric status and fails the check.
 execute_process(COMMAND ${PROGRAM} ${ARGS} RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)

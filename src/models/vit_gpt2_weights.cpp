@@ -27,19 +27,19 @@ class Loader {
                    *found, n);
       found = &n;
     }
-    for (const std::string& n : names) {
-      if (!files_.contains(n)) continue;
-      used_.insert(n);
-      Tensor t = files_.tensor(n);
-      ENCORE_CHECK(t.shape() == shape, bad_model_file, "tensor '{}' has shape {}, the config implies {}", n,
-                   t.shape().str(), shape.str());
-      ENCORE_CHECK(is_floating(t.dtype()), bad_model_file, "tensor '{}' is {}, expected a float dtype", n,
-                   dtype_name(t.dtype()));
-      return t;
+    if (found == nullptr) {
+      std::string tried;
+      for (const std::string& n : names) tried += (tried.empty() ? "'" : ", '") + n + "'";
+      detail::fail(ErrorCode::bad_model_file, "checkpoint has no tensor {} (tried {})", *names.begin(), tried);
     }
-    std::string tried;
-    for (const std::string& n : names) tried += (tried.empty() ? "'" : ", '") + n + "'";
-    detail::fail(ErrorCode::bad_model_file, "checkpoint has no tensor {} (tried {})", *names.begin(), tried);
+    const std::string& n = *found;
+    used_.insert(n);
+    Tensor t = files_.tensor(n);
+    ENCORE_CHECK(t.shape() == shape, bad_model_file, "tensor '{}' has shape {}, the config implies {}", n,
+                 t.shape().str(), shape.str());
+    ENCORE_CHECK(is_floating(t.dtype()), bad_model_file, "tensor '{}' is {}, expected a float dtype", n,
+                 dtype_name(t.dtype()));
+    return t;
   }
   // Converted to the model's dtype and device (no copy when they already match on the CPU).
   Tensor place(const Tensor& t) const {

@@ -216,10 +216,8 @@ int CudaRuntime::device_count() noexcept {
 
 namespace {
 // kc::device_malloc's out-of-memory hook: the kernels' own buffers may get what this device's
-// cache holds.
-void release_cached_blocks(int device) noexcept {
-  if (CudaRuntime* runtime = CudaRuntime::find(device)) runtime->allocator().trim();
-}
+// cache holds (what release_cached_memory() gives back).
+void release_cached_blocks(int device) noexcept { (void)g_device_allocator.release_cached(Device::cuda(device)); }
 }  // namespace
 
 CudaRuntime::CudaRuntime(int ordinal) : ordinal_(ordinal), allocator_(ordinal) {

@@ -42,4 +42,27 @@ DecodeDims check_decode_attention(const char* op, const Tensor& q, const Tensor&
   return d;
 }
 
+void check_kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_cache, const Tensor& v_cache,
+                          const Tensor& block_table, const Tensor& lengths) {
+  ENCORE_CHECK(k_new.dtype() == k_cache.dtype() && v_new.dtype() == v_cache.dtype() && k_new.dtype() == v_new.dtype(),
+               invalid_argument, "kv_cache_write: new entries are {}/{} and the caches hold {}/{}: all must match",
+               dtype_name(k_new.dtype()), dtype_name(v_new.dtype()), dtype_name(k_cache.dtype()),
+               dtype_name(v_cache.dtype()));
+  ENCORE_CHECK(k_new.rank() == 3 && v_new.shape() == k_new.shape() && k_cache.rank() == 4 &&
+                   v_cache.shape() == k_cache.shape() && k_new.dim(2) == k_cache.dim(1) * k_cache.dim(3) &&
+                   block_table.rank() == 2 && block_table.dim(0) == k_new.dim(0) &&
+                   block_table.dtype() == DType::I32 && lengths.dtype() == DType::I32 &&
+                   lengths.numel() == k_new.dim(0),
+               invalid_argument,
+               "kv_cache_write: k {} / v {} must be [B, Tq, Hkv*D] over caches {} / {} [blocks, Hkv, block_size, D], "
+               "with an i32 [B, max_blocks] table ({}) and B i32 lengths ({})",
+               k_new.shape().str(), v_new.shape().str(), k_cache.shape().str(), v_cache.shape().str(),
+               block_table.shape().str(), lengths.shape().str());
+  ENCORE_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && block_table.is_contiguous() &&
+                   lengths.is_contiguous() && k_new.strides()[2] == 1 && v_new.strides()[2] == 1,
+               invalid_argument,
+               "kv_cache_write: the caches, block table and lengths must be contiguous, and the last dimension of "
+               "k/v too");
+}
+
 }  // namespace encore::decode_checks

@@ -25,4 +25,11 @@ DecodeDims check_decode_attention(const char* op, const Tensor& q, const Tensor&
                                   const Tensor& block_table, const Tensor& lengths, const DecodeAttentionAttrs& attrs,
                                   const Tensor& y);
 
+/// kv_cache_write's arguments: k_new and v_new [B, Tq, Hkv * D] with a contiguous last dimension,
+/// over contiguous caches [num_blocks, Hkv, block_size, D], all four of one dtype (one element size
+/// serves k and v); block_table a contiguous i32 [B, max_blocks]; lengths a contiguous i32 [B].
+/// Throws Error(invalid_argument) naming the shapes or dtypes.
+void check_kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_cache, const Tensor& v_cache,
+                          const Tensor& block_table, const Tensor& lengths);
+
 }  // namespace encore::decode_checks

@@ -3,31 +3,15 @@
 
 #include "backends/cpu/kernels.h"
 #include "core/check.h"
+#include "kernels/common/decode_checks.h"
 
 namespace encore::cpu {
 
 void kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_cache, const Tensor& v_cache,
                     const Tensor& block_table, const Tensor& lengths, const CpuContext& ctx) {
+  decode_checks::check_kv_cache_write(k_new, v_new, k_cache, v_cache, block_table, lengths);
   const std::int64_t batch = k_new.dim(0), tq = k_new.dim(1);
   const std::int64_t heads = k_cache.dim(1), block_size = k_cache.dim(2), d = k_cache.dim(3);
-  // One element size serves k and v below: all four must share the dtype (and v the shapes of k).
-  ENCORE_CHECK(k_new.dtype() == k_cache.dtype() && v_new.dtype() == v_cache.dtype() && k_new.dtype() == v_new.dtype(),
-               invalid_argument, "kv_cache_write: new entries are {}/{} and the caches hold {}/{}: all must match",
-               dtype_name(k_new.dtype()), dtype_name(v_new.dtype()), dtype_name(k_cache.dtype()),
-               dtype_name(v_cache.dtype()));
-  ENCORE_CHECK(k_new.rank() == 3 && v_new.shape() == k_new.shape() && k_cache.rank() == 4 &&
-                   v_cache.shape() == k_cache.shape() && k_new.dim(2) == heads * d && block_table.rank() == 2 &&
-                   block_table.dim(0) == batch && lengths.numel() == batch,
-               invalid_argument,
-               "kv_cache_write: k {} / v {} must be [B, Tq, Hkv*D] over caches {} / {} [blocks, Hkv, block_size, D], "
-               "with a [B, max_blocks] table ({}) and B lengths ({})",
-               k_new.shape().str(), v_new.shape().str(), k_cache.shape().str(), v_cache.shape().str(),
-               block_table.shape().str(), lengths.shape().str());
-  ENCORE_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && block_table.is_contiguous() &&
-                   lengths.is_contiguous(),
-               invalid_argument, "kv_cache_write: caches, block table and lengths must be contiguous");
-  ENCORE_CHECK(k_new.strides()[2] == 1 && v_new.strides()[2] == 1, invalid_argument,
-               "kv_cache_write: the last dimension of k/v must be contiguous");
   const auto* table = block_table.data_ptr<std::int32_t>();
   const auto* len = lengths.data_ptr<std::int32_t>();
   const std::int64_t max_blocks = block_table.dim(1), num_blocks = k_cache.dim(0);

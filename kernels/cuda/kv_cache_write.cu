@@ -2,6 +2,7 @@
 // from lengths in device memory, so a captured decode step replays correctly as lengths grow. The
 // block table is trusted to be valid here (KvCache keeps it so); an entry outside the cache is
 // skipped rather than written out of bounds.
+#include "kernels/common/decode_checks.h"
 #include "kernels/cuda/kernel_common.cuh"
 
 namespace encore::cuda {
@@ -44,24 +45,7 @@ void kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_ca
                     const Tensor& block_table, const Tensor& lengths, const CudaContext& ctx) {
   for (const Tensor* t : {&k_new, &v_new, &k_cache, &v_cache, &block_table, &lengths})
     check_dev("kv_cache_write", "operand", *t);
-  // One element size serves k and v: all four share the dtype; v has k's shapes (as the CPU kernel).
-  ENCORE_CU_CHECK(k_new.dtype() == k_cache.dtype() && v_new.dtype() == v_cache.dtype() &&
-                      k_new.dtype() == v_new.dtype(),
-                  invalid_argument, "kv_cache_write: new entries are ", dtype_name(k_new.dtype()), "/",
-                  dtype_name(v_new.dtype()), " and the caches hold ", dtype_name(k_cache.dtype()), "/",
-                  dtype_name(v_cache.dtype()), ": all must match");
-  ENCORE_CU_CHECK(k_new.rank() == 3 && v_new.shape() == k_new.shape() && k_cache.rank() == 4 &&
-                      v_cache.shape() == k_cache.shape() && k_new.dim(2) == k_cache.dim(1) * k_cache.dim(3) &&
-                      block_table.rank() == 2 && block_table.dim(0) == k_new.dim(0) &&
-                      block_table.dtype() == DType::I32 && lengths.dtype() == DType::I32 &&
-                      lengths.numel() == k_new.dim(0),
-                  invalid_argument, "kv_cache_write: k ", k_new.shape().str(), " / v ", v_new.shape().str(),
-                  " must be [B, Tq, Hkv*D] over caches ", k_cache.shape().str(), " / ", v_cache.shape().str(),
-                  " [blocks, Hkv, block_size, D], with an i32 [B, max_blocks] table (", block_table.shape().str(),
-                  ") and B i32 lengths (", lengths.shape().str(), ")");
-  ENCORE_CU_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && block_table.is_contiguous() &&
-                      lengths.is_contiguous() && k_new.strides()[2] == 1 && v_new.strides()[2] == 1,
-                  invalid_argument, "kv_cache_write: caches, tables and the last dim of k/v must be contiguous");
+  decode_checks::check_kv_cache_write(k_new, v_new, k_cache, v_cache, block_table, lengths);
   KvWriteParams p;
   p.tq = k_new.dim(1), p.heads = k_cache.dim(1), p.block_size = k_cache.dim(2), p.d = k_cache.dim(3);
   p.max_blocks = block_table.dim(1), p.num_blocks = k_cache.dim(0);

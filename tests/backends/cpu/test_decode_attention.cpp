@@ -458,3 +458,20 @@ TEST(SplitSchedule, FlashAttention2Heuristic) {
 }
 
 }  // namespace
+
+// kv_cache_write's shared argument checks (kernels/common/decode_checks.h, also the CUDA
+// kernel's): one element size serves k and v, so mixed dtypes are refused; shapes are named.
+TEST(KvCacheWrite, ArgumentErrors) {
+  const Tensor kc = Tensor::zeros({2, 2, 4, 8}, DType::F32), vc = Tensor::zeros({2, 2, 4, 8}, DType::F32);
+  const Tensor vc16 = Tensor::zeros({2, 2, 4, 8}, DType::BF16);
+  const Tensor k = Tensor::zeros({1, 1, 16}, DType::F32), v16 = Tensor::zeros({1, 1, 16}, DType::BF16);
+  Tensor table = Tensor::zeros({1, 2}, DType::I32), lengths = Tensor::zeros({1}, DType::I32);
+  lengths.data_ptr<std::int32_t>()[0] = 1;
+  expect_error([&] { cpu::kv_cache_write(k, v16, kc, vc16, table, lengths, {1}); }, ErrorCode::invalid_argument,
+               "new entries are f32/bf16 and the caches hold f32/bf16: all must match");
+  expect_error([&] { cpu::kv_cache_write(k, Tensor::zeros({1, 1, 8}, DType::F32), kc, vc, table, lengths, {1}); },
+               ErrorCode::invalid_argument, "must be [B, Tq, Hkv*D]");
+  expect_error([&] { cpu::kv_cache_write(k, k, kc, vc, Tensor::zeros({1, 2}, DType::I64), lengths, {1}); },
+               ErrorCode::invalid_argument, "i32 [B, max_blocks] table");
+  cpu::kv_cache_write(k, k, kc, vc, table, lengths, {1});  // consistent: writes position 0
+}

@@ -4,9 +4,6 @@
 #include <algorithm>
 #include <array>
 #include <climits>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <queue>
@@ -16,6 +13,7 @@
 #include "core/check.h"
 #include "io/bpe_tokenizer_unicode.h"
 #include "io/safetensors_json.h"
+#include "io/small_file.h"
 
 namespace encore::io {
 
@@ -33,19 +31,7 @@ constexpr std::size_t kMaxCachedWordBytes = 256;
 constexpr std::string_view kEndOfText = "<|endoftext|>";
 
 std::string read_text_file(const fs::path& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) fail(ErrorCode::io, "{}: cannot read tokenizer file: {}", path.string(), ec.message());
-  if (size > kMaxTokenizerFileBytes)
-    fail(ErrorCode::bad_model_file, "{}: {} bytes, more than the {} byte limit for tokenizer files", path.string(),
-         size, kMaxTokenizerFileBytes);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(ErrorCode::io, "{}: cannot open tokenizer file: {}", path.string(), std::strerror(errno));
-  std::string text(static_cast<std::size_t>(size), '\0');
-  in.read(text.data(), static_cast<std::streamsize>(size));
-  if (in.gcount() != static_cast<std::streamsize>(size))
-    fail(ErrorCode::io, "{}: read {} of {} bytes", path.string(), in.gcount(), size);
-  return text;
+  return detail::read_small_file(path, kMaxTokenizerFileBytes, "tokenizer file");
 }
 
 // The hardened JSON parser of the safetensors reader; syntax errors additionally get a line

@@ -1,8 +1,6 @@
 // config.json / generation_config.json of a VisionEncoderDecoderModel (ViT + GPT-2).
 #include <cmath>
 #include <cstdint>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <optional>
 #include <fmt/format.h>
@@ -10,6 +8,7 @@
 
 #include "core/check.h"
 #include "io/safetensors_json.h"
+#include "io/small_file.h"
 #include "models/vit_gpt2_internal.h"
 
 namespace encore::vitgpt2 {
@@ -36,23 +35,11 @@ std::string brief(const json& v) {
   return text;
 }
 
-// Config files are a few KB; the cap keeps /dev/zero or a huge file from exhausting memory, and the
-// regular-file check keeps a FIFO from blocking the read.
+// Config files are a few KB; the cap keeps /dev/zero or a huge file from exhausting memory.
 constexpr std::uintmax_t kMaxConfigBytes = 16u << 20;
 
 std::string read_text(const std::filesystem::path& path) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  ENCORE_CHECK(!ec && std::filesystem::is_regular_file(status), io, "{}: {}", path.string(),
-               ec ? ec.message() : std::string("not a regular file"));
-  const std::uintmax_t size = std::filesystem::file_size(path, ec);
-  ENCORE_CHECK(!ec && size <= kMaxConfigBytes, io, "{}: {} bytes, more than the {} a config may have", path.string(),
-               ec ? 0 : size, kMaxConfigBytes);
-  std::ifstream in(path, std::ios::binary);
-  ENCORE_CHECK(in.good(), io, "cannot open {}", path.string());
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  ENCORE_CHECK(!in.bad(), io, "cannot read {}", path.string());
-  return text;
+  return io::detail::read_small_file(path, kMaxConfigBytes, "config file");
 }
 
 // A field of `obj`, with `fallback` when absent or null; a present field of the wrong type is an error.

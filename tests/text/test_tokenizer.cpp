@@ -310,6 +310,10 @@ TEST(Gpt2Tokenizer, MissingFilesAndUnsupportedTokenizerJson) {
                {dir.path().string(), "tokenizer.json", "vocab.json"});
   expect_error([&] { (void)Gpt2Tokenizer::from_files(dir / "nope.json", dir / "merges.txt"); },
                ErrorCode::io, {"nope.json"});
+  // A device behind the name is refused before it is read (/dev/zero would never end).
+  std::filesystem::create_symlink("/dev/zero", dir / "zero.json");
+  expect_error([&] { (void)Gpt2Tokenizer::from_files(dir / "zero.json", dir / "merges.txt"); }, ErrorCode::io,
+               {"zero.json", "not a regular file"});
   const json base = {{"model", {{"type", "BPE"}, {"vocab", tiny_vocab()}, {"merges", json::array()}}}};
   struct Case {
     const char* name;

@@ -16,7 +16,9 @@
 #include <array>
 #include <cstdint>
 #include <sstream>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include "backends/cuda/cuda_kernels.h"
@@ -278,12 +280,22 @@ inline unsigned blocks_for(i64 n, int threads = kThreads) {
 /// Raises the dynamic shared memory limit of `kernel` when a launch needs more than the default:
 /// 48 KiB for static and dynamic together, so the kernel's static shared memory counts too (topk's
 /// 512 bytes made some lengths just under 48 KiB of dynamic memory fail to launch).
+/// The static shared memory of `kernel`, asked of the runtime once per kernel (launches of 32-48
+/// KiB, e.g. row norms of wide rows, would otherwise make a driver query each).
+inline std::size_t static_smem(const void* kernel) {
+  static std::mutex mutex;
+  static std::unordered_map<const void*, std::size_t> sizes;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = sizes.find(kernel); it != sizes.end()) return it->second;
+  cudaFuncAttributes attributes{};
+  check_cuda(cudaFuncGetAttributes(&attributes, kernel), "cudaFuncGetAttributes");
+  return sizes[kernel] = attributes.sharedSizeBytes;
+}
+
 template <typename K>
 void allow_smem(K* kernel, std::size_t bytes) {
   if (bytes <= 32 * 1024) return;  // no kernel here has 16 KiB of static shared memory
-  cudaFuncAttributes attributes{};
-  check_cuda(cudaFuncGetAttributes(&attributes, kernel), "cudaFuncGetAttributes");
-  if (bytes + attributes.sharedSizeBytes > 48 * 1024)
+  if (bytes + static_smem(reinterpret_cast<const void*>(kernel)) > 48 * 1024)
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
                "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
 }

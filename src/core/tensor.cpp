@@ -119,10 +119,15 @@ Tensor Tensor::slice(int dim, std::int64_t start, std::int64_t end, std::int64_t
   start = clamp(start);
   end = std::max(clamp(end), start);
   Shape shape = shape_, strides = strides_;
-  shape[d] = (end - start + step - 1) / step;
-  strides[d] = strides_[d] * step;
+  shape[d] = (end - start) / step + ((end - start) % step != 0 ? 1 : 0);  // ceil, without overflow
+  // A stride of an extent-1 axis is never applied, so a huge step needs no product there.
+  if (shape[d] > 1)
+    ENCORE_CHECK(!__builtin_mul_overflow(strides_[d], step, &strides[d]), invalid_argument,
+                 "slice step {} of dimension {} (stride {}) overflows", step, d, strides_[d]);
+  // A view without elements addresses nothing: it keeps this tensor's offset (a start past the end
+  // of the storage is then no error, e.g. slicing a batch of 0 along another axis).
   const std::size_t offset = offset_ + static_cast<std::size_t>(start * strides_[d]) * dtype_size(dtype_);
-  return with_layout(shape, strides, shape[d] == 0 ? offset_ : offset);
+  return with_layout(shape, strides, shape.numel() == 0 ? offset_ : offset);
 }
 
 Tensor Tensor::select(int dim, std::int64_t index) const {

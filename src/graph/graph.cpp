@@ -70,7 +70,10 @@ namespace {
 // and offsets the executor will later apply to the arena, with the same checks.
 Tensor phantom(const Shape& shape, DType dtype) {
   static char anchor alignas(64);
-  const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
+  std::size_t bytes = 0;  // numel() checks the extents; the byte size must not wrap either
+  ENCORE_CHECK(!__builtin_mul_overflow(static_cast<std::size_t>(shape.numel()), dtype_size(dtype), &bytes) &&
+                   bytes < (std::size_t{1} << 62),
+               invalid_argument, "a {} value of shape {} is too large to address", dtype_name(dtype), shape.str());
   return Tensor::from_storage(Storage::borrow(&anchor, bytes, Device::cpu(), nullptr), 0, shape,
                               contiguous_strides(shape), dtype);
 }
@@ -107,19 +110,27 @@ Value Graph::input(std::string name, DType dtype, const Shape& shape) {
   for (int id : inputs_)
     ENCORE_CHECK(values_[static_cast<std::size_t>(id)].name != name, invalid_argument,
                  "graph input '{}' is declared twice", name);
-  (void)shape.numel();  // validates extents
-  ValueInfo info{dtype, shape, -1, 0, std::move(name), {}, true};
+  // Everything that may throw, and copies of the arguments (`shape` may be a reference into this
+  // graph, e.g. g.shape(v), which the pushes below can move), before the graph changes.
+  Tensor layout = phantom(shape, dtype);  // validates the extents and the size
+  ValueInfo info{dtype, layout.shape(), -1, 0, std::move(name), {}, true};
+  inputs_.reserve(inputs_.size() + 1);
+  values_.reserve(values_.size() + 1);
+  layouts_.reserve(layouts_.size() + 1);
   values_.push_back(std::move(info));
-  layouts_.push_back(phantom(shape, dtype));
+  layouts_.push_back(std::move(layout));
   inputs_.push_back(static_cast<int>(values_.size()) - 1);
   return Value{static_cast<int>(values_.size()) - 1};
 }
 
 Value Graph::constant(const Tensor& tensor, std::string name) {
   ENCORE_CHECK(tensor.defined(), invalid_argument, "graph constant '{}' is an undefined tensor", name);
-  ValueInfo info{tensor.dtype(), tensor.shape(), -1, 0, std::move(name), tensor, false};
+  Tensor held = tensor;  // `tensor` may be a reference into this graph (info(w).constant)
+  ValueInfo info{held.dtype(), held.shape(), -1, 0, std::move(name), held, false};
+  values_.reserve(values_.size() + 1);
+  layouts_.reserve(layouts_.size() + 1);
   values_.push_back(std::move(info));
-  layouts_.push_back(tensor);  // constants keep their own layout (any strides)
+  layouts_.push_back(std::move(held));  // constants keep their own layout (any strides)
   return Value{static_cast<int>(values_.size()) - 1};
 }
 
@@ -133,12 +144,19 @@ void Graph::output(std::string name, Value v) {
 std::vector<Value> Graph::add_node(OpKind kind, OpAttrs attrs, std::vector<int> inputs,
                                    std::vector<std::pair<DType, Shape>> outputs) {
   Node node{kind, std::move(attrs), std::move(inputs), {}};
+  // The outputs' layouts first (they throw for sizes too large to address), so that a refused
+  // node leaves the graph as it was.
+  std::vector<Tensor> layouts;
+  for (const auto& [dtype, shape] : outputs) layouts.push_back(phantom(shape, dtype));
   std::vector<Value> result;
   const int node_index = static_cast<int>(nodes_.size());
+  values_.reserve(values_.size() + outputs.size());
+  layouts_.reserve(layouts_.size() + outputs.size());
+  nodes_.reserve(nodes_.size() + 1);
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     auto& [dtype, shape] = outputs[i];
     values_.push_back(ValueInfo{dtype, shape, node_index, static_cast<int>(i), {}, {}, false});
-    layouts_.push_back(phantom(shape, dtype));
+    layouts_.push_back(std::move(layouts[i]));
     node.outputs.push_back(static_cast<int>(values_.size()) - 1);
     result.push_back(Value{node.outputs.back()});
   }

@@ -262,7 +262,9 @@ Value Graph::concat(std::span<const Value> xs, int axis) {
     for (int d = 0; d < out.rank(); ++d)
       ENCORE_CHECK(d == a || xi.shape[d] == first.shape[d], invalid_argument,
                    "concat along {}: input {} has shape {} but input 0 has {}", a, i, xi.shape.str(), first.shape.str());
-    if (i > 0) out[a] += xi.shape[a];
+    if (i > 0)
+      ENCORE_CHECK(!__builtin_add_overflow(out[a], xi.shape[a], &out[a]), invalid_argument,
+                   "concat along {}: the inputs' extents add up past 2^63 at input {}", a, i);
     inputs.push_back(xs[i].id);
   }
   return add_node(OpKind::concat, ConcatAttrs{a}, std::move(inputs), {{first.dtype, out}})[0];

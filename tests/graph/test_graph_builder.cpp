@@ -147,3 +147,47 @@ TEST(GraphBuilder, HugeAttributesAndMixedCacheDtypesAreRefused) {
                      lengths);
   }, "must share a dtype, got k f32, v bf16");
 }
+
+// Arguments that are references into the graph itself (g.shape(v), g.info(w).constant) stay valid
+// while the graph grows, and a refused node leaves the graph as it was: later values and views
+// still line up with their layouts.
+TEST(GraphBuilder, ArgumentsFromTheGraphAndRefusedNodesLeaveItConsistent) {
+  Graph g;
+  Value first = g.input("first", DType::F32, {2, 3});
+  std::vector<Value> inputs{first};
+  for (int i = 0; i < 40; ++i)  // each declaration may reallocate the storage the shape came from
+    inputs.push_back(g.input("x" + std::to_string(i), DType::F32, g.shape(inputs.back())));
+  for (Value v : inputs) EXPECT_EQ(g.shape(v), (Shape{2, 3}));
+  Value w = g.constant(weight({3, 5}));
+  std::vector<Value> weights{w};
+  for (int i = 0; i < 40; ++i) weights.push_back(g.constant(g.info(weights.back()).constant));
+  for (Value c : weights) EXPECT_EQ(g.shape(c), (Shape{3, 5}));
+
+  auto img = g.input("img", DType::F32, {1, 1, 4, 4});
+  const std::size_t values = g.values().size(), nodes = g.nodes().size();
+  expect_error([&] { g.resize(img, {.out_h = std::int64_t{1} << 32, .out_w = std::int64_t{1} << 32}); },
+               "64-bit count");
+  expect_error([&] { g.pad(g.input("wide", DType::F32, {8, 8}), {.pads = {std::int64_t{1} << 60, 0}}); },
+               "64-bit count");
+  expect_error([&] { g.pad(g.input("long", DType::F32, {8}), {.pads = {std::int64_t{1} << 60, 0}}); },
+               "too large to address");  // 2^61 elements of 4 bytes
+  EXPECT_EQ(g.nodes().size(), nodes);
+  EXPECT_EQ(g.values().size(), values + 2);  // only the "wide" and "long" inputs
+  Value y = g.gelu(img);
+  Value t = g.transpose(y, 2, 3);
+  EXPECT_EQ(g.shape(t), (Shape{1, 1, 4, 4}));
+  EXPECT_EQ(g.strides(t), (Shape{16, 16, 1, 4}));
+}
+
+// Empty values: a slice at a non-zero start of a batch of 0 is a valid, empty view.
+TEST(GraphBuilder, SlicesOfEmptyValues) {
+  Graph g;
+  Value x = g.input("x", DType::F32, {0, 9, 96});
+  EXPECT_EQ(g.shape(g.slice(x, -1, 32, 64)), (Shape{0, 9, 32}));
+  EXPECT_EQ(g.shape(g.slice(x, 1, 3, 9, 4)), (Shape{0, 2, 96}));
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+  Value y = g.input("y", DType::F32, {10});
+  EXPECT_EQ(g.shape(g.slice(y, 0, 0, 10, huge)), (Shape{1}));  // one element: no stride overflow
+  Value big = g.input("big", DType::I8, {std::int64_t{1} << 61});
+  expect_error([&] { g.concat(std::vector<Value>{big, big, big, big}, 0); }, "past 2^63");
+}

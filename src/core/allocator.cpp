@@ -156,4 +156,8 @@ void Allocator::copy_within(std::span<const Region> regions, Device device) {
   for (const Region& r : regions) copy(r.dst, device, r.src, device, r.bytes);
 }
 
+void Allocator::copy_view(const Tensor&, const Tensor&, Device device) {
+  detail::fail(ErrorCode::unsupported, "copying strided views on {} is not supported by its allocator", device.str());
+}
+
 }  // namespace encore

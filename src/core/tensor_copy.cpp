@@ -121,27 +121,63 @@ void copy_host(const Tensor& src, const Tensor& dst) {
   });
 }
 
+/// Whether the bytes two tensors may touch intersect (strides are never negative; views are
+/// bounds-checked, so the extent stays inside the storage).
+bool overlapping(const Tensor& a, const Tensor& b) {
+  if (a.storage() == nullptr || a.storage() != b.storage() || a.numel() == 0 || b.numel() == 0) return false;
+  auto span = [](const Tensor& t) {
+    std::int64_t last = 0;
+    for (int i = 0; i < t.rank(); ++i) last += (t.dim(i) - 1) * t.strides()[i];
+    const auto* begin = static_cast<const std::byte*>(t.data());
+    return std::pair{begin, begin + (last + 1) * static_cast<std::int64_t>(dtype_size(t.dtype()))};
+  };
+  const auto [a0, a1] = span(a);
+  const auto [b0, b1] = span(b);
+  return a0 < b1 && b0 < a1;
+}
+
 }  // namespace
 
 void Tensor::copy_from(const Tensor& src) {
   ENCORE_CHECK(defined() && src.defined(), invalid_argument, "copy_from needs two defined tensors");
   ENCORE_CHECK(src.shape() == shape(), invalid_argument, "copy_from: source shape {} differs from destination {}",
                src.shape().str(), shape().str());
+  // Overlapping views of one buffer (e.g. a square matrix and its transpose): the source is read
+  // whole before anything is written. The same view onto itself copies nothing.
+  if (overlapping(src, *this)) {
+    if (src.data() == data() && src.strides() == strides() && src.dtype() == dtype()) return;
+    return copy_from(src.clone());
+  }
   if (device().is_cpu() && src.device().is_cpu()) return copy_host(src, *this);
   ENCORE_CHECK(src.dtype() == dtype(), unsupported,
                "copy_from between {} and {} must keep the dtype (got {} -> {})", src.device().str(),
                device().str(), dtype_name(src.dtype()), dtype_name(dtype()));
-  // Across devices the bytes move in one block; a strided host side is staged through a
-  // contiguous host copy (a strided device side needs a device kernel: the backend's copy op).
+  // Across devices the bytes move in one block: a strided side is first made contiguous where it
+  // lives (on the host by copy_host, on a device by its allocator's copy_view kernel).
   if (!src.is_contiguous() && src.device().is_cpu()) return copy_from(src.contiguous());
   if (!is_contiguous() && device().is_cpu()) {
     Tensor staged = empty(shape(), dtype(), Device::cpu());
     staged.copy_from(src);
     return copy_from(staged);
   }
-  ENCORE_CHECK(src.is_contiguous() && is_contiguous(), unsupported,
-               "copy_from between {} and {}: the {} side is not contiguous; make it contiguous on its device first",
-               src.device().str(), device().str(), src.is_contiguous() ? device().str() : src.device().str());
+  if (!src.is_contiguous() || !is_contiguous()) {  // a strided view on a device
+    if (src.device() == device()) {
+      const auto lock = detail::lock_device(device());
+      return allocator_for(device().type).copy_view(*this, src, device());
+    }
+    if (!src.is_contiguous()) {  // gathered on its device, then moved as one block
+      Tensor packed = empty(src.shape(), src.dtype(), src.device());
+      {
+        const auto lock = detail::lock_device(src.device());
+        allocator_for(src.device().type).copy_view(packed, src, src.device());
+      }
+      return copy_from(packed);
+    }
+    Tensor staged = empty(shape(), dtype(), device());  // moved as one block, then scattered
+    staged.copy_from(src);
+    const auto lock = detail::lock_device(device());
+    return allocator_for(device().type).copy_view(*this, staged, device());
+  }
   Allocator& a = allocator_for(device().is_cpu() ? src.device().type : device().type);
   // The devices' locks (core/device_lock.h), the lower ordinal first when both are CUDA devices.
   const bool swap = src.device().is_cuda() && device().is_cuda() && src.device().index > device().index;

@@ -63,6 +63,29 @@ TEST(TensorCopy, StridedCopyFromAndFill) {
   EXPECT_THROW(dst.copy_from(src), Error);  // [2,3] into [3,2]
 }
 
+// Views of one buffer that overlap: the source is read whole before anything is written, as if
+// it had been cloned (a transpose in place, shifts both ways).
+TEST(TensorCopy, OverlappingViewsReadTheSourceFirst) {
+  const std::vector<float> nine{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  Tensor square = Tensor::from_vector(nine, {3, 3});
+  square.copy_from(square.transpose(0, 1));
+  EXPECT_EQ(square.to_float_vector(), (std::vector<float>{1, 4, 7, 2, 5, 8, 3, 6, 9}));
+
+  Tensor row = Tensor::from_vector(nine, {9});
+  row.slice(0, 1, 9).copy_from(row.slice(0, 0, 8));  // contiguous, shifted right
+  EXPECT_EQ(row.to_float_vector(), (std::vector<float>{1, 1, 2, 3, 4, 5, 6, 7, 8}));
+  Tensor strided = Tensor::from_vector(nine, {9});
+  strided.slice(0, 2, 9, 2).copy_from(strided.slice(0, 0, 7, 2));  // strided, shifted right
+  EXPECT_EQ(strided.to_float_vector(), (std::vector<float>{1, 2, 1, 4, 3, 6, 5, 8, 7}));
+  Tensor left = Tensor::from_vector(nine, {9});
+  left.slice(0, 0, 7, 2).copy_from(left.slice(0, 2, 9, 2));  // strided, shifted left
+  EXPECT_EQ(left.to_float_vector(), (std::vector<float>{3, 2, 5, 4, 7, 6, 9, 8, 9}));
+
+  Tensor self = Tensor::from_vector(nine, {3, 3});
+  self.copy_from(self);  // the same view: unchanged
+  EXPECT_EQ(self.to_float_vector(), nine);
+}
+
 TEST(TensorCopy, ToDeviceWithoutAUsableGpuIsAClearError) {
   // Without a CUDA backend the allocator lookup fails (unsupported); with one but no GPU the
   // backend reports the missing device (backend). Either way: an Error, never a crash.

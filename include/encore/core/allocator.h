@@ -10,6 +10,8 @@
 
 namespace encore {
 
+class Tensor;
+
 /// Default alignment of encore's host allocations: one cache line, enough for AVX-512 loads.
 inline constexpr std::size_t kDefaultAlignment = 64;
 
@@ -38,6 +40,12 @@ class Allocator {
   /// the caller (CUDA queues one batched copy on the device's stream). Regions must not overlap
   /// one another (their order inside the batch is unspecified). The default loops over copy().
   virtual void copy_within(std::span<const Region> regions, Device device);
+  /// Copies the elements of `src` into `dst`: the same shape and dtype, both on this allocator's
+  /// `device`, any strides (views made by slice, transpose, expand...), not overlapping. Blocks
+  /// until the copy is complete. Tensor::copy_from (and so contiguous(), clone() and to()) uses it
+  /// for strided views on a device, which only the device's own kernels can gather. The default
+  /// throws Error(unsupported).
+  virtual void copy_view(const Tensor& dst, const Tensor& src, Device device);
 
   /// Memory this allocator holds on one device.
   struct Usage {

@@ -100,7 +100,9 @@ class Tensor {
   /// A contiguous copy on `device`.
   Tensor to(Device device) const;
   /// Copies `src` into this tensor's elements (shapes must match; dtypes may differ, CPU only
-  /// when they do).
+  /// when they do). Either side may be a strided view on any device (a device's views are
+  /// gathered or scattered by its backend, Allocator::copy_view). Overlapping views of one buffer
+  /// are allowed: the source is read whole before anything is written.
   void copy_from(const Tensor& src);
   /// Sets every element to `value` converted to the dtype (CPU).
   void fill(double value);

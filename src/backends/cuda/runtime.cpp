@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_kernels.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/gemm_kernels.h"
 
@@ -87,6 +88,16 @@ class CudaDeviceAllocator final : public Allocator {
   void copy_within(std::span<const Region> regions, Device device) override {
     ENCORE_CHECK(device.is_cuda(), invalid_argument, "CUDA allocator asked to copy within {}", device.str());
     CudaRuntime::get(device).copy_within(regions);
+  }
+  void copy_view(const Tensor& dst, const Tensor& src, Device device) override {
+    ENCORE_CHECK(device.is_cuda() && dst.device() == device && src.device() == device, invalid_argument,
+                 "CUDA allocator asked to copy a view from {} to {} on {}", src.device().str(), dst.device().str(),
+                 device.str());
+    if (dst.numel() == 0) return;
+    CudaRuntime& rt = CudaRuntime::get(device);
+    DeviceGuard guard(device.index);
+    cuda::copy(src, dst, rt.context());  // the strided copy kernel, on the device's stream
+    ENCORE_CUDA_CHECK(cudaStreamSynchronize(rt.stream()));
   }
   Usage usage(Device device) const override {
     CudaRuntime* rt = device.is_cuda() ? CudaRuntime::find(device.index) : nullptr;

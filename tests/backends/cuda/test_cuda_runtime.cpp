@@ -391,6 +391,64 @@ TEST(CudaRuntime, StridedViewsAndCopyFrom) {
   EXPECT_EQ(same_view.offset_bytes(), view.offset_bytes());
 }
 
+// Strided views that live on the device (slices, transposes, broadcasts of a device tensor) are
+// gathered and scattered by the device's copy kernel: contiguous(), clone(), to() and copy_from
+// give the bytes the same views give on the host, for every element size, and a copy between two
+// overlapping views of one buffer reads the source before writing.
+TEST(CudaRuntime, DeviceViewsCopyLikeHostViews) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = test::runtime().device();
+  std::mt19937 rng(21);
+  auto same_bytes = [](const Tensor& a, const Tensor& b) {
+    const Tensor x = a.to(Device::cpu()).contiguous(), y = b.to(Device::cpu()).contiguous();
+    return x.shape() == y.shape() && x.dtype() == y.dtype() && std::memcmp(x.data(), y.data(), x.nbytes()) == 0;
+  };
+  for (int d = 0; d < kNumDTypes; ++d) {
+    const auto dtype = static_cast<DType>(d);
+    SCOPED_TRACE(dtype_name(dtype));
+    Tensor host = Tensor::empty({5, 7, 3}, dtype);
+    auto* raw = static_cast<unsigned char*>(host.data());
+    for (std::size_t i = 0; i < host.nbytes(); ++i)
+      raw[i] = dtype == DType::Bool ? static_cast<unsigned char>(rng() % 2) : static_cast<unsigned char>(rng());
+    const Tensor on_dev = host.to(dev);
+    const std::vector<std::pair<Tensor, Tensor>> views = {  // (host view, the same view on the device)
+        {host.transpose(0, 2), on_dev.transpose(0, 2)},
+        {host.slice(1, 2, 7, 2), on_dev.slice(1, 2, 7, 2)},
+        {host.select(2, 1), on_dev.select(2, 1)},
+        {host.slice(0, 1, 2).expand({4, 7, 3}), on_dev.slice(0, 1, 2).expand({4, 7, 3})},
+        {host.slice(0, 0, 0), on_dev.slice(0, 0, 0)}};  // no elements
+    for (const auto& [hv, dv] : views) {
+      SCOPED_TRACE(dv.str());
+      EXPECT_TRUE(same_bytes(dv.contiguous(), hv));
+      EXPECT_EQ(dv.contiguous().device(), dev);
+      EXPECT_TRUE(dv.clone().is_contiguous());
+      EXPECT_TRUE(same_bytes(dv.clone(), hv));
+      EXPECT_TRUE(same_bytes(dv.to(Device::cpu()), hv));
+      if (hv.numel() > 0 && hv.rank() >= 2) {  // device view -> a strided host view of the same shape
+        Shape swapped = hv.shape();
+        std::swap(swapped[0], swapped[swapped.rank() - 1]);
+        Tensor strided_target = Tensor::zeros(swapped, dtype).transpose(0, hv.rank() - 1);
+        ASSERT_EQ(strided_target.shape(), hv.shape());
+        ASSERT_FALSE(strided_target.is_contiguous());
+        strided_target.copy_from(dv);
+        EXPECT_TRUE(same_bytes(strided_target, hv));
+      }
+    }
+    // Host data into a strided device view, and device view into device view.
+    Tensor dst = Tensor::zeros({3, 7, 5}, dtype, dev);
+    dst.transpose(0, 2).copy_from(host);  // scatter: dst = host^T
+    EXPECT_TRUE(same_bytes(dst, host.transpose(0, 2)));
+    Tensor dst2 = Tensor::zeros({5, 7, 3}, dtype, dev);
+    dst2.transpose(0, 2).copy_from(dst);  // view <- contiguous on the same device: dst2 = host
+    EXPECT_TRUE(same_bytes(dst2, host));
+    // Overlapping views of one buffer: a square transpose in place.
+    const Tensor square_host = host.select(2, 0).slice(1, 0, 5);  // [5, 5]
+    Tensor square = square_host.to(dev);
+    square.copy_from(square.transpose(0, 1));
+    EXPECT_TRUE(same_bytes(square, square_host.transpose(0, 1)));
+  }
+}
+
 TEST(CudaRuntime, CachingAllocatorReusesBlocks) {
   ENCORE_REQUIRE_GPU();
   CudaRuntime& rt = test::runtime();

@@ -41,18 +41,29 @@ Tensor view_of(const Tensor& base, const Tensor& layout, std::size_t base_offset
 namespace {
 
 // Constants that live elsewhere than the plan's device (weights loaded on the CPU, a CUDA plan)
-// are copied there once, here, never per run. State the graph writes to (caches) cannot be copied:
-// it must already live on the device.
+// are copied there once, here, never per run. State the graph writes to (caches), and the decode
+// bookkeeping a caller updates between runs (block tables, lengths), would then be a stale
+// snapshot: it must already live on the device.
 void place_constants(const Graph& g, const detail::MemoryPlan& memory, Device device, std::vector<Tensor>& values) {
-  std::vector<bool> written(values.size(), false);
-  for (const Node& node : g.nodes())
-    if (node.kind == OpKind::kv_cache_write)
-      for (int i : {2, 3}) written[static_cast<std::size_t>(memory.root[static_cast<std::size_t>(node.inputs[static_cast<std::size_t>(i)])])] = true;
+  std::vector<const char*> state(values.size(), nullptr);  // by root: what the graph uses it as
+  auto mark = [&](const Node& node, std::initializer_list<int> inputs, const char* what) {
+    for (int i : inputs) state[static_cast<std::size_t>(memory.root[static_cast<std::size_t>(node.inputs[static_cast<std::size_t>(i)])])] = what;
+  };
+  for (const Node& node : g.nodes()) {
+    if (node.kind == OpKind::kv_cache_write) {
+      mark(node, {4, 5}, "a block table or lengths tensor of kv_cache_write");
+      mark(node, {2, 3}, "a cache written by kv_cache_write");
+    } else if (node.kind == OpKind::decode_attention) {
+      mark(node, {3, 4}, "a block table or lengths tensor of decode_attention");
+    }
+  }
   for (std::size_t v = 0; v < values.size(); ++v) {
     if (memory.source[v] != detail::BufferSource::constant || values[v].device() == device) continue;
-    ENCORE_CHECK(!written[static_cast<std::size_t>(memory.root[v])], invalid_argument,
-                 "Plan: a cache written by kv_cache_write is on {}, the plan runs on {}; allocate it there",
-                 values[v].device().str(), device.str());
+    const char* what = state[static_cast<std::size_t>(memory.root[v])];
+    ENCORE_CHECK(what == nullptr, invalid_argument,
+                 "Plan: {} is a constant on {}, the plan runs on {}; a copy made when the plan is built would not "
+                 "see later updates: allocate it on {} (or make it a graph input)",
+                 what, values[v].device().str(), device.str(), device.str());
     values[v] = values[v].device().is_cpu() ? values[v].contiguous().to(device) : values[v].to(Device::cpu()).to(device);
   }
 }
@@ -155,7 +166,16 @@ Plan::~Plan() {
   impl_.reset();
 }
 Plan::Plan(Plan&&) noexcept = default;
-Plan& Plan::operator=(Plan&&) noexcept = default;
+Plan& Plan::operator=(Plan&& other) noexcept {
+  if (this != &other) {
+    if (impl_ != nullptr) {  // the old plan goes as ~Plan lets it: under its device's lock
+      const auto lock = detail::lock_device(impl_->options.device);
+      impl_.reset();
+    }
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
 
 std::size_t Plan::peak_bytes() const noexcept { return impl_->memory.peak_bytes; }
 const std::vector<Placement>& Plan::placements() const noexcept { return impl_->memory.placements; }
@@ -181,11 +201,6 @@ std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inp
     ENCORE_CHECK(t.device() == p.options.device || host_ok, invalid_argument,
                  "Plan::run: input '{}' is on {}, the plan runs on {}", info.name, t.device().str(),
                  p.options.device.str());
-    // A strided device tensor would need a device kernel to gather; the host copies any layout.
-    ENCORE_CHECK(t.device().is_cpu() || t.is_contiguous(), invalid_argument,
-                 "Plan::run: input '{}' on {} is a non-contiguous view {}; pass a contiguous tensor (or declare "
-                 "the view in the graph: slice/transpose of a contiguous input cost nothing)",
-                 info.name, t.device().str(), t.str());
   }
   for (const auto& [name, t] : inputs) {
     bool known = false;
@@ -196,7 +211,7 @@ std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inp
     const Tensor& t = inputs.at(g.values()[static_cast<std::size_t>(id)].name);
     Tensor& bound = p.values[static_cast<std::size_t>(id)];
     if (p.owns_inputs)
-      bound.copy_from(t.device().is_cpu() ? t : t.contiguous());  // into the recorded address
+      bound.copy_from(t);  // into the recorded address (a strided view is gathered on its device)
     else if (t.storage() == p.arena)
       bound = t.clone();  // a previous run's output fed back: the arena is about to be overwritten
     else

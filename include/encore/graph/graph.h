@@ -86,8 +86,12 @@ class Graph {
   // ---- values ------------------------------------------------------------------------------
   /// A runtime input; `shape` extents must be >= 0.
   Value input(std::string name, DType dtype, const Shape& shape);
-  /// A weight bound to the graph (not copied). The tensor must stay unchanged while plans of this
-  /// graph exist.
+  /// A tensor bound to the graph (not copied by it): a weight, or state such as a KV cache. A plan
+  /// on the tensor's device reads it in place; a plan on another device copies it there once,
+  /// when it is built, and does not see later changes (so it refuses caches, block tables and
+  /// lengths that live elsewhere). Plans may keep derived copies of a constant used as a weight
+  /// (packed layouts), so weights must stay unchanged while plans of this graph exist; state on
+  /// the plan's device may change between runs.
   Value constant(const Tensor& tensor, std::string name = {});
   /// Marks `v` as a graph output under `name` (names are unique).
   void output(std::string name, Value v);

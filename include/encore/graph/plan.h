@@ -29,8 +29,8 @@ struct PlanOptions {
   /// instead of one per node (what makes a decode step cheap). The first run executes node by node
   /// (kernels create their lazy state then); the second records and replays. Inputs are copied into
   /// buffers the plan owns and may then also be given on the CPU. Constants (weights, caches) are
-  /// addressed as they were when recorded: their contents may change between runs, their storage
-  /// must not. Plans of one device share its stream, so encore runs, builds and destroys them one
+  /// addressed as they were when recorded: state's contents may change between runs (see
+  /// Graph::constant), its storage must not. Plans of one device share its stream, so encore runs, builds and destroys them one
   /// thread at a time per device (as it does VitGpt2's calls and Tensor copies); work a caller
   /// queues on the device by other means must not overlap another thread's run. Replays skip the
   /// device-side index checks (they need a host round trip): an out-of-range embedding/gather
@@ -92,8 +92,8 @@ class Plan {
   bool accepts_host_inputs() const noexcept;
 
   /// Runs the graph. `inputs` maps every graph input name to a tensor of the declared dtype and
-  /// shape on the plan's device (non-contiguous CPU tensors are copied; a CUDA input must be
-  /// contiguous; CPU tensors are accepted too where accepts_host_inputs()). An output of the
+  /// shape on the plan's device (any strides: a non-contiguous view is copied, on its device;
+  /// CPU tensors are accepted too where accepts_host_inputs()). An output of the
   /// previous run may be given as an input: it is copied first. Returns the outputs by name; they
   /// are views into the arena, valid until the next run() (clone() to keep them), except an output
   /// that is an input or a constant (or a view of one): that is the tensor itself, so writing

@@ -122,9 +122,10 @@ TEST(CudaGraphPlan, HostInputsNeedRecording) {
   }
 }
 
-// A strided view already on the GPU is refused by name (gathering it needs a device kernel); the
-// same view declared in the graph runs. An output fed back as the next input is read intact.
-TEST(CudaGraphPlan, DeviceInputsMustBeContiguousAndOutputsMayBeFedBack) {
+// A strided view already on the GPU is gathered on the device (eager plans and recorded CUDA
+// graphs alike) and gives what its contiguous copy gives. An output fed back as the next input is
+// read intact.
+TEST(CudaGraphPlan, DeviceInputViewsAreGatheredAndOutputsMayBeFedBack) {
   ENCORE_REQUIRE_GPU();
   const Device dev = cuda::test::runtime().device();
   std::mt19937 rng(15);
@@ -134,14 +135,19 @@ TEST(CudaGraphPlan, DeviceInputsMustBeContiguousAndOutputsMayBeFedBack) {
   Graph sq;                                                                 // a square one for feeding back
   Value s = sq.input("x", DType::F32, {8, 8});
   sq.output("y", sq.scale(sq.contiguous(sq.transpose(s, 0, 1)), 1.0f, 0.5f));
-  Plan plan(g, {.device = dev});
-  const Tensor wide = random_host({8, 16}, rng).to(dev);
-  try {
-    plan.run({{"x", wide.transpose(0, 1)}});
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
-    EXPECT_NE(std::string(e.what()).find("input 'x' on cuda:0 is a non-contiguous view"), std::string::npos) << e.what();
+  const Tensor wide_host = random_host({8, 16}, rng);
+  const std::vector<float> wide = wide_host.to_float_vector();
+  const Tensor view = wide_host.to(dev).transpose(0, 1);  // [16, 8], strides {1, 16}
+  ASSERT_FALSE(view.is_contiguous());
+  for (const bool record : {false, true}) {
+    SCOPED_TRACE(record ? "CUDA graph" : "eager");
+    Plan plan(g, {.device = dev, .cuda_graph = record});
+    for (int run = 0; run < 3; ++run) {  // a recorded plan records on its second run, replays after
+      const std::vector<float> y = plan.run({{"x", view}}).at("y").to(Device::cpu()).to_float_vector();
+      ASSERT_EQ(y.size(), 128u);
+      for (int i = 0; i < 8; ++i)  // y = x^T + 0.5 where x = wide^T, so y = wide + 0.5
+        for (int j = 0; j < 16; ++j) ASSERT_EQ(y[i * 16 + j], wide[i * 16 + j] + 0.5f) << i << "," << j;
+    }
   }
   Plan square(sq, {.device = dev});
   const Tensor x0 = random_host({8, 8}, rng);
@@ -196,6 +202,31 @@ TEST(CudaGraphPlan, ScratchOfARecordingIsNotReused) {
   const auto got = graphed.run({{"a", a1}});
   const auto want = eager.run({{"a", a1.to(dev)}});
   expect_bitwise_equal(got.at("y"), want.at("y"));
+}
+
+// A block table or lengths tensor on the host, bound as a constant of a CUDA plan, would be copied
+// once when the plan is built and never see the caller's updates: refused by name, as caches are.
+TEST(CudaGraphPlan, DecodeBookkeepingOnAnotherDeviceIsRefused) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = cuda::test::runtime().device();
+  KvCache cache({.num_layers = 1, .batch = 2, .num_kv_heads = 2, .head_dim = 16, .max_length = 32,
+                 .block_size = 16, .dtype = DType::F32, .device = dev});
+  for (const bool host_table : {true, false}) {
+    Graph g;
+    Value q = g.input("q", DType::F32, {2, 1, 32});
+    Value kc = g.constant(cache.keys(0)), vc = g.constant(cache.values(0));
+    Value table = g.constant(host_table ? cache.block_table().to(Device::cpu()) : cache.block_table());
+    Value lengths = g.constant(host_table ? cache.lengths() : cache.lengths().to(Device::cpu()));
+    g.output("y", g.decode_attention(q, kc, vc, table, lengths, {.num_heads = 2}));
+    try {
+      Plan plan(g, {.device = dev});
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("block table or lengths tensor of decode_attention"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // One decoder-like step over a paged cache: write the new key/value, attend over the cache. The

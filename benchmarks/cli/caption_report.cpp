@@ -211,7 +211,7 @@ void write_caption_json(const CaptionResult& r, const std::filesystem::path& pat
     j["breakdown"] = {{"encoder_only_ms", r.breakdown->encoder_only_ms}, {"step_parts", parts}};
   }
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << j.dump(2) << "\n";
+  out << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";  // non-UTF-8 paths
   out.close();
   if (!out) throw Error(ErrorCode::io, fmt::format("--json: cannot write {}", path.string()));
 }

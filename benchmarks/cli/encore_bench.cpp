@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -74,8 +76,17 @@ DType parse_compute_dtype(const std::string& text) {
 }
 
 void check_json_path(const fs::path& path) {
-  std::ofstream probe(path, std::ios::app);  // fail now, not after minutes of measuring
-  if (!probe) usage_error(fmt::format("--json: cannot write '{}'", path.string()));
+  // Fail now, not after minutes of measuring; a file the probe made is removed again (the report
+  // writes it at the end, and a failed run must not leave an empty one behind).
+  std::error_code ec;
+  const bool existed = fs::exists(path, ec);
+  bool ok = false;
+  {
+    std::ofstream probe(path, std::ios::app);
+    ok = static_cast<bool>(probe);
+  }
+  if (!existed) fs::remove(path, ec);
+  if (!ok) usage_error(fmt::format("--json: cannot write '{}'", path.string()));
 }
 
 CaptionArgs parse_caption(int argc, char** argv) {
@@ -86,6 +97,7 @@ CaptionArgs parse_caption(int argc, char** argv) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) usage_error(fmt::format("{} needs a value", arg));
+      if (argv[i + 1][0] == '\0') usage_error(fmt::format("{} needs a non-empty value", arg));
       return argv[++i];
     };
     if (arg == "-h" || arg == "--help") fmt::print("{}", kUsage), std::exit(0);
@@ -256,9 +268,10 @@ int run_caption(CaptionArgs a) {
   CaptionResult r;
   r.settings = s;
   r.config = model.config();
-  if (s.new_tokens + 1 > r.config.max_positions)
-    usage_error(fmt::format("--new-tokens {} does not fit the model's {} positions (start token included)",
-                            s.new_tokens, r.config.max_positions));
+  // N positions take N + 1 ids: the last token is never fed back (VitGpt2::caption's rule).
+  if (s.new_tokens > r.config.max_positions)
+    usage_error(fmt::format("--new-tokens {} does not fit the model's {} positions", s.new_tokens,
+                            r.config.max_positions));
   r.parameters = parameter_count(r.config);
   r.weight_bytes = static_cast<double>(r.parameters) * static_cast<double>(dtype_size(s.dtype));
   r.cpu = cpu_model_name(), r.host = host_name(), r.date = today();
@@ -289,15 +302,21 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   if (command != "caption") usage_error(fmt::format("unknown command '{}' (expected caption)", command));
+  int status = 0;
   try {
-    return run_caption(parse_caption(argc, argv));
+    status = run_caption(parse_caption(argc, argv));
   } catch (const Error& e) {
     fmt::print(stderr, "encore-bench: error: {}\n", e.what());
     // An option the library rejects (a dtype the device lacks, a bad device) is a usage error too.
     const bool usage = e.code() == ErrorCode::invalid_argument || e.code() == ErrorCode::unsupported;
-    return usage ? 2 : 1;
+    status = usage ? 2 : 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "encore-bench: error: {}\n", e.what());
+    status = 1;
+  }
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {  // a full disk must not look like success
+    fmt::print(stderr, "encore-bench: error: writing the report failed: {}\n", std::strerror(errno));
     return 1;
   }
+  return status;
 }

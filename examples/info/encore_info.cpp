@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     fmt::print(stderr, "encore-info: error: {}\n", e.what());
+    return 1;
+  }
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {  // a full disk must not look like success
+    fmt::print(stderr, "encore-info: error: writing the output failed: {}\n", std::strerror(errno));
     return 1;
   }
   return 0;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -58,13 +59,38 @@ std::string pad(std::string text, std::size_t width) {
   return text;
 }
 
+/// Length of the well-formed UTF-8 sequence at text[i] (RFC 3629: no overlong forms, surrogates
+/// or code points past U+10FFFF), or 0.
+std::size_t utf8_sequence(std::string_view text, std::size_t i) {
+  const auto at = [&](std::size_t k) { return k < text.size() ? static_cast<unsigned char>(text[k]) : 0u; };
+  const unsigned c = at(i);
+  const auto cont = [&](std::size_t k, unsigned lo = 0x80, unsigned hi = 0xbf) { return at(k) >= lo && at(k) <= hi; };
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) return cont(i + 1) ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    const bool second = c == 0xe0 ? cont(i + 1, 0xa0) : c == 0xed ? cont(i + 1, 0x80, 0x9f) : cont(i + 1);
+    return second && cont(i + 2) ? 3 : 0;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    const bool second = c == 0xf0 ? cont(i + 1, 0x90) : c == 0xf4 ? cont(i + 1, 0x80, 0x8f) : cont(i + 1);
+    return second && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  }
+  return 0;
+}
+
+// A JSON string; bytes that are not UTF-8 (file names may hold any) become U+FFFD, as JSON must be
+// UTF-8.
 std::string json_string(std::string_view text) {
   std::string out = "\"";
-  for (const char c : text) {
+  for (std::size_t i = 0; i < text.size();) {
+    const char c = text[i];
     const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') out += {'\\', c};
-    else if (u < 0x20 || u == 0x7f) out += fmt::format("\\u{:04x}", u);
-    else out += c;
+    const std::size_t n = utf8_sequence(text, i);
+    if (n == 0) out += "\\ufffd", i += 1;
+    else if (n > 1) out.append(text.substr(i, n)), i += n;
+    else if (c == '"' || c == '\\') out += {'\\', c}, i += 1;
+    else if (u < 0x20 || u == 0x7f) out += fmt::format("\\u{:04x}", u), i += 1;
+    else out += c, i += 1;
   }
   return out + '"';
 }
@@ -164,9 +190,12 @@ int main(int argc, char** argv) {
     const auto weights = encore::io::ModelWeights::open(options.path);
     if (options.json) print_json(weights);
     else print_table(weights);
-    std::fflush(stdout);
   } catch (const std::exception& e) {
     fmt::print(stderr, "encore-inspect: error: {}\n", e.what());
+    return 1;
+  }
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {  // a full disk must not look like success
+    if (errno != EPIPE) fmt::print(stderr, "encore-inspect: error: writing the output failed: {}\n", std::strerror(errno));
     return 1;
   }
   return 0;

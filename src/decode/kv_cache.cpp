@@ -18,10 +18,13 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "core/check.h"
+#include "core/device_lock.h"
 
 namespace encore {
 namespace {
@@ -64,6 +67,11 @@ Derived derive(const KvCacheConfig& c) {
   for (const i64 f : {i64{c.num_layers}, d.num_blocks, i64{c.num_kv_heads}, i64{c.block_size}, i64{c.head_dim}})
     overflow |= __builtin_mul_overflow(kv, static_cast<std::size_t>(f), &kv);
   overflow |= __builtin_add_overflow(kv, static_cast<std::size_t>(c.batch) * (d.max_blocks + 1) * 4, &kv);
+  // The host-side bookkeeping: table mirror, lengths and reserved room per sequence; reference
+  // count, free-list entry and pending-copy flag per block.
+  const std::size_t host = static_cast<std::size_t>(c.batch) * (static_cast<std::size_t>(d.max_blocks) * 4 + 16) +
+                           static_cast<std::size_t>(d.num_blocks) * 9;
+  overflow |= __builtin_add_overflow(kv, host, &kv);
   ENCORE_CHECK(!overflow, invalid_argument,
                "{}: {} layers x {} blocks x {} heads x {} tokens x {} dims is too large to address", who, c.num_layers,
                d.num_blocks, c.num_kv_heads, c.block_size, c.head_dim);
@@ -112,12 +120,42 @@ KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
   }
   block_table_ = Tensor::empty({config.batch, max_blocks_per_seq_}, DType::I32, config.device);
   lengths_ = Tensor::empty({config.batch}, DType::I32, config.device);
-  host_table_.assign(static_cast<std::size_t>(config.batch * max_blocks_per_seq_), -1);
-  host_lengths_.assign(static_cast<std::size_t>(config.batch), 0);
-  host_reserved_.assign(static_cast<std::size_t>(config.batch), 0);
-  refcount_.assign(static_cast<std::size_t>(num_blocks_), 0);
-  pending_sources_.assign(static_cast<std::size_t>(num_blocks_), 0);
+  try {
+    host_table_.assign(static_cast<std::size_t>(config.batch * max_blocks_per_seq_), -1);
+    host_lengths_.assign(static_cast<std::size_t>(config.batch), 0);
+    host_reserved_.assign(static_cast<std::size_t>(config.batch), 0);
+    refcount_.assign(static_cast<std::size_t>(num_blocks_), 0);
+    pending_sources_.assign(static_cast<std::size_t>(num_blocks_), 0);
+    free_blocks_.reserve(static_cast<std::size_t>(num_blocks_));
+  } catch (const std::bad_alloc&) {
+    detail::fail(ErrorCode::out_of_memory, "KvCache: the host bookkeeping of {} blocks ({} bytes in all with the "
+                 "cache) cannot be allocated", num_blocks_, d.bytes);
+  }
   clear();
+}
+
+KvCache::KvCache(KvCache&& other) noexcept { take(other); }
+
+KvCache& KvCache::operator=(KvCache&& other) noexcept {
+  if (this != &other) take(other);
+  return *this;
+}
+
+void KvCache::take(KvCache& other) noexcept {
+  config_ = other.config_;
+  other.config_.batch = 0, other.config_.num_layers = 0;  // every index check then refuses
+  num_blocks_ = std::exchange(other.num_blocks_, 0);
+  max_blocks_per_seq_ = std::exchange(other.max_blocks_per_seq_, 0);
+  keys_ = std::move(other.keys_), values_ = std::move(other.values_);
+  block_table_ = std::move(other.block_table_), lengths_ = std::move(other.lengths_);
+  host_table_ = std::move(other.host_table_), host_lengths_ = std::move(other.host_lengths_);
+  host_reserved_ = std::move(other.host_reserved_), refcount_ = std::move(other.refcount_);
+  free_blocks_ = std::move(other.free_blocks_), pending_copies_ = std::move(other.pending_copies_);
+  pending_sources_ = std::move(other.pending_sources_);
+  for (auto* v : {&other.keys_, &other.values_}) v->clear();
+  other.block_table_ = Tensor(), other.lengths_ = Tensor();
+  other.host_table_.clear(), other.host_lengths_.clear(), other.host_reserved_.clear();
+  other.refcount_.clear(), other.free_blocks_.clear(), other.pending_copies_.clear(), other.pending_sources_.clear();
 }
 
 const Tensor& KvCache::keys(int layer) const {
@@ -165,6 +203,9 @@ void KvCache::copy_block(int from, int to) {
 
 void KvCache::flush_copies() {
   if (pending_copies_.empty()) return;
+  // Queued on the device's stream like any encore work there: under its lock (core/device_lock.h),
+  // or it could land inside another thread's CUDA-graph capture.
+  const auto lock = detail::lock_device(config_.device);
   allocator_for(config_.device.type).copy_within(pending_copies_, config_.device);
   pending_copies_.clear();
   std::fill(pending_sources_.begin(), pending_sources_.end(), 0);

@@ -120,7 +120,9 @@ TEST(KvCache, BytesFormula) {
   c.spare_blocks = -1;  // one per sequence (the default is none)
   const i64 max_blocks = 5, num_blocks = 3 * max_blocks + 3;
   const std::size_t kv = 2ull * 2 * num_blocks * 2 * 8 * 4 * 2, tables = 3 * max_blocks * 4 + 3 * 4;
-  EXPECT_EQ(kv_cache_bytes(c), kv + tables);
+  // host: the table's mirror and 16 bytes per sequence, 9 per block (count, free list, flag)
+  const std::size_t host = 3 * max_blocks * 4 + 3 * 16 + num_blocks * 9;
+  EXPECT_EQ(kv_cache_bytes(c), kv + tables + host);
   KvCache cache(c);
   EXPECT_EQ(cache.num_blocks(), num_blocks);
   EXPECT_EQ(cache.keys(1).shape(), (Shape{num_blocks, 2, 8, 4}));
@@ -129,7 +131,7 @@ TEST(KvCache, BytesFormula) {
   EXPECT_EQ(cache.lengths().shape(), (Shape{3}));
   std::size_t total = cache.block_table().nbytes() + cache.lengths().nbytes();
   for (int l = 0; l < 2; ++l) total += cache.keys(l).nbytes() + cache.values(l).nbytes();
-  EXPECT_EQ(total, kv_cache_bytes(c));
+  EXPECT_EQ(total + host, kv_cache_bytes(c));
   c.spare_blocks = 0, c.max_length = 41;  // 6 blocks per sequence now
   EXPECT_EQ(KvCache(c).num_blocks(), 18);
   EXPECT_EQ(KvCacheConfig{}.spare_blocks, 0);
@@ -412,3 +414,19 @@ TEST(KvCache, DecodeAttentionReadsThroughTheCache) {
 }
 
 }  // namespace
+
+// A moved-from cache refuses every sequence and layer by name instead of reading freed state; the
+// cache it moved to carries on.
+TEST(KvCache, MovedFromCacheRefusesCalls) {
+  KvCache a(small_config());
+  a.reserve(3);
+  a.advance(3);
+  KvCache b = std::move(a);
+  EXPECT_EQ(b.length(0), 3);
+  expect_error([&] { (void)a.length(0); }, ErrorCode::invalid_argument, "out of range");
+  expect_error([&] { (void)a.keys(0); }, ErrorCode::invalid_argument, "out of range");
+  KvCache c(small_config());
+  c = std::move(b);
+  EXPECT_EQ(c.length(2), 3);
+  expect_error([&] { (void)b.values(1); }, ErrorCode::invalid_argument, "out of range");
+}

@@ -32,7 +32,8 @@ struct KvCacheConfig {
   Device device = Device::cpu();
 };
 
-/// Bytes a cache with this configuration allocates (keys + values + tables), without allocating.
+/// Bytes a cache with this configuration allocates (keys, values and block tables on
+/// config.device, plus its host-side block bookkeeping), without allocating.
 /// Throws Error(invalid_argument) for an invalid configuration (naming the field).
 std::size_t kv_cache_bytes(const KvCacheConfig& config);
 
@@ -42,11 +43,12 @@ class KvCache {
   /// configuration, Error(out_of_memory) when the storage cannot be allocated.
   explicit KvCache(const KvCacheConfig& config);
   // Not copyable: tensors are shared handles, so a copy would write the same blocks through a
-  // second, independent free list. Movable.
+  // second, independent free list. Movable; a moved-from cache has batch 0 and no layers (calls
+  // naming a sequence or a layer throw Error(invalid_argument), as for out-of-range indices).
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
-  KvCache(KvCache&&) noexcept = default;
-  KvCache& operator=(KvCache&&) noexcept = default;
+  KvCache(KvCache&& other) noexcept;
+  KvCache& operator=(KvCache&& other) noexcept;
 
   const KvCacheConfig& config() const noexcept { return config_; }
   std::int64_t num_blocks() const noexcept { return num_blocks_; }
@@ -87,6 +89,8 @@ class KvCache {
   void copy_block(int from, int to);
   void flush_copies();
   void sync_tables(bool table, bool lengths);
+
+  void take(KvCache& other) noexcept;  // the moves: all state from other, which is left empty
 
   KvCacheConfig config_;
   std::int64_t num_blocks_ = 0;

@@ -207,8 +207,21 @@ std::map<std::string, Tensor> Plan::run(const std::map<std::string, Tensor>& inp
     for (int id : g.inputs()) known = known || g.values()[static_cast<std::size_t>(id)].name == name;
     ENCORE_CHECK(known, invalid_argument, "Plan::run: '{}' is not an input of this graph", name);
   }
+  // A recorded plan copies its inputs into buffers of its own, and an output that is an input is
+  // that buffer: given back as another input, it must be read before the copies overwrite it.
+  std::map<int, Tensor> held;
+  if (p.owns_inputs)
+    for (int id : g.inputs()) {
+      const Tensor& t = inputs.at(g.values()[static_cast<std::size_t>(id)].name);
+      for (int other : g.inputs())
+        if (t.storage() != nullptr && t.storage() == p.values[static_cast<std::size_t>(other)].storage()) {
+          held[id] = t.clone();
+          break;
+        }
+    }
   for (int id : g.inputs()) {
-    const Tensor& t = inputs.at(g.values()[static_cast<std::size_t>(id)].name);
+    const auto kept = held.find(id);
+    const Tensor& t = kept != held.end() ? kept->second : inputs.at(g.values()[static_cast<std::size_t>(id)].name);
     Tensor& bound = p.values[static_cast<std::size_t>(id)];
     if (p.owns_inputs)
       bound.copy_from(t);  // into the recorded address (a strided view is gathered on its device)

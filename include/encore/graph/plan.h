@@ -71,8 +71,8 @@ struct Placement {
 class Plan {
  public:
   /// Optimises `graph` (the caller's graph is not changed), plans memory and allocates the arena
-  /// on options.device. Throws Error(unsupported) when the device has no backend in this build or
-  /// an op/dtype is not supported there.
+  /// on options.device. Throws Error(unsupported) when the device has no backend in this build;
+  /// some op or dtype combinations a backend does not support are only reported by run().
   explicit Plan(const Graph& graph, const PlanOptions& options = {});
   ~Plan();
   Plan(Plan&&) noexcept;
@@ -97,7 +97,8 @@ class Plan {
   /// previous run may be given as an input: it is copied first. Returns the outputs by name; they
   /// are views into the arena, valid until the next run() (clone() to keep them), except an output
   /// that is an input or a constant (or a view of one): that is the tensor itself, so writing
-  /// through it writes the input or the weight. One run at a time per plan.
+  /// through it writes the input or the weight (with cuda_graph, inputs are the plan's copies: an
+  /// output that is an input is that copy, overwritten by the next run). One run at a time per plan.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, const RunOptions& options = {});
 
  private:

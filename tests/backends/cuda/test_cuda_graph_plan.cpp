@@ -158,6 +158,25 @@ TEST(CudaGraphPlan, DeviceInputViewsAreGatheredAndOutputsMayBeFedBack) {
     for (int j = 0; j < 8; ++j) ASSERT_EQ(second[i * 8 + j], first[j * 8 + i] + 0.5f) << i << "," << j;
 }
 
+// A recorded plan copies its inputs; an output that is an input is the plan's copy. Given back as
+// a different input of the next run, it is read before the new inputs overwrite the copies.
+TEST(CudaGraphPlan, AnInputOutputFedBackAsAnotherInputKeepsItsValue) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = cuda::test::runtime().device();
+  Graph g;
+  Value x = g.input("x", DType::F32, {4}), y = g.input("y", DType::F32, {4});
+  g.output("x_out", x);
+  g.output("sum", g.add(x, y));
+  Plan plan(g, {.device = dev, .cuda_graph = true});
+  auto vec = [](std::vector<float> v) { return Tensor::from_vector(v, {4}); };
+  std::map<std::string, Tensor> out;
+  for (int run = 0; run < 3; ++run)  // through recording to replay
+    out = plan.run({{"x", vec({1, 2, 3, 4})}, {"y", vec({0, 0, 0, 0})}});
+  const Tensor x_out = out.at("x_out");
+  out = plan.run({{"x", vec({10, 20, 30, 40})}, {"y", x_out}});  // y = the previous x
+  EXPECT_EQ(out.at("sum").to(Device::cpu()).to_float_vector(), (std::vector<float>{11, 22, 33, 44}));
+}
+
 TEST(CudaGraphPlan, CancelledBeforeReplay) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(13);

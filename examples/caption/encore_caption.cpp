@@ -53,7 +53,7 @@ struct Args {
              "usage: encore-caption [--model DIR] [--tokenizer DIR] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]\n"
              "                      [--beams N] [--max-length N | --max-new-tokens N] [--captions N]\n"
              "                      [--sample [--seed N] [--temperature T] [--top-k K] [--top-p P] | --greedy]\n"
-             "                      [--batch N] [--threads N] [--json] IMAGE...\n"
+             "                      [--batch N] [--threads N] [--json] [--] IMAGE...\n"
              "  Captions each IMAGE (JPEG, PNG, BMP). Without --model, the tiny random demo model shipped\n"
              "  with encore is used (its captions are not meaningful). The tokenizer (vocab.json +\n"
              "  merges.txt) is read from the model directory, else from --tokenizer or encore's copy.\n"
@@ -70,11 +70,11 @@ struct Args {
   std::exit(status);
 }
 
-int parse_int(const char* flag, const char* text, int lo) {
+int parse_int(const char* flag, const char* text, int lo, int hi = 1'000'000) {
   char* end = nullptr;
   const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0' || v < lo || v > 1'000'000) {
-    fmt::print(stderr, "encore-caption: {} expects an integer >= {}, got '{}'\n", flag, lo, text);
+  if (end == text || *end != '\0' || v < lo || v > hi) {
+    fmt::print(stderr, "encore-caption: {} expects an integer in [{}, {}], got '{}'\n", flag, lo, hi, text);
     std::exit(2);
   }
   return static_cast<int>(v);
@@ -115,12 +115,16 @@ Args parse(int argc, char** argv) {
       if (argv[i + 1][0] == '\0') usage_error(arg + " needs a non-empty value");
       return argv[++i];
     };
+    if (arg == "--") {  // the rest are images, even names that start with '-'
+      a.images.insert(a.images.end(), argv + i + 1, argv + argc);
+      break;
+    }
     if (arg == "-h" || arg == "--help") usage(0);
     else if (arg == "--model") a.model = value();
     else if (arg == "--tokenizer") a.tokenizer = value();
     else if (arg == "--device") a.device = value();
     else if (arg == "--dtype") a.dtype = value();
-    else if (arg == "--beams") a.beams = parse_int("--beams", value(), 1);
+    else if (arg == "--beams") a.beams = parse_int("--beams", value(), 1, 1024);
     else if (arg == "--max-length") a.max_length = parse_int("--max-length", value(), 2);
     else if (arg == "--max-new-tokens") a.max_new_tokens = parse_int("--max-new-tokens", value(), 1);
     else if (arg == "--captions") a.captions = parse_int("--captions", value(), 1);

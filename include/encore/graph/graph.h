@@ -164,7 +164,9 @@ class Graph {
   /// Writes k_new/v_new [B, Tq, Hkv*D] into the paged caches at positions lengths[b]-Tq .. lengths[b]-1
   /// (lengths already count the new tokens). A side effect: it runs where it is built, before any
   /// later node (so build it before the decode_attention that reads the new entries), and is never
-  /// removed as dead code.
+  /// removed as dead code. Two sequences whose tables map a written position to the same physical
+  /// block slot race on the GPU (which value lands is unspecified; the CPU writes them in batch
+  /// order): decode::KvCache never does this, as it copies a shared block before writing to it.
   void kv_cache_write(Value k_new, Value v_new, Value k_cache, Value v_cache, Value block_table, Value lengths);
 
   // ---- inspection -----------------------------------------------------------------------------

@@ -257,7 +257,8 @@ void attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
 
   const bool tc_ok = (q.dtype() == DType::F16 || q.dtype() == DType::BF16) && D % 8 == 0 && D <= 128 &&
                      (p.q_se == 1 || qw == 1) && (p.k_se == 1 || kw == 1) && (p.v_se == 1 || kw == 1) &&
-                     row_aligned16(q) && row_aligned16(k) && row_aligned16(v);
+                     row_aligned16(q) && row_aligned16(k) && row_aligned16(v) &&
+                     reinterpret_cast<std::uintptr_t>(y.data()) % 16 == 0;  // paired 16-bit stores
   ENCORE_CU_CHECK(path != Path::tensor_core || tc_ok, unsupported,
                   "attention: the tensor-core kernel cannot take this problem (dtype ", dtype_name(q.dtype()),
                   ", head dim ", D, ", strides or alignment)");

@@ -292,12 +292,24 @@ inline std::size_t static_smem(const void* kernel) {
   return sizes[kernel] = attributes.sharedSizeBytes;
 }
 
+/// Lets `kernel` launch with `bytes` of dynamic shared memory on the current device. The limit is
+/// per kernel and device for the whole process, so it is only ever raised: lowering it for a small
+/// launch would fail a larger launch of another thread, or a captured graph's replay.
 template <typename K>
 void allow_smem(K* kernel, std::size_t bytes) {
   if (bytes <= 32 * 1024) return;  // no kernel here has 16 KiB of static shared memory
-  if (bytes + static_smem(reinterpret_cast<const void*>(kernel)) > 48 * 1024)
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
-               "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  const auto* fn = reinterpret_cast<const void*>(kernel);
+  if (bytes + static_smem(fn) <= 48 * 1024) return;
+  static std::mutex mutex;
+  static std::unordered_map<const void*, std::array<std::size_t, 64>> raised;  // per kernel, per ordinal
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(mutex);
+  std::size_t& limit = raised[fn][static_cast<std::size_t>(device) % 64];
+  if (bytes <= limit) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+             "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  limit = bytes;
 }
 
 /// The most dynamic shared memory one block may use on the current device.

@@ -91,6 +91,14 @@ __global__ void row_norm_kernel(const RowNormParams p) {
       }
       return n;
     };
+    // Passes 2 and 3 without the cache: with a residual they re-read the sum pass 1 stored (the
+    // rounded x + r), never x and r again, as the sum may be written over either of them.
+    auto again = [&](i64 c, float* v) {
+      if (!p.add) return chunk(c, v);
+      const int n = vec ? V : 1;
+      for (int k = 0; k < n; ++k) v[k] = load_f(p.sum, off[2] + (c + k) * p.step[2], p.ts);
+      return n;
+    };
     const i64 stride = static_cast<i64>(blockDim.x) * (vec ? V : 1);
     // Pass 1: sum (or sum of squares for RMS); write the residual sum; fill the cache.
     float acc = 0.0f;
@@ -113,7 +121,7 @@ __global__ void row_norm_kernel(const RowNormParams p) {
       float m2 = 0.0f;  // pass 2: squared deviations
       for (i64 c = threadIdx.x * (vec ? V : 1); c < C; c += stride) {
         float v[8];
-        const int n = p.cache ? (vec ? V : 1) : chunk(c, v);
+        const int n = p.cache ? (vec ? V : 1) : again(c, v);
         for (int k = 0; k < n; ++k) {
           const float d = (p.cache ? cache[c + k] : v[k]) - mean;
           m2 += d * d;
@@ -127,7 +135,7 @@ __global__ void row_norm_kernel(const RowNormParams p) {
     // Pass 3: normalise and store.
     for (i64 c = threadIdx.x * (vec ? V : 1); c < C; c += stride) {
       float v[8];
-      const int n = p.cache ? (vec ? V : 1) : chunk(c, v);
+      const int n = p.cache ? (vec ? V : 1) : again(c, v);
       for (int k = 0; k < n; ++k) {
         const i64 e = c + k;
         float o = ((p.cache ? cache[e] : v[k]) - mean) * rs;
@@ -269,7 +277,8 @@ __global__ void l2_kernel(const LineParams p) {
     }
     if (!p.per_thread) ss = block_sum(ss, red);
     // eps = 0: a zero vector divides 0 by 0 (NaN), like Segmenter's x / x.norm().
-    const double denom = fmax(sqrt(static_cast<double>(ss)), static_cast<double>(p.eps));
+    const double norm = sqrt(static_cast<double>(ss));  // NaN stays NaN (fmax would drop it)
+    const double denom = norm < static_cast<double>(p.eps) ? static_cast<double>(p.eps) : norm;
     const float inv = static_cast<float>(1.0 / denom);
     for (i64 i = t0; i < p.L.len; i += ts)
       store_f(p.y, off[1] + i * p.L.step[1], p.ty, load_f(p.x, off[0] + i * p.L.step[0], p.tx) * inv);

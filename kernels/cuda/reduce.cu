@@ -317,8 +317,8 @@ void topk(const Tensor& x, const TopKAttrs& attrs, const Tensor& values, const T
   p.es = static_cast<int>(dtype_size(x.dtype()));
   p.i64_out = indices.dtype() == DType::I64;
   const std::size_t smem = static_cast<std::size_t>((n + 31) / 32) * sizeof(unsigned);
-  ENCORE_CU_CHECK(smem <= max_smem_per_block(), unsupported, "topk: dimension ", axis, " of ", x.shape().str(),
-                  " is too long for the shared-memory selection");
+  ENCORE_CU_CHECK(smem + static_smem(reinterpret_cast<const void*>(topk_kernel)) <= max_smem_per_block(), unsupported,
+                  "topk: dimension ", axis, " of ", x.shape().str(), " is too long for the shared-memory selection");
   allow_smem(topk_kernel, smem);
   topk_kernel<<<line_blocks(p.count), threads_for_row(n, 8, 1024), smem, l.stream>>>(p);
   check_launch("topk");

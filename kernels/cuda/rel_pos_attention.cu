@@ -238,6 +238,9 @@ void rel_pos_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   bias_strides(bias_v, H, D, p.bv_sh, p.bv_sd);
   p.scale = attrs.scale != 0.0f ? attrs.scale : 1.0f / std::sqrt(static_cast<float>(D));
   const std::size_t smem = rel_pos_smem_bytes(p.D);
+  ENCORE_CU_CHECK(smem + static_smem(reinterpret_cast<const void*>(rel_pos_kernel)) <= max_smem_per_block(), unsupported,
+                  "rel_pos_attention: head dim ", p.D, " needs ", smem, " bytes of shared memory, more than this GPU ",
+                  "gives a block (", max_smem_per_block(), ")");
   allow_smem(rel_pos_kernel, smem);
   const dim3 grid(static_cast<unsigned>((Tq + kRQ - 1) / kRQ), static_cast<unsigned>(H), static_cast<unsigned>(B));
   rel_pos_kernel<<<grid, kRW * 32, smem, l.stream>>>(p);

@@ -391,11 +391,10 @@ void run_gemm(CudaRuntime& rt, const GemmProblem& p) {
   const bool with_bias = p.bias != nullptr;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   bool act_fused = false;
+  // ReLU is never fused: cuBLASLt documents its epilogue as max(x, 0), which may turn NaN into 0,
+  // where the CPU backend and torch.relu keep NaN; our bias/activation kernel keeps it.
   if (!with_bias || fuse_bias) {
-    if (p.act == Activation::relu) {
-      epilogue = with_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
-      act_fused = true;
-    } else if (p.act == Activation::gelu_tanh && p.dtype != DType::F32) {
+    if (p.act == Activation::gelu_tanh && p.dtype != DType::F32) {
       epilogue = with_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
       act_fused = true;
     } else if (with_bias) {

@@ -177,6 +177,37 @@ TEST(CudaGraphPlan, AnInputOutputFedBackAsAnotherInputKeepsItsValue) {
   EXPECT_EQ(out.at("sum").to(Device::cpu()).to_float_vector(), (std::vector<float>{11, 22, 33, 44}));
 }
 
+// linear + relu keeps NaN on the GPU as on the CPU (GraphExec.FusedLinearReluKeepsNaN), fused or
+// not, through the one-row GEMV and through cuBLASLt.
+TEST(CudaGraphPlan, FusedLinearReluKeepsNaN) {
+  ENCORE_REQUIRE_GPU();
+  const Device dev = cuda::test::runtime().device();
+  std::mt19937 rng(31);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (int rows : {1, 64}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " rows " + std::to_string(rows));
+      Graph g;
+      auto x = g.input("x", dt, {rows, 40});
+      auto w = g.constant(random_host({24, 40}, rng).to(dt).to(dev));
+      auto b = g.constant(random_host({24}, rng).to(dt).to(dev));
+      g.output("y", g.relu(g.linear(x, w, b)));
+      Tensor in = random_host({rows, 40}, rng);
+      in.data_ptr<float>()[3] = std::numeric_limits<float>::quiet_NaN();  // row 0
+      const Tensor in_dev = in.to(dt).to(dev);
+      Plan fused(g, {.device = dev, .fuse = true}), plain(g, {.device = dev, .fuse = false});
+      const std::vector<float> a = fused.run({{"x", in_dev}}).at("y").to(Device::cpu()).to_float_vector();
+      const std::vector<float> c = plain.run({{"x", in_dev}}).at("y").to(Device::cpu()).to_float_vector();
+      for (int n = 0; n < 24; ++n) {
+        EXPECT_TRUE(std::isnan(a[static_cast<std::size_t>(n)])) << "fused, column " << n;
+        EXPECT_TRUE(std::isnan(c[static_cast<std::size_t>(n)])) << "unfused, column " << n;
+      }
+      for (std::size_t i = 24; i < a.size(); ++i) {
+        EXPECT_FALSE(std::isnan(a[i])) << i;
+        EXPECT_GE(a[i], 0.0f) << i;
+      }
+    }
+}
+
 TEST(CudaGraphPlan, CancelledBeforeReplay) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(13);

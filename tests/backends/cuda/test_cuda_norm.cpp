@@ -82,6 +82,27 @@ TEST(CudaNorm, AddLayerNorm) {
         }
 }
 
+// The residual sum may be written over x or over the residual (the memory planner reuses a buffer
+// whose last reader is this node): rows wider than the kernel's cache re-read what they wrote.
+TEST(CudaNorm, AddLayerNormSumOverItsInputs) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(17);
+  for (std::int64_t c : {std::int64_t{768}, std::int64_t{13000}})
+    for (DType dt : {DType::F32, DType::BF16})
+      for (const bool over_x : {true, false}) {
+        const Pair x = make({3, c}, dt, rng, false), r = make({3, c}, dt, rng, false);
+        const Pair g = make({c}, dt, rng, false, 0.5, 1.5), b = make({c}, dt, rng, false);
+        const LayerNormAttrs attrs{.eps = 1e-6f};
+        Tensor want_sum = Tensor::empty({3, c}, dt), want = Tensor::empty({3, c}, dt);
+        cpu::add_layer_norm(x.host, r.host, g.host, b.host, attrs, want_sum, want, kCpu);
+        const Tensor& sum = over_x ? x.device : r.device;  // written in place
+        Tensor y = poisoned({3, c}, dt);
+        cuda::add_layer_norm(x.device, r.device, g.device, b.device, attrs, sum, y, context());
+        EXPECT_TRUE(close_to(sum, want_sum, tolerance(dt))) << tag(dt, false, c) << (over_x ? " over x" : " over r");
+        EXPECT_TRUE(close_to(y, want, tolerance(dt))) << tag(dt, false, c) << (over_x ? " over x" : " over r");
+      }
+}
+
 TEST(CudaNorm, RmsNorm) {
   ENCORE_REQUIRE_GPU();
   std::mt19937 rng(13);
@@ -136,6 +157,25 @@ TEST(CudaNorm, L2Normalize) {
           cuda::l2_normalize(x.device, attrs, y, context());
           EXPECT_TRUE(close_to(y, want, tolerance(dt))) << s.str() << " axis " << axis << " " << tag(dt, strided, 0);
         }
+}
+
+// A NaN in a line makes the whole line NaN, as on the CPU and in torch (the norm is NaN, and the
+// eps floor must not replace it).
+TEST(CudaNorm, L2NormalizeNaNLine) {
+  ENCORE_REQUIRE_GPU();
+  for (const float eps : {1e-12f, 0.0f}) {
+    const Tensor x = Tensor::from_vector<float>({1, std::numeric_limits<float>::quiet_NaN(), 2, 3, 4, 0}, {2, 3});
+    Tensor want = Tensor::empty({2, 3}, DType::F32);
+    cpu::l2_normalize(x, {.axis = -1, .eps = eps}, want, kCpu);
+    Tensor y = poisoned({2, 3}, DType::F32);
+    cuda::l2_normalize(upload(x), {.axis = -1, .eps = eps}, y, context());
+    const Tensor got = download(y);
+    for (std::int64_t i = 0; i < 3; ++i) {
+      EXPECT_TRUE(std::isnan(got.get(i))) << "eps " << eps << " element " << i;
+      EXPECT_TRUE(std::isnan(want.get(i))) << "CPU, eps " << eps << " element " << i;
+    }
+    for (std::int64_t i = 3; i < 6; ++i) EXPECT_NEAR(got.get(i), want.get(i), 1e-6) << i;
+  }
 }
 
 TEST(CudaNorm, Softmax) {

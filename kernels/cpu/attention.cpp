@@ -99,6 +99,9 @@ void attention_impl(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, 
                     const AttentionAttrs& attrs, const Tensor& y, const CpuContext& ctx, const Options& opts) {
   ENCORE_CHECK(q_in.defined() && k_in.defined() && v_in.defined() && y.defined(), invalid_argument,
                "attention: q, k, v and the output must all be defined");
+  for (const Tensor* t : {&q_in, &k_in, &v_in, &y, &mask})
+    ENCORE_CHECK(!t->defined() || t->device().is_cpu(), invalid_argument,
+                 "attention: an operand is on {}, expected the CPU", t->device().str());
   ENCORE_CHECK(q_in.rank() == 3 && k_in.rank() == 3 && v_in.rank() == 3, invalid_argument,
                "attention: q {}, k {}, v {} must all be [B, T, H*D]", q_in.shape().str(), k_in.shape().str(),
                v_in.shape().str());

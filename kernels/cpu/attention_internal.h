@@ -19,12 +19,14 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <vector>
 
 #include "encore/core/dtype.h"
 #include "encore/core/tensor.h"
 #include "encore/graph/op_attrs.h"
 #include "backends/cpu/kernels.h"
+#include "kernels/cpu/omp_guard.h"
 
 namespace encore::cpu::attn {
 
@@ -276,19 +278,25 @@ template <class K>
 void run(const Problem& p) {
   const Layout L(p);
   const int splits = choose_splits(p, L);
+  // Per-thread workspaces are allocated inside the regions: a failure there is kept by the guard
+  // (every thread still reaches the worksharing loops) and rethrown after the region.
+  RegionGuard guard;
   if (splits <= 1) {
 #pragma omp parallel num_threads(p.threads)
     {
-      Workspace ws(p.D);
+      std::optional<Workspace> ws;
+      guard.run([&] { ws.emplace(p.D); });
 #pragma omp for schedule(dynamic, 1)
-      for (std::int64_t i = 0; i < L.nblocks; ++i) {
-        const Block bl = L.block(i, p);
-        pack_queries(p, L, bl, ws);
-        K::prepare_block(p, bl, ws);
-        run_block<K>(p, L, bl, 0, p.Tk, ws);
-        store_rows(p, L, bl, ws.O, ws.l);
-      }
+      for (std::int64_t i = 0; i < L.nblocks; ++i)
+        guard.run([&] {
+          const Block bl = L.block(i, p);
+          pack_queries(p, L, bl, *ws);
+          K::prepare_block(p, bl, *ws);
+          run_block<K>(p, L, bl, 0, p.Tk, *ws);
+          store_rows(p, L, bl, ws->O, ws->l);
+        });
     }
+    guard.rethrow();
     return;
   }
   // Split-K: each (block, split) leaves (m, l, O) for its key range; a second pass merges them
@@ -299,9 +307,12 @@ void run(const Problem& p) {
   std::vector<float> part(static_cast<std::size_t>(tasks) * row_stride);
 #pragma omp parallel num_threads(p.threads)
   {
-    Workspace ws(p.D);
+    std::optional<Workspace> ws_slot;
+    guard.run([&] { ws_slot.emplace(p.D); });
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t i = 0; i < tasks; ++i) {
+      if (!ws_slot) continue;  // this thread's workspace failed: the guard holds the error
+      Workspace& ws = *ws_slot;
       const Block bl = L.block(i / splits, p);
       const std::int64_t kb = std::min(p.Tk, (i % splits) * per), ke = std::min(p.Tk, kb + per);
       pack_queries(p, L, bl, ws);
@@ -315,6 +326,8 @@ void run(const Problem& p) {
     }
 #pragma omp for schedule(static)
     for (std::int64_t bi = 0; bi < L.nblocks; ++bi) {
+      if (!ws_slot) continue;
+      Workspace& ws = *ws_slot;
       const Block bl = L.block(bi, p);
       const int nr = bl.rows();
       const std::size_t md = static_cast<std::size_t>(kMaxRows) * p.D;
@@ -340,6 +353,7 @@ void run(const Problem& p) {
       store_rows(p, L, bl, ws.O, ws.l);
     }
   }
+  guard.rethrow();
 }
 
 }  // namespace

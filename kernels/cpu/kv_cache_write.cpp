@@ -1,5 +1,7 @@
 // kv_cache_write: scatters the newest keys/values into the paged cache through the block table.
+#include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "backends/cpu/kernels.h"
 #include "core/check.h"
@@ -9,6 +11,15 @@ namespace encore::cpu {
 
 void kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_cache, const Tensor& v_cache,
                     const Tensor& block_table, const Tensor& lengths, const CpuContext& ctx) {
+  const char* op = "kv_cache_write";
+  const std::pair<const char*, const Tensor*> all[] = {{"k_new", &k_new},     {"v_new", &v_new},
+                                                       {"k_cache", &k_cache}, {"v_cache", &v_cache},
+                                                       {"block_table", &block_table}, {"lengths", &lengths}};
+  for (const auto& [name, t] : all) {  // before the shared checks, which read shapes and data
+    ENCORE_CHECK(t->defined(), invalid_argument, "{}: {} is undefined", op, name);
+    ENCORE_CHECK(t->device().is_cpu(), invalid_argument, "{}: {} is on {}, expected the CPU", op, name,
+                 t->device().str());
+  }
   decode_checks::check_kv_cache_write(k_new, v_new, k_cache, v_cache, block_table, lengths);
   const std::int64_t batch = k_new.dim(0), tq = k_new.dim(1);
   const std::int64_t heads = k_cache.dim(1), block_size = k_cache.dim(2), d = k_cache.dim(3);
@@ -33,7 +44,7 @@ void kv_cache_write(const Tensor& k_new, const Tensor& v_new, const Tensor& k_ca
   auto* vc = static_cast<std::byte*>(v_cache.data());
   const auto* kn = static_cast<const std::byte*>(k_new.data());
   const auto* vn = static_cast<const std::byte*>(v_new.data());
-#pragma omp parallel for collapse(2) num_threads(ctx.num_threads) if (batch * tq * heads > 64)
+#pragma omp parallel for collapse(2) num_threads(std::max(1, ctx.num_threads)) if (batch * tq * heads > 64)
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t t = 0; t < tq; ++t) {
       const std::int64_t pos = static_cast<std::int64_t>(len[b]) - tq + t;

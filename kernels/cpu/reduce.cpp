@@ -113,13 +113,19 @@ void argmax(const Tensor& x, const ArgMaxAttrs& attrs, const Tensor& y, const Cp
     const T* xp = static_cast<const T*>(x.data());
     parallel_elements(out, n, ctx, [&](const std::array<i64, 2>& o) {
       const T* p = xp + o[0];
-      double best = to_double(p[0]);
       i64 bi = 0;
-      for (i64 i = 1; i < n && !std::isnan(best); ++i) {  // the first NaN is the maximum
-        const double v = to_double(p[i * xa]);
-        if (v > best || std::isnan(v)) {  // strict: ties keep the lowest index
-          best = v;
-          bi = i;
+      if constexpr (std::is_integral_v<T>) {  // native compares: int64 beyond 2^53 is not a double
+        T best = p[0];
+        for (i64 i = 1; i < n; ++i)
+          if (p[i * xa] > best) best = p[i * xa], bi = i;  // strict: ties keep the lowest index
+      } else {
+        double best = to_double(p[0]);
+        for (i64 i = 1; i < n && !std::isnan(best); ++i) {  // the first NaN is the maximum
+          const double v = to_double(p[i * xa]);
+          if (v > best || std::isnan(v)) {  // strict: ties keep the lowest index
+            best = v;
+            bi = i;
+          }
         }
       }
       yp[o[1]] = bi;
@@ -151,19 +157,27 @@ void topk(const Tensor& x, const TopKAttrs& attrs, const Tensor& values, const T
   const bool i64_out = indices.dtype() == DType::I64;
   visit_dtype(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    // Keys: integers as int64 (exact beyond 2^53), floats as double.
+    using Key = std::conditional_t<std::is_integral_v<T>, std::int64_t, double>;
     parallel_rows(rows.count, n * 4, ctx, [&](i64 r0, i64 r1) {
-      std::vector<double> key(static_cast<std::size_t>(n));
+      std::vector<Key> key(static_cast<std::size_t>(n));
       std::vector<i64> order(static_cast<std::size_t>(n));
       rows.visit(r0, r1, [&](const std::array<std::byte*, 3>& p) {
         const T* xr = reinterpret_cast<const T*>(p[0]);
-        for (i64 i = 0; i < n; ++i) key[static_cast<std::size_t>(i)] = to_double(xr[i * rows.step[0]]);
+        for (i64 i = 0; i < n; ++i) {
+          if constexpr (std::is_integral_v<T>) key[static_cast<std::size_t>(i)] = static_cast<Key>(xr[i * rows.step[0]]);
+          else key[static_cast<std::size_t>(i)] = to_double(xr[i * rows.step[0]]);
+        }
         std::iota(order.begin(), order.end(), i64{0});
         // Descending; NaN above everything (torch); equal keys keep the lower index first.
         auto before = [&](i64 a, i64 b) {
-          const double va = key[static_cast<std::size_t>(a)], vb = key[static_cast<std::size_t>(b)];
-          const bool na = std::isnan(va), nb = std::isnan(vb);
-          if (na != nb) return na;
-          if (!na && va != vb) return va > vb;
+          const Key va = key[static_cast<std::size_t>(a)], vb = key[static_cast<std::size_t>(b)];
+          if constexpr (!std::is_integral_v<T>) {
+            const bool na = std::isnan(va), nb = std::isnan(vb);
+            if (na != nb) return na;
+            if (na) return a < b;
+          }
+          if (va != vb) return va > vb;
           return a < b;
         };
         std::partial_sort(order.begin(), order.begin() + k, order.end(), before);

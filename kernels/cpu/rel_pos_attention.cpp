@@ -35,6 +35,9 @@ void rel_pos_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   ENCORE_CHECK(q.defined() && k.defined() && v.defined() && pos.defined() && bias_u.defined() && bias_v.defined() &&
                    y.defined(),
                invalid_argument, "rel_pos_attention: q, k, v, pos, bias_u, bias_v and the output must be defined");
+  for (const Tensor* t : {&q, &k, &v, &pos, &bias_u, &bias_v, &y, &mask})
+    ENCORE_CHECK(!t->defined() || t->device().is_cpu(), invalid_argument,
+                 "rel_pos_attention: an operand is on {}, expected the CPU", t->device().str());
   ENCORE_CHECK(q.rank() == 3 && k.rank() == 3 && k.shape() == v.shape() && q.dim(0) == k.dim(0) &&
                    q.dim(2) == k.dim(2),
                invalid_argument, "rel_pos_attention: q {}, k {}, v {} must be [B, T, H*D] with k and v alike",

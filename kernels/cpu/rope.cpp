@@ -19,6 +19,8 @@ namespace encore::cpu {
 
 void rope(const Tensor& x, const RopeAttrs& attrs, const Tensor& y, const CpuContext& ctx) {
   ENCORE_CHECK(x.defined() && y.defined(), invalid_argument, "rope: input and output must be defined");
+  ENCORE_CHECK(x.device().is_cpu() && y.device().is_cpu(), invalid_argument,
+               "rope: the input ({}) and the output ({}) must be on the CPU", x.device().str(), y.device().str());
   ENCORE_CHECK(x.rank() == 3 && y.shape() == x.shape(), invalid_argument,
                "rope: x {} must be [B, T, H*D] and the output {} the same shape", x.shape().str(), y.shape().str());
   for (const Tensor* t : {&x, &y})

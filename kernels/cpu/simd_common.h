@@ -12,6 +12,7 @@
 
 #include <omp.h>
 
+#include "kernels/cpu/omp_guard.h"
 #include "backends/cpu/kernels.h"
 #include "core/check.h"
 #include "kernels/cpu/cpu_features.h"
@@ -240,8 +241,10 @@ void parallel_segments(const Walk<N>& w, const CpuContext& ctx, Fn&& fn) {
   // Multiples of 64 elements keep task starts vector-aligned within contiguous rows.
   const i64 task = std::max<i64>(8192, (total / (nt * 4) + 63) / 64 * 64);
   const i64 ntasks = (total + task - 1) / task;
+  RegionGuard guard;  // an exception (a scratch buffer's bad_alloc) is rethrown after the region
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (i64 t = 0; t < ntasks; ++t) w.segments(t * task, std::min(total, (t + 1) * task), fn);
+  for (i64 t = 0; t < ntasks; ++t) guard.run([&] { w.segments(t * task, std::min(total, (t + 1) * task), fn); });
+  guard.rethrow();
 }
 
 /// Runs w.elements over all elements, in per-thread blocks when numel * work_per_element is large.
@@ -255,8 +258,10 @@ void parallel_elements(const Walk<N>& w, i64 work_per_element, const CpuContext&
     return;
   }
   const i64 ntasks = std::min<i64>(total, static_cast<i64>(nt) * 8);
+  RegionGuard guard;
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (i64 t = 0; t < ntasks; ++t) w.elements(total * t / ntasks, total * (t + 1) / ntasks, fn);
+  for (i64 t = 0; t < ntasks; ++t) guard.run([&] { w.elements(total * t / ntasks, total * (t + 1) / ntasks, fn); });
+  guard.rethrow();
 }
 
 /// Splits rows [0, rows) into one contiguous block per thread: fn(r0, r1) runs once per thread, so
@@ -269,11 +274,13 @@ void parallel_rows(i64 rows, i64 work_per_row, const CpuContext& ctx, Fn&& fn) {
     fn(i64{0}, rows);
     return;
   }
+  RegionGuard guard;  // fn's scratch allocations may throw: rethrown after the region
 #pragma omp parallel num_threads(nt)
   {
     const i64 t = omp_get_thread_num(), n = omp_get_num_threads();
-    fn(rows * t / n, rows * (t + 1) / n);
+    guard.run([&] { fn(rows * t / n, rows * (t + 1) / n); });
   }
+  guard.rethrow();
 }
 
 /// The rows of N same-shaped tensors along `axis`: row r of operand k starts at ptr(k) and has

@@ -474,4 +474,19 @@ TEST(KvCacheWrite, ArgumentErrors) {
   expect_error([&] { cpu::kv_cache_write(k, k, kc, vc, Tensor::zeros({1, 2}, DType::I64), lengths, {1}); },
                ErrorCode::invalid_argument, "i32 [B, max_blocks] table");
   cpu::kv_cache_write(k, k, kc, vc, table, lengths, {1});  // consistent: writes position 0
+  expect_error([&] { cpu::kv_cache_write(k, k, kc, Tensor(), table, lengths, {1}); }, ErrorCode::invalid_argument,
+               "v_cache is undefined");
+}
+
+// A thread count below 1 means one thread (as everywhere in the CPU backend), not a huge team.
+TEST(KvCacheWrite, ThreadCountBelowOneRunsOnOneThread) {
+  const Tensor kc = Tensor::zeros({40, 2, 4, 8}, DType::F32), vc = Tensor::zeros({40, 2, 4, 8}, DType::F32);
+  Tensor table = Tensor::zeros({40, 1}, DType::I32), lengths = Tensor::zeros({40}, DType::I32);
+  for (int b = 0; b < 40; ++b) table.data_ptr<std::int32_t>()[b] = b, lengths.data_ptr<std::int32_t>()[b] = 2;
+  Tensor k = Tensor::zeros({40, 2, 16}, DType::F32);  // 40 x 2 x 2 heads > 64 rows: the parallel path
+  for (std::int64_t i = 0; i < k.numel(); ++i) k.data_ptr<float>()[i] = static_cast<float>(i);
+  for (const int threads : {0, -1}) {
+    cpu::kv_cache_write(k, k, kc, vc, table, lengths, {threads});
+    EXPECT_EQ(kc.at<float>({39, 1, 1, 7}), k.at<float>({39, 1, 15}));
+  }
 }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -143,6 +144,21 @@ TEST(TopK, TiesLowerIndexFirstNaNOnTopAndBadK) {
   ewk_test::expect_error(
       [&] { cpu::topk(x, TopKAttrs{.k = 7}, Tensor::zeros({7}, DType::F32), Tensor::zeros({7}, DType::I64), ctx()); },
       ErrorCode::invalid_argument, "k = 7");
+}
+
+// int64 values beyond 2^53 differ although their doubles are equal: compared as integers.
+TEST(ArgMaxTopK, LargeInt64ValuesCompareExactly) {
+  const std::int64_t big = std::int64_t{1} << 53;
+  const Tensor x = Tensor::from_vector(std::vector<std::int64_t>{big, big + 1, big - 1}, {3});
+  const Tensor am = poisoned({}, DType::I64);
+  cpu::argmax(x, ArgMaxAttrs{}, am, ctx());
+  EXPECT_EQ(am.data_ptr<std::int64_t>()[0], 1);
+  const Tensor v = poisoned({2}, DType::I64), i = poisoned({2}, DType::I64);
+  cpu::topk(x, TopKAttrs{.k = 2}, v, i, ctx());
+  EXPECT_EQ(v.data_ptr<std::int64_t>()[0], big + 1);
+  EXPECT_EQ(v.data_ptr<std::int64_t>()[1], big);
+  EXPECT_EQ(i.data_ptr<std::int64_t>()[0], 1);
+  EXPECT_EQ(i.data_ptr<std::int64_t>()[1], 0);
 }
 
 TEST(CumSum, FloatsAlongEveryAxis) {

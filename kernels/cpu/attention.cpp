@@ -8,6 +8,7 @@
 //   reference softmax does); the online softmax gets this for free since exp(lowest - lowest) = 1.
 // - A row whose every score is -inf (MaskFill::neg_infinity, or lowest + a lowest additive value
 //   that overflows f32 to -inf) outputs zeros, never NaN (PyTorch would give NaN there).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -52,7 +53,9 @@ struct PortableK {
       float mt = neg_inf;
       for (int c = 0; c < nc; ++c) mt = std::max(mt, s[c]);
       const float m_new = std::max(ws.m[r], mt);
-      if (m_new == neg_inf) {  // only -inf so far: nothing contributes
+      if (m_new == neg_inf) {  // only -inf so far: nothing contributes (but a NaN makes the row NaN)
+        if (std::any_of(s, s + nc, [](float v) { return std::isnan(v); }))
+          ws.l[r] = std::numeric_limits<float>::quiet_NaN();
         ws.alpha[r] = 1.0f;
         std::fill(s, s + nc, 0.0f);
         continue;

@@ -23,11 +23,13 @@ namespace {
 // exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation error < 6e-9 relative, so
 // the result is within ~1-2 ulp), times 2^n via scalef. Inputs below -87.3 (results under
 // FLT_MIN, including -inf and masked `lowest` scores) give exactly 0: no denormals reach the FMAs.
+// NaN stays NaN (a NaN score makes its row NaN, as in torch): the clamps take x as their second
+// operand, which max/min return when it is NaN, and the keep mask is true for unordered inputs.
 inline __m512 exp512(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-87.3f);
-  const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
-  x = _mm512_max_ps(x, lo);
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);
+  x = _mm512_max_ps(lo, x);
+  x = _mm512_min_ps(_mm512_set1_ps(88.7f), x);
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2 high part: exact n*hi
@@ -266,7 +268,10 @@ struct Avx512K {
         mx = _mm512_max_ps(mx, x[v]);
       }
       const float m_new = std::max(ws.m[r], _mm512_reduce_max_ps(mx));
-      if (m_new == neg_inf) {  // only -inf so far: nothing contributes
+      if (m_new == neg_inf) {  // only -inf so far: nothing contributes (but a NaN makes the row NaN)
+        __mmask16 nan = 0;
+        for (int v = 0; v < nv; ++v) nan |= _mm512_cmp_ps_mask(x[v], x[v], _CMP_UNORD_Q);
+        if (nan != 0) ws.l[r] = std::numeric_limits<float>::quiet_NaN();
         ws.alpha[r] = 1.0f;
         for (int v = 0; v < nv; ++v) _mm512_storeu_ps(s + 16 * v, _mm512_setzero_ps());
         continue;

@@ -252,7 +252,8 @@ inline void store_rows(const Problem& p, const Layout& L, const Block& bl, const
   for (int r = 0; r < bl.rows(); ++r) {
     const std::int64_t off = (bl.b * p.Tq + bl.t0 + r / bl.gc) * row_len +
                              static_cast<std::int64_t>(L.out_head(bl, r, p)) * p.D;
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    // l = 0: every key masked (zeros); NaN (a NaN score) stays NaN through 1 / l.
+    const float inv = l[r] > 0.0f || std::isnan(l[r]) ? 1.0f / l[r] : 0.0f;
     const float* o = O + static_cast<std::int64_t>(r) * p.D;
     if (p.bf16_out) {
       std::uint16_t* dst = static_cast<std::uint16_t*>(p.y) + off;
@@ -338,6 +339,9 @@ void run(const Problem& p) {
         float* o = ws.O + static_cast<std::int64_t>(r) * p.D;
         std::fill(o, o + p.D, 0.0f);
         float lsum = 0.0f;
+        for (int sp = 0; sp < splits; ++sp)  // a split whose scores held a NaN makes the row NaN
+          if (std::isnan(part[static_cast<std::size_t>(bi * splits + sp) * row_stride + md + kMaxRows + r]))
+            lsum = std::numeric_limits<float>::quiet_NaN();
         if (M != -std::numeric_limits<float>::infinity()) {  // else every score was -inf: zeros
           for (int s = 0; s < splits; ++s) {
             const float* src = part.data() + static_cast<std::size_t>(bi * splits + s) * row_stride;

@@ -83,7 +83,10 @@ void run_segment_portable(const Problem& p, int b, int h, i64 k0, i64 k1, const 
       }
       const float m_new = std::max(ws.m[r], mx);
       float* o = ws.o + static_cast<i64>(r) * D;
-      if (m_new == neg_inf) continue;  // every key so far is masked for this row
+      if (m_new == neg_inf) {  // every key so far is masked for this row (a NaN score: a NaN row)
+        if (std::any_of(s, s + nc, [](float v) { return std::isnan(v); })) ws.l[r] = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
       const float alpha = ws.m[r] == neg_inf ? 0.0f : std::exp(ws.m[r] - m_new);
       float sum = 0.0f;
       for (int d = 0; d < D; ++d) o[d] *= alpha;
@@ -131,7 +134,7 @@ struct Out {
 void store_rows(const Problem& p, const Out& out, int b, int h, const float* o, const float* l) {
   for (int r = 0; r < p.rows; ++r) {
     const i64 off = ((static_cast<i64>(b) * p.Tq + r / p.g) * p.Hq + h * p.g + r % p.g) * p.D;
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    const float inv = l[r] > 0.0f || std::isnan(l[r]) ? 1.0f / l[r] : 0.0f;  // NaN: a NaN score
     const float* src = o + static_cast<i64>(r) * p.D;
     if (out.dtype == DType::F32) {
       float* dst = static_cast<float*>(out.y) + off;
@@ -164,6 +167,8 @@ void merge_store(const Problem& p, const Out& out, int b, int h, const float* co
     float* o = ws.o + static_cast<i64>(r) * p.D;
     std::fill(o, o + p.D, 0.0f);
     float l = 0.0f;
+    for (int i = 0; i < n; ++i)  // a piece whose scores held a NaN makes the row NaN
+      if (std::isnan(parts[i][p.rows + r])) l = std::numeric_limits<float>::quiet_NaN();
     for (int i = 0; i < n && M != neg_inf; ++i) {
       if (parts[i][r] == neg_inf) continue;  // this piece saw only masked keys for the row
       const float w = std::exp(parts[i][r] - M);

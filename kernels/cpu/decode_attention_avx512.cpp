@@ -40,9 +40,10 @@ inline __m512 load16(const Bf16* p) { return v512::load_bf16(reinterpret_cast<co
 inline __m512 load16(const F16* p) { return v512::load_f16(reinterpret_cast<const std::uint16_t*>(p)); }
 
 // exp(x) with results below FLT_MIN flushed to exactly 0 (-inf included): no denormals reach the
-// P·V FMAs, where they would cost microcode assists.
+// P·V FMAs, where they would cost microcode assists. NaN stays NaN (the mask is true for unordered
+// inputs, and v512::exp propagates it): a NaN score makes its row NaN, as in torch.
 inline __m512 exp_flush(__m512 x) {
-  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_GE_OQ);
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_NLT_UQ);
   return _mm512_maskz_mov_ps(keep, v512::exp(x));
 }
 
@@ -153,6 +154,9 @@ void softmax_step(int rows, int nc, const Scratch& ws) {
     for (int v = 0; v < nv; ++v) mx = _mm512_max_ps(mx, x[v] = _mm512_loadu_ps(s + 16 * v));
     const float m_new = std::max(ws.m[r], _mm512_reduce_max_ps(mx));
     if (m_new == neg_inf) {  // every key so far is masked for this row: nothing contributes
+      __mmask16 nan = 0;      // ... but a NaN score makes the row NaN
+      for (int v = 0; v < nv; ++v) nan |= _mm512_cmp_ps_mask(x[v], x[v], _CMP_UNORD_Q);
+      if (nan != 0) ws.l[r] = std::numeric_limits<float>::quiet_NaN();
       ws.alpha[r] = 1.0f;
       for (int v = 0; v < nv; ++v) _mm512_storeu_ps(s + 16 * v, _mm512_setzero_ps());
       continue;

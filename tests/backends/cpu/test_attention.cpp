@@ -286,6 +286,38 @@ TEST(Attention, AdditiveMaskOverflowingToNegInfGivesZeros) {
   }
 }
 
+// A NaN score makes its query row NaN on the AVX-512 and portable loops alike, with and without
+// split keys, as in torch; rows that never see the NaN key stay finite (causal rows before it).
+TEST(Attention, NaNScoresMakeTheirRowsNaN) {
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (const int D : {15, 16, 64})
+    for (const bool portable : {false, true})
+      for (const int splits : {0, 3})
+        for (const bool causal : {false, true}) {
+          SCOPED_TRACE("D " + std::to_string(D) + (portable ? " portable" : "") + " splits " + std::to_string(splits) +
+                       (causal ? " causal" : ""));
+          const std::int64_t T = 800;  // long enough to split
+          Tensor q = Tensor::empty({1, T, 2 * D}, DType::F32), k = Tensor::empty({1, T, 2 * D}, DType::F32);
+          Tensor v = Tensor::empty({1, T, 2 * D}, DType::F32);
+          for (Tensor* t : {&q, &k, &v})
+            for (std::int64_t i = 0; i < t->numel(); ++i) t->data_ptr<float>()[i] = u(rng);
+          k.at<float>({0, 500, D + 3}) = std::numeric_limits<float>::quiet_NaN();  // head 1, key 500
+          q.at<float>({0, 7, 2}) = std::numeric_limits<float>::quiet_NaN();        // head 0, row 7
+          Tensor y = Tensor::empty({1, T, 2 * D}, DType::F32);
+          y.fill(12345.0);
+          const AttentionAttrs a{.num_heads = 2, .causal = causal};
+          cpu::attn::attention_impl(q, k, v, Tensor(), a, y, cpu::CpuContext{2}, {portable, splits});
+          for (std::int64_t t = 0; t < T; ++t)
+            for (int h = 0; h < 2; ++h) {
+              const bool nan_row = (h == 0 && t == 7) || (h == 1 && (!causal || t >= 500));
+              const float x = y.at<float>({0, t, h * D + 1});
+              if (nan_row) ASSERT_TRUE(std::isnan(x)) << "row " << t << " head " << h;
+              else ASSERT_TRUE(std::isfinite(x) && x != 12345.0f) << "row " << t << " head " << h << " " << x;
+            }
+        }
+}
+
 TEST(Attention, MixedOutputDtypeAndExplicitScale) {
   std::mt19937 rng(9);
   Tensor q = bf16_exact({2, 5, 64}, rng), k = bf16_exact({2, 7, 64}, rng), v = bf16_exact({2, 7, 64}, rng);

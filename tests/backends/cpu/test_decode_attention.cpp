@@ -228,6 +228,36 @@ TEST(DecodeAttention, PeakyScores) {
     }
 }
 
+// A NaN score (a NaN key, or a NaN query) makes its rows NaN in every strategy and loop, as in
+// torch; rows that do not see it stay finite. The output is poisoned with a finite value here, so
+// an unwritten row cannot pass for NaN.
+TEST(DecodeAttention, NaNScoresMakeTheirRowsNaN) {
+  const Case c{{300, 40}, 4, 2, 64, 16, 1};  // kv head 0 serves query heads 0-1, kv head 1 heads 2-3
+  std::mt19937 rng(21);
+  Paged p = make_paged(c, rng);
+  const i64 blk = p.table.at<std::int32_t>({0, 100 / c.bs});
+  p.kc.at<float>({blk, 1, 100 % c.bs, 5}) = kNaN;  // sequence 0, position 100, kv head 1
+  p.q.at<float>({1, 0, 3}) = kNaN;                  // sequence 1, query head 0: every score NaN
+  for (DecodeStrategy st : kStrategies)
+    for (bool portable : {false, true}) {
+      SCOPED_TRACE(std::string(strategy_name(st)) + (portable ? " portable" : ""));
+      Tensor y = Tensor::empty(p.q.shape(), DType::F32);
+      y.fill(12345.0);
+      DecodeAttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv, .strategy = st};
+      cpu::dec::decode_attention_impl(p.q, p.kc, p.vc, p.table, p.lengths, attrs, y, cpu::CpuContext{2},
+                                      cpu::dec::Options{portable, 16});
+      for (int b = 0; b < 2; ++b)
+        for (int h = 0; h < 4; ++h) {
+          const bool nan_row = (b == 0 && h >= 2) || (b == 1 && h == 0);
+          for (int d = 0; d < c.D; ++d) {
+            const float v = y.at<float>({b, 0, h * c.D + d});
+            if (nan_row) ASSERT_TRUE(std::isnan(v)) << "b " << b << " h " << h << " d " << d;
+            else ASSERT_TRUE(std::isfinite(v) && v != 12345.0f) << "b " << b << " h " << h << " d " << d << " " << v;
+          }
+        }
+    }
+}
+
 // ---- determinism and agreement -----------------------------------------------------------------
 
 TEST(DecodeAttention, BitwiseDeterministic) {

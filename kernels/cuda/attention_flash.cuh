@@ -255,7 +255,8 @@ __global__ void __launch_bounds__(kTcThreads) attn_tc_kernel(const AttnParams p)
     lt += __shfl_xor_sync(0xffffffffu, lt, 2);
     const i64 qi = h ? row1 : row0;
     if (qi >= p.Tq) continue;
-    const float inv = lt > 0.0f ? 1.0f / lt : 0.0f;  // l == 0: every score was -inf -> zeros
+    // l == 0: every score was -inf -> zeros; NaN (a NaN score) stays NaN, as in torch
+    const float inv = lt > 0.0f || isnan(lt) ? 1.0f / lt : 0.0f;
     const i64 base = ((b * p.Tq + qi) * p.Ho + oh) * p.D;
 #pragma unroll
     for (int i = 0; i < ND; ++i) {

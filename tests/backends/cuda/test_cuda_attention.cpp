@@ -191,6 +191,37 @@ TEST(CudaAttention, EmptyAndTinyProblems) {
   EXPECT_TRUE(close_to(y, Tensor::zeros({2, 3, 64}, DType::F32), 0.0));
 }
 
+// A NaN score makes its query row NaN on every kernel, as on the CPU (Attention.NaNScoresMakeTheir-
+// RowsNaN) and in torch; rows that never see the NaN key stay finite.
+TEST(CudaAttention, NaNScoresMakeTheirRowsNaN) {
+  ENCORE_REQUIRE_GPU();
+  std::mt19937 rng(49);
+  const std::int64_t T = 300, D = 64;
+  for (DType dt : {DType::F32, DType::F16})
+    for (Path path : {Path::generic, Path::tensor_core, Path::hopper, Path::automatic})
+      for (const bool causal : {false, true}) {
+        if (dt == DType::F32 && path != Path::generic) continue;
+        if (path == Path::hopper && runtime().sm() < 90) continue;
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " path " + std::to_string(static_cast<int>(path)) +
+                     (causal ? " causal" : ""));
+        Tensor q = ref::random_tensor({1, T, 2 * D}, DType::F32, rng), k = ref::random_tensor({1, T, 2 * D}, DType::F32, rng);
+        const Tensor v = ref::random_tensor({1, T, 2 * D}, DType::F32, rng);
+        k.at<float>({0, 200, D + 3}) = std::numeric_limits<float>::quiet_NaN();  // head 1, key 200
+        q.at<float>({0, 7, 2}) = std::numeric_limits<float>::quiet_NaN();        // head 0, row 7
+        Tensor y = upload(Tensor::zeros({1, T, 2 * D}, dt));
+        const AttentionAttrs a{.num_heads = 2, .causal = causal};
+        cuda::attn::attention_impl(upload(q.to(dt)), upload(k.to(dt)), upload(v.to(dt)), {}, a, y, context(), path);
+        const Tensor got = download(y).to(DType::F32);
+        for (std::int64_t t = 0; t < T; ++t)
+          for (int h = 0; h < 2; ++h) {
+            const bool nan_row = (h == 0 && t == 7) || (h == 1 && (!causal || t >= 200));
+            const float x = got.at<float>({0, t, h * D + 1});
+            if (nan_row) ASSERT_TRUE(std::isnan(x)) << "row " << t << " head " << h;
+            else ASSERT_TRUE(std::isfinite(x)) << "row " << t << " head " << h << " " << x;
+          }
+      }
+}
+
 // ---- the wgmma kernel (Path::hopper) ----------------------------------------------------------------
 
 // How q/k/v lie in memory. Every layout keeps rows 16-byte aligned, as the kernel needs.

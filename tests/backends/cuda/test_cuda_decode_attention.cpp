@@ -514,6 +514,39 @@ TEST(CudaDecodeAttention, BitwiseDeterministic) {
   }
 }
 
+// A NaN score makes its rows NaN in every strategy and kernel, as on the CPU and in torch; rows that
+// do not see it stay finite.
+TEST(CudaDecodeAttention, NaNScoresMakeTheirRowsNaN) {
+  ENCORE_REQUIRE_GPU();
+  const Case c{{3000, 40}, 4, 2, 64, 16, 1};  // kv head 0 serves query heads 0-1, kv head 1 heads 2-3
+  std::mt19937 rng(31);
+  Paged p = make_paged(c, rng);
+  const i64 blk = p.tables[0].at<std::int32_t>({0, 1000 / c.bs});
+  p.kc.at<float>({blk, 1, 1000 % c.bs, 5}) = std::numeric_limits<float>::quiet_NaN();  // seq 0, pos 1000, kv head 1
+  p.q.at<float>({1, 0, 3}) = std::numeric_limits<float>::quiet_NaN();                  // seq 1, query head 0
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const Dev d = upload_all(p, dt);
+    for (DecodeStrategy st : {DecodeStrategy::plain, DecodeStrategy::split, DecodeStrategy::lean})
+      for (dec::Path path : {dec::Path::automatic, dec::Path::generic}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + strategy_name(st) +
+                     (path == dec::Path::generic ? " generic" : ""));
+        Tensor out = upload(Tensor::zeros(d.q.shape(), dt));  // finite: an unwritten row is not NaN
+        const DecodeAttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv, .strategy = st,
+                                         .num_splits = st == DecodeStrategy::split ? 8 : 0};
+        dec::decode_attention_impl(d.q, d.kc, d.vc, d.tables[0], d.lengths, attrs, out, context(),
+                                   dec::Options{.path = path, .tile_tokens = 64});
+        const Tensor y = download(out).to(DType::F32);
+        for (int b = 0; b < 2; ++b)
+          for (int h = 0; h < 4; ++h) {
+            const bool nan_row = (b == 0 && h >= 2) || (b == 1 && h == 0);
+            const float x = y.at<float>({b, 0, h * c.D + 1});
+            if (nan_row) ASSERT_TRUE(std::isnan(x)) << "b " << b << " h " << h;
+            else ASSERT_TRUE(std::isfinite(x)) << "b " << b << " h " << h << " " << x;
+          }
+      }
+  }
+}
+
 // The pieces of a split head are merged by the piece that finishes last, or by a second kernel
 // when asked or when the merge scratch of all pieces would not fit the split kernel's shared memory.
 TEST(CudaDecodeAttention, SplitMergesInItsLastPieceOrInACombineKernel) {

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -11,15 +12,16 @@ namespace encore {
 namespace {
 std::atomic<LogLevel> g_level{LogLevel::warn};
 std::mutex g_mutex;
-LogCallback g_callback;  // guarded by g_mutex
+std::shared_ptr<const LogCallback> g_callback;  // guarded by g_mutex; called outside it
 }  // namespace
 
 void set_log_level(LogLevel level) noexcept { g_level.store(level); }
 LogLevel log_level() noexcept { return g_level.load(); }
 
 void set_log_callback(LogCallback callback) {
+  auto next = callback ? std::make_shared<const LogCallback>(std::move(callback)) : nullptr;
   std::lock_guard lock(g_mutex);
-  g_callback = std::move(callback);
+  g_callback = std::move(next);
 }
 
 void log_to_stderr() {
@@ -53,8 +55,13 @@ bool log_enabled(LogLevel level) noexcept {
 }
 
 void emit_log(LogLevel level, std::string&& message) {
-  std::lock_guard lock(g_mutex);
-  if (g_callback) g_callback(level, message);
+  std::shared_ptr<const LogCallback> callback;
+  {
+    std::lock_guard lock(g_mutex);
+    callback = g_callback;
+  }
+  // Outside the lock: a callback may log, or replace itself, without deadlocking.
+  if (callback) (*callback)(level, message);
 }
 }  // namespace detail
 

@@ -122,9 +122,10 @@ void copy_host(const Tensor& src, const Tensor& dst) {
 }
 
 /// Whether the bytes two tensors may touch intersect (strides are never negative; views are
-/// bounds-checked, so the extent stays inside the storage).
+/// bounds-checked, so the extent stays inside the storage). By address, not by storage object: two
+/// tensors borrowed over one user buffer are two storages over the same bytes.
 bool overlapping(const Tensor& a, const Tensor& b) {
-  if (a.storage() == nullptr || a.storage() != b.storage() || a.numel() == 0 || b.numel() == 0) return false;
+  if (!a.defined() || !b.defined() || a.device() != b.device() || a.numel() == 0 || b.numel() == 0) return false;
   auto span = [](const Tensor& t) {
     std::int64_t last = 0;
     for (int i = 0; i < t.rank(); ++i) last += (t.dim(i) - 1) * t.strides()[i];
@@ -242,6 +243,8 @@ double Tensor::get(std::int64_t flat_index) const {
 }
 
 std::vector<float> Tensor::to_float_vector() const {
+  ENCORE_CHECK(defined() && device().is_cpu(), invalid_argument,
+               "to_float_vector() needs a defined CPU tensor, got {} (copy it to the CPU first)", str());
   const Tensor f = dtype_ == DType::F32 ? contiguous() : to(DType::F32);
   const float* p = f.data_ptr<float>();
   return std::vector<float>(p, p + f.numel());

@@ -74,7 +74,10 @@ Plan::Plan(const Graph& graph, const PlanOptions& options) : impl_(std::make_uni
   const auto lock = detail::lock_device(options.device);  // constants are copied to the device here
   Impl& p = *impl_;
   p.options = options;
-  if (p.options.num_threads <= 0) p.options.num_threads = num_threads();
+  ENCORE_CHECK(options.num_threads >= 0 && options.num_threads <= max_thread_count(), invalid_argument,
+               "PlanOptions::num_threads = {} is not valid: expected 0 (the default) or 1..{}", options.num_threads,
+               max_thread_count());
+  if (p.options.num_threads == 0) p.options.num_threads = num_threads();
   p.runner = detail::make_runner(p.options);  // validates the device first
   p.graph = detail::optimise_graph(graph, options.fuse);
   p.memory = detail::plan_memory(p.graph);

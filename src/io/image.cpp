@@ -175,7 +175,8 @@ Image Image::from_rgb(std::span<const std::uint8_t> rgb, std::int32_t width, std
 }
 
 Tensor Image::to_tensor() const {
-  ENCORE_CHECK(!empty(), invalid_argument, "Image::to_tensor: the image is empty");
+  ENCORE_CHECK(well_formed(*this), invalid_argument,
+               "Image::to_tensor: the image is empty or its {} bytes do not match {}x{} RGB", rgb.size(), width, height);
   Tensor t = Tensor::empty({height, width, 3}, DType::U8);
   std::memcpy(t.data(), rgb.data(), rgb.size());
   return t;

@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "core/device_lock.h"
 #include "decode/generation_internal.h"
+#include "encore/core/threads.h"
 #include "encore/graph/plan.h"
 #include "models/vit_gpt2_internal.h"
 #include "models/vit_gpt2_session.h"
@@ -86,6 +87,9 @@ Tensor to_host_f32(const Tensor& t) {
 
 VitGpt2::Impl::Impl(const ModelOptions& options) : device(Device::parse(options.device)), dtype(options.dtype) {
   check_dtype(dtype, device);
+  ENCORE_CHECK(options.num_threads >= 0 && options.num_threads <= max_thread_count(), invalid_argument,
+               "VitGpt2: ModelOptions::num_threads = {} is not valid: expected 0 (the default) or 1..{}",
+               options.num_threads, max_thread_count());
   // On CUDA every plan is recorded once and replayed: one launch per encoder pass or decode step.
   plan_options = PlanOptions{.device = device, .num_threads = options.num_threads, .cuda_graph = device.is_cuda()};
 }
@@ -177,7 +181,10 @@ Tensor VitGpt2::encode(const Tensor& pixel_values) const {
   const Tensor pixels = from_other_gpu(pixel_values, impl_->device);
   const auto lock = detail::lock_device(impl_->device);  // see core/device_lock.h
   std::unique_ptr<EncoderPlan> plan;
-  const Tensor states = to_host_f32(impl_->encode(pixels, plan));
+  // The plan's output is a view into its arena, which the next call taking the plan overwrites: the
+  // caller gets a copy of its own (to_host_f32 copies only when the device or dtype differs).
+  const Tensor out = impl_->encode(pixels, plan);
+  const Tensor states = out.device().is_cpu() && out.dtype() == DType::F32 ? out.clone() : to_host_f32(out);
   impl_->encoders.give_back(std::move(plan));
   return states;
 }

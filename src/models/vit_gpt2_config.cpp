@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <system_error>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -124,7 +125,9 @@ void require_flag(const json& obj, const char* key, bool fallback, bool supporte
 
 VitGpt2Config read_config(const std::filesystem::path& dir) {
   const auto path = dir / "config.json", gen_path = dir / "generation_config.json";
-  const bool has_gen = std::filesystem::exists(gen_path);
+  std::error_code ec;  // not the throwing overload: a directory we may not read is Error(io)
+  const bool has_gen = std::filesystem::exists(gen_path, ec);
+  if (ec) detail::fail(ErrorCode::io, "{}: cannot be checked: {}", gen_path.string(), ec.message());
   return parse_config(read_text(path), has_gen ? std::optional<std::string>(read_text(gen_path)) : std::nullopt,
                       path.string(), gen_path.string());
 }

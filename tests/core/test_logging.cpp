@@ -25,6 +25,20 @@ TEST(Logging, CallbackReceivesMessagesAtOrAboveLevel) {
   EXPECT_EQ(got[1].second, "also 3");
 }
 
+// A callback may log and replace itself (e.g. "log once") without deadlocking.
+TEST(Logging, CallbackMayLogAndReplaceItself) {
+  int calls = 0;
+  set_log_level(LogLevel::warn);
+  set_log_callback([&](LogLevel, std::string_view) {
+    ++calls;
+    set_log_callback(nullptr);                   // takes the logging lock
+    detail::log(LogLevel::error, "from inside");  // dropped: no callback any more
+  });
+  detail::log(LogLevel::warn, "first");
+  detail::log(LogLevel::warn, "second");
+  EXPECT_EQ(calls, 1);
+}
+
 TEST(Logging, WithoutCallbackNothingIsDelivered) {
   set_log_callback(nullptr);
   set_log_level(LogLevel::trace);

@@ -2,8 +2,11 @@
 
 #include <cmath>
 #include <limits>
+#include <thread>
+#include <vector>
 
 #include "encore/core/tensor.h"
+#include "encore/core/threads.h"
 
 using namespace encore;
 
@@ -81,6 +84,11 @@ TEST(TensorCopy, OverlappingViewsReadTheSourceFirst) {
   left.slice(0, 0, 7, 2).copy_from(left.slice(0, 2, 9, 2));  // strided, shifted left
   EXPECT_EQ(left.to_float_vector(), (std::vector<float>{3, 2, 5, 4, 7, 6, 9, 8, 9}));
 
+  std::vector<float> buffer = nine;  // two tensors borrowed over one buffer: two storages, one memory
+  Tensor a = Tensor::from_blob(buffer.data(), {3, 3}, DType::F32), b = Tensor::from_blob(buffer.data(), {3, 3}, DType::F32);
+  a.copy_from(b.transpose(0, 1));
+  EXPECT_EQ(a.to_float_vector(), (std::vector<float>{1, 4, 7, 2, 5, 8, 3, 6, 9}));
+
   Tensor self = Tensor::from_vector(nine, {3, 3});
   self.copy_from(self);  // the same view: unchanged
   EXPECT_EQ(self.to_float_vector(), nine);
@@ -97,4 +105,16 @@ TEST(TensorCopy, ToDeviceWithoutAUsableGpuIsAClearError) {
     EXPECT_TRUE(e.code() == ErrorCode::unsupported || e.code() == ErrorCode::backend) << e.what();
     EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
   }
+}
+
+// Thread settings are process-wide: a thread started after set_num_threads sees the count.
+TEST(Threads, DefaultCountIsProcessWideAndBounded) {
+  const int before = num_threads();
+  set_num_threads(3);
+  int seen = 0;
+  std::thread([&] { seen = num_threads(); }).join();
+  EXPECT_EQ(seen, 3);
+  EXPECT_THROW(set_num_threads(0), Error);
+  EXPECT_THROW(set_num_threads(max_thread_count() + 1), Error);
+  set_num_threads(before);
 }

@@ -64,6 +64,21 @@ TEST_P(VitGpt2Golden, EncoderStatesMatch) {
   EXPECT_LT(relative_error(states, golden("encoder.last_hidden_state")), 1e-4);
 }
 
+// encode() returns states of the caller's own: a later call (which reuses the pooled encoder
+// plan and its memory) leaves them as they were.
+TEST_P(VitGpt2Golden, EncodedStatesOutliveLaterCalls) {
+  const auto model = VitGpt2::load(dir_);
+  const Tensor pixels = golden("pixel_values");
+  const Tensor first = model.encode(pixels);
+  const std::vector<float> kept = first.to_float_vector();
+  Tensor other = pixels.clone();
+  for (std::int64_t i = 0; i < other.numel(); ++i) other.data_ptr<float>()[i] *= -0.5f;
+  const Tensor second = model.encode(other);
+  EXPECT_NE(first.data(), second.data());
+  EXPECT_EQ(first.to_float_vector(), kept);
+  EXPECT_NE(second.to_float_vector(), kept);
+}
+
 TEST_P(VitGpt2Golden, TeacherForcedLogitsMatch) {
   const auto model = VitGpt2::load(dir_);
   const Tensor logits = model.decoder_logits(golden("encoder.last_hidden_state"), golden("decoder_input_ids"));

@@ -189,6 +189,18 @@ TEST(ImageDecode, TopDownBmpMatchesPillow) {
   EXPECT_EQ(got.rgb, want.rgb);
 }
 
+// Image's fields are public: to_tensor() checks that the bytes match the size before copying.
+TEST(ImageDecode, ToTensorChecksTheSize) {
+  Image im;
+  im.width = 1, im.height = 1;
+  im.rgb.assign(4096, 7);
+  EXPECT_THROW((void)im.to_tensor(), Error);
+  im.rgb.assign(3, 7);
+  const Tensor t = im.to_tensor();
+  EXPECT_EQ(t.shape(), (Shape{1, 1, 3}));
+  EXPECT_EQ(t.at<std::uint8_t>({0, 0, 2}), 7);
+}
+
 TEST(ImageResize, SameSizeIsACopyAndArgumentsAreChecked) {
   const Image im = pil_decoded("noise_17x23.png");
   EXPECT_EQ(io::resize(im, 17, 23).rgb, im.rgb);

@@ -9,8 +9,9 @@ namespace encore {
 
 enum class LogLevel { trace = 0, debug = 1, info = 2, warn = 3, error = 4, off = 5 };
 
-/// Receives every message at or above the current level. Called from the thread that logs;
-/// must be thread-safe if the application logs from several threads.
+/// Receives every message at or above the current level. Called from the thread that logs, with
+/// no encore lock held (it may log, or install another callback); must be thread-safe if the
+/// application logs from several threads. A callback replaced while it runs finishes that call.
 using LogCallback = std::function<void(LogLevel level, std::string_view message)>;
 
 /// Sets the minimum level delivered (default: warn). Messages below it are not formatted at all.

@@ -161,6 +161,39 @@ TEST(GreedyChoice, SessionsChoosingFromLogProbsMatchGenerateBitwise) {
     }
 }
 
+// detail::greedy_choice on its own, against hand-derived choices (the test above compares it with
+// generate(), which uses it too): ties, eos the favourite, the first NaN, only eos possible.
+TEST(GreedyChoice, DirectChoicesOnCraftedRows) {
+  const float nan = std::nanf(""), inf = INFINITY;
+  const std::vector<float> tie{-2.0f, -1.0f, -1.0f, -3.0f, -4.0f, -5.0f};
+  GreedyChoice g = detail::greedy_choice(tie, 3);
+  EXPECT_EQ(g.token, 1);
+  EXPECT_EQ(g.log_prob, -1.0f);
+  EXPECT_EQ(g.token_without_eos, 1);
+  EXPECT_NEAR(g.log_prob_without_eos, -1.0 - std::log1p(-std::exp(-3.0)), 1e-6);
+
+  const std::vector<float> eos_first{-3.0f, -2.5f, -1.5f, -0.4f, -2.0f, -2.2f};
+  g = detail::greedy_choice(eos_first, 3);
+  EXPECT_EQ(g.token, 3);
+  EXPECT_EQ(g.log_prob, -0.4f);
+  EXPECT_EQ(g.token_without_eos, 2);
+  EXPECT_NEAR(g.log_prob_without_eos, -1.5 - std::log1p(-std::exp(-0.4)), 1e-6);
+  g = detail::greedy_choice(eos_first, -1);  // no eos: nothing is excluded
+  EXPECT_EQ(g.token, 3);
+  EXPECT_EQ(g.token_without_eos, 3);
+
+  const std::vector<float> with_nan{-1.0f, nan, -0.5f, -2.0f, nan, -3.0f};
+  g = detail::greedy_choice(with_nan, 3);
+  EXPECT_EQ(g.token, 1);  // the first NaN is the maximum (torch.argmax)
+  EXPECT_TRUE(std::isnan(g.log_prob));
+  EXPECT_EQ(g.token_without_eos, 1);
+
+  const std::vector<float> only_eos{-inf, -inf, -inf, 0.0f, -inf, -inf};
+  g = detail::greedy_choice(only_eos, 3);
+  EXPECT_EQ(g.token, 3);
+  EXPECT_EQ(g.log_prob, 0.0f);
+}
+
 TEST(GreedyChoice, SamplingAndBeamsUseLogits) {
   ChoosingSession sampled(2);
   (void)generate(sampled, 2, {.max_length = 5, .do_sample = true, .seed = 7});

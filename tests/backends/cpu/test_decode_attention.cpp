@@ -6,6 +6,7 @@
 // any read past a sequence's length poisons the output. Values are rounded to bf16 precision so
 // one reference serves the f32, f16 and bf16 caches.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -363,10 +364,18 @@ TEST(DecodeAttention, Errors) {
   tab = p.table.clone();
   tab.at<std::int32_t>({0, 0}) = static_cast<std::int32_t>(p.kc.dim(0));
   expect_error(call(p.q, p.kc, p.vc, tab, p.lengths, attrs, y), ErrorCode::invalid_argument, "block_table[0][0]");
-  // -1 past the valid length is fine.
+  // Entries past the valid length are never read: -1 or a stale block there changes nothing.
+  Tensor want = Tensor::empty(p.q.shape(), DType::F32);
+  call(p.q, p.kc, p.vc, p.table, p.lengths, attrs, want)();
   tab = p.table.clone();
-  tab.at<std::int32_t>({0, 3}) = -1;
-  EXPECT_NO_THROW(call(p.q, p.kc, p.vc, tab, p.lengths, attrs, y)());
+  Tensor len_short = p.lengths.clone();
+  len_short.at<std::int32_t>({1}) = 40;  // sequence 1 now ends in its third block
+  call(p.q, p.kc, p.vc, p.table, len_short, attrs, want)();
+  tab.at<std::int32_t>({1, 3}) = -1;                   // was a real block, now past the length
+  tab.at<std::int32_t>({1, 4}) = tab.at<std::int32_t>({0, 0});  // a stale valid id
+  Tensor got = Tensor::empty(p.q.shape(), DType::F32);
+  call(p.q, p.kc, p.vc, tab, len_short, attrs, got)();
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.nbytes()), 0);
   // Lengths past the table's capacity, or shorter than the query.
   Tensor len = p.lengths.clone();
   len.at<std::int32_t>({1}) = static_cast<std::int32_t>(p.table.dim(1) * c.bs + 1);
@@ -515,8 +524,18 @@ TEST(KvCacheWrite, ThreadCountBelowOneRunsOnOneThread) {
   for (int b = 0; b < 40; ++b) table.data_ptr<std::int32_t>()[b] = b, lengths.data_ptr<std::int32_t>()[b] = 2;
   Tensor k = Tensor::zeros({40, 2, 16}, DType::F32);  // 40 x 2 x 2 heads > 64 rows: the parallel path
   for (std::int64_t i = 0; i < k.numel(); ++i) k.data_ptr<float>()[i] = static_cast<float>(i);
+  const int omp_default = omp_get_max_threads();
   for (const int threads : {0, -1}) {
+    std::fill_n(kc.data_ptr<float>(), kc.numel(), -1.0f);  // every call writes into a fresh cache
+    std::fill_n(vc.data_ptr<float>(), vc.numel(), -1.0f);
     cpu::kv_cache_write(k, k, kc, vc, table, lengths, {threads});
-    EXPECT_EQ(kc.at<float>({39, 1, 1, 7}), k.at<float>({39, 1, 15}));
+    for (int b = 0; b < 40; ++b)
+      for (int t = 0; t < 2; ++t)
+        for (int h = 0; h < 2; ++h)
+          for (int d = 0; d < 8; ++d) {
+            ASSERT_EQ(kc.at<float>({b, h, t, d}), k.at<float>({b, t, h * 8 + d})) << b << " " << t << " " << h;
+            ASSERT_EQ(vc.at<float>({b, h, t, d}), k.at<float>({b, t, h * 8 + d})) << b << " " << t << " " << h;
+          }
   }
+  EXPECT_EQ(omp_get_max_threads(), omp_default);  // no setting left behind
 }

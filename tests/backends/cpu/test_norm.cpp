@@ -162,13 +162,16 @@ TEST(L2Normalize, AnyAxisAndEps) {
             expect_close(y, ref::l2_normalize(ref::from_tensor(x), attrs), dt, "l2_normalize");
           }
   });
-  // A zero vector: eps = 0 divides 0 by 0 like Segmenter; eps > 0 gives zeros.
+  // A zero vector: eps = 0 divides 0 by 0 like Segmenter; eps > 0 gives zeros. The output starts
+  // finite, so an unwritten element cannot pass for NaN.
   const Tensor z = Tensor::zeros({2, 4}, DType::F32);
-  const Tensor y = poisoned({2, 4}, DType::F32);
+  Tensor y = Tensor::empty({2, 4}, DType::F32);
+  y.fill(7.0);
   cpu::l2_normalize(z, L2NormAttrs{.axis = -1, .eps = 0.0f}, y, ctx());
-  EXPECT_TRUE(std::isnan(y.get(0)));
+  for (std::int64_t i = 0; i < 8; ++i) EXPECT_TRUE(std::isnan(y.get(i))) << i;
+  y.fill(7.0);
   cpu::l2_normalize(z, L2NormAttrs{.axis = -1, .eps = 1e-12f}, y, ctx());
-  EXPECT_EQ(y.get(0), 0.0);
+  for (std::int64_t i = 0; i < 8; ++i) EXPECT_EQ(y.get(i), 0.0) << i;
 }
 
 TEST(Softmax, AnyAxisEveryDtypeAndLayout) {
@@ -228,12 +231,29 @@ TEST(Softmax, InPlace) {
   });
 }
 
+// A row of -inf is NaN (torch), for softmax and log_softmax, rows short and longer than a vector,
+// on both loops; the other row stays a proper distribution. The output starts finite, so an
+// unwritten row cannot pass for NaN.
 TEST(Softmax, AllNegativeInfinityRowIsNaNLikeTorch) {
   const float inf = std::numeric_limits<float>::infinity();
-  const Tensor x = Tensor::from_vector(std::vector<float>{-inf, -inf, -inf}, {3});
-  const Tensor y = poisoned({3}, DType::F32);
-  cpu::softmax(x, SoftmaxAttrs{}, false, y, ctx());
-  EXPECT_TRUE(std::isnan(y.get(0)));
+  both_paths([&] {
+    for (const std::int64_t n : {3, 37})
+      for (const bool log : {false, true}) {
+        SCOPED_TRACE(std::to_string(n) + (log ? " log" : ""));
+        std::vector<float> rows(static_cast<std::size_t>(2 * n), -inf);
+        for (std::int64_t i = 0; i < n; ++i) rows[static_cast<std::size_t>(n + i)] = static_cast<float>(i % 5);
+        const Tensor x = Tensor::from_vector(rows, {2, n});
+        Tensor y = Tensor::empty({2, n}, DType::F32);
+        y.fill(7.0);
+        cpu::softmax(x, SoftmaxAttrs{}, log, y, ctx());
+        double total = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) {
+          EXPECT_TRUE(std::isnan(y.get(i))) << i;
+          total += log ? std::exp(y.get(n + i)) : y.get(n + i);
+        }
+        EXPECT_NEAR(total, 1.0, 1e-5);
+      }
+  });
 }
 
 }  // namespace

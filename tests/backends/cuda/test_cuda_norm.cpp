@@ -168,6 +168,7 @@ TEST(CudaNorm, L2NormalizeNaNLine) {
     Tensor want = Tensor::empty({2, 3}, DType::F32);
     cpu::l2_normalize(x, {.axis = -1, .eps = eps}, want, kCpu);
     Tensor y = poisoned({2, 3}, DType::F32);
+    runtime().memset(y.data(), 0, y.nbytes());  // finite: an unwritten line cannot pass for NaN
     cuda::l2_normalize(upload(x), {.axis = -1, .eps = eps}, y, context());
     const Tensor got = download(y);
     for (std::int64_t i = 0; i < 3; ++i) {
@@ -206,6 +207,7 @@ TEST(CudaNorm, SoftmaxSpecialRows) {
                                                std::nanf(""), 2.0f, 3.0f},
                                               {3, 4});
   Tensor y = poisoned({3, 4}, DType::F32);
+  runtime().memset(y.data(), 0, y.nbytes());  // finite: an unwritten row cannot pass for NaN
   cuda::softmax(upload(x), {.axis = -1}, false, y, context());
   const Tensor got = download(y);
   for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(got.at<float>({0, i}), 0.25f);

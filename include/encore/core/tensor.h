@@ -95,7 +95,8 @@ class Tensor {
   /// A contiguous copy.
   Tensor clone() const;
   /// A contiguous copy converted to `dtype` (CPU). Floats round to nearest even; float →
-  /// integer truncates toward zero and saturates; bool is value != 0.
+  /// integer truncates toward zero and saturates; bool is value != 0. Integers convert to floats
+  /// through double: exact up to 2^53, then rounded twice (to double, then to the float type).
   Tensor to(DType dtype) const;
   /// A contiguous copy on `device`.
   Tensor to(Device device) const;

@@ -53,12 +53,14 @@ TEST(Rope, PairsAndUntouchedTail) {
   x.at<float>({0, 1, 7}) = 5.0f;  // beyond R = 4: copied
   for (RopeLayout layout : {RopeLayout::half_split, RopeLayout::interleaved}) {
     Tensor y = Tensor::empty({1, 2, 8}, DType::F32);
+    y.fill(99.0);  // every element is written: none may keep the sentinel
     cpu::rope(x, {.num_heads = 1, .rotary_dim = 4, .layout = layout}, y, cpu::CpuContext{1});
     const int partner = layout == RopeLayout::half_split ? 2 : 1;
-    EXPECT_FLOAT_EQ(y.at<float>({0, 1, 0}), std::cos(1.0f));
-    EXPECT_FLOAT_EQ(y.at<float>({0, 1, partner}), std::sin(1.0f));
-    EXPECT_EQ(y.at<float>({0, 1, 7}), 5.0f);
-    EXPECT_EQ(y.at<float>({0, 0, 0}), 0.0f);
+    for (int d = 0; d < 8; ++d) {  // t = 0 rotates by angle 0: zeros stay zeros
+      EXPECT_EQ(y.at<float>({0, 0, d}), 0.0f) << d;
+      const float want = d == 0 ? std::cos(1.0f) : d == partner ? std::sin(1.0f) : d == 7 ? 5.0f : 0.0f;
+      EXPECT_NEAR(y.at<float>({0, 1, d}), want, 1e-6) << d;
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <vector>
 #include <system_error>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -157,12 +158,14 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
   c.enc_intermediate = size_field(e, "intermediate_size", 3072, kMaxInner, where);
   c.enc_layer_norm_eps = float_field(e, "layer_norm_eps", 1e-12f, true, where);
   c.enc_hidden_act = field<std::string>(e, "hidden_act", "gelu", where);
-  c.dec_hidden = size_field(d, "n_embd", 768, kMaxWidth, where);
-  c.dec_layers = size_field(d, "n_layer", 12, kMaxLayers, where);
-  c.dec_heads = size_field(d, "n_head", 12, kMaxWidth, where);
+  // GPT2Config's attribute_map: a dict may use the generic names (num_attention_heads, ...).
+  const auto named = [&d](const char* key, const char* alias) { return d.contains(key) || !d.contains(alias) ? key : alias; };
+  c.dec_hidden = size_field(d, named("n_embd", "hidden_size"), 768, kMaxWidth, where);
+  c.dec_layers = size_field(d, named("n_layer", "num_hidden_layers"), 12, kMaxLayers, where);
+  c.dec_heads = size_field(d, named("n_head", "num_attention_heads"), 12, kMaxWidth, where);
   c.dec_intermediate = size_field(d, "n_inner", 4 * c.dec_hidden, kMaxInner, where);
   c.vocab_size = size_field(d, "vocab_size", 50257, kMaxVocab, where);
-  c.max_positions = size_field(d, "n_positions", 1024, kMaxPositions, where);
+  c.max_positions = size_field(d, named("n_positions", "max_position_embeddings"), 1024, kMaxPositions, where);
   c.dec_layer_norm_eps = float_field(d, "layer_norm_epsilon", 1e-5f, true, where);
   c.dec_activation = field<std::string>(d, "activation_function", "gelu_new", where);
 
@@ -174,7 +177,9 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
   require_flag(d, "tie_word_embeddings", true, true, "decoder", where);  // the LM head is wte
   ENCORE_CHECK(c.num_channels == 3, unsupported, "{}: encoder.num_channels = {}, encore supports 3 (RGB)", where,
                c.num_channels);
-  ENCORE_CHECK(c.image_size % c.patch_size == 0, bad_model_file, "{}: image_size {} is not a multiple of patch_size {}",
+  ENCORE_CHECK(c.image_size % c.patch_size == 0, unsupported,
+               "{}: image_size {} is not a multiple of patch_size {} (Hugging Face drops the remainder; encore does "
+               "not implement that)",
                where, c.image_size, c.patch_size);
   ENCORE_CHECK(c.num_patches() < kMaxPositions, bad_model_file,
                "{}: image_size {} / patch_size {} gives {} patches, more than the {} encore accepts", where, c.image_size,
@@ -187,18 +192,15 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
                c.enc_hidden, c.dec_hidden);
   ENCORE_CHECK(c.enc_hidden_act == "gelu", unsupported, "{}: encoder hidden_act '{}' is not supported (expected gelu)",
                where, c.enc_hidden_act);
+  // gelu_pytorch_tanh and gelu_fast are gelu_new's tanh form (equal within rounding).
+  if (c.dec_activation == "gelu_pytorch_tanh" || c.dec_activation == "gelu_fast") c.dec_activation = "gelu_new";
   ENCORE_CHECK(c.dec_activation == "gelu_new" || c.dec_activation == "gelu", unsupported,
-               "{}: decoder activation_function '{}' is not supported (expected gelu_new or gelu)", where,
-               c.dec_activation);
+               "{}: decoder activation_function '{}' is not supported (expected gelu_new, gelu_pytorch_tanh, gelu_fast "
+               "or gelu)",
+               where, c.dec_activation);
   ENCORE_CHECK(field<bool>(d, "add_cross_attention", true, where), bad_model_file,
                "{}: decoder.add_cross_attention is false: the decoder cannot attend to the image", where);
 
-  // Special ids: top level first, then the decoder's own config (HF falls back the same way).
-  c.eos_token_id = token_id(j, "eos_token_id", token_id(d, "eos_token_id", 50256, where), where);
-  c.pad_token_id = token_id(j, "pad_token_id", token_id(d, "pad_token_id", c.eos_token_id, where), where);
-  c.decoder_start_token_id = token_id(j, "decoder_start_token_id",
-                                      token_id(d, "decoder_start_token_id", token_id(d, "bos_token_id", 50256, where), where),
-                                      where);
   constexpr std::int64_t kMaxInt = std::numeric_limits<int>::max();
   // Optional lengths: absent stays unset (HF's defaults differ from any value a file could hold).
   const auto optional_int = [](const json& obj, const char* name, std::optional<int>& v, std::int64_t lo,
@@ -231,21 +233,81 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
                         w, brief(*es));
     }
   };
-  // Like HF 5.17: the generation settings come from generation_config.json alone when there is
-  // one (config.json's are then ignored), else from config.json (the decoder's max_length, then
-  // the top level). Special ids fall back per id: generation_config.json, then config.json.
+  // Like HF 5.17 (GenerationConfig.from_pretrained / from_model_config, _prepare_special_tokens):
+  // with a generation_config.json, the settings and special ids come from it alone; without one,
+  // from config.json's top level, each unset one from its decoder section. The start is
+  // decoder_start_token_id, else bos_token_id (else none: caption() then needs one); no eos means
+  // none (generation runs to its length); pad falls back to eos.
+  constexpr std::int32_t kAbsent = std::numeric_limits<std::int32_t>::min();
+  const auto id = [&](const json& obj, const char* key, const std::string& w) -> std::optional<std::int32_t> {
+    const std::int32_t v = token_id(obj, key, kAbsent, w);
+    return v == kAbsent ? std::nullopt : std::optional<std::int32_t>(v);
+  };
+  std::optional<std::int32_t> start, bos, eos, pad;
   std::string source = where;
+  json gj;
   if (generation_json) {
     source = generation_where;
-    const json gj = parse_object(*generation_json, source);
-    c.decoder_start_token_id = token_id(gj, "decoder_start_token_id", c.decoder_start_token_id, source);
-    c.eos_token_id = token_id(gj, "eos_token_id", c.eos_token_id, source);
-    c.pad_token_id = token_id(gj, "pad_token_id", c.pad_token_id, source);
+    gj = parse_object(*generation_json, source);
+    start = id(gj, "decoder_start_token_id", source), bos = id(gj, "bos_token_id", source);
+    eos = id(gj, "eos_token_id", source), pad = id(gj, "pad_token_id", source);
     generation(gj, source);
   } else {
-    optional_int(d, "max_length", c.max_length, 1, where);
+    for (const char* key : {"decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"}) {
+      std::optional<std::int32_t> v = id(j, key, where);
+      if (!v) v = id(d, key, where);
+      (key[0] == 'd' ? start : key[0] == 'b' ? bos : key[0] == 'e' ? eos : pad) = v;
+    }
+    generation(d, where);  // the decoder's settings first, the top level's over them
     generation(j, where);
   }
+  // Logits processors HF applies from these files and encore does not implement: a value other
+  // than the no-op is refused by name rather than silently ignored (different tokens than HF).
+  // Sampling warpers count only when the model samples, as in HF.
+  const std::vector<const json*> sources = generation_json ? std::vector<const json*>{&gj} : std::vector<const json*>{&j, &d};
+  const auto effective = [&](const char* key) -> const json* {
+    for (const json* obj : sources) {
+      const auto it = obj->find(key);
+      if (it != obj->end() && !it->is_null()) return &*it;
+    }
+    return nullptr;
+  };
+  const auto is_noop = [](const json& v, double noop) {
+    if (v.is_number()) return v.get<double>() == noop;
+    if (v.is_array() || v.is_object()) return v.empty();
+    if (v.is_boolean()) return !v.get<bool>();
+    return false;
+  };
+  struct Processor {
+    const char* key;
+    double noop;     // the value that does nothing (numbers); lists and objects: empty
+    bool sampling;   // a warper: only applied when sampling
+  };
+  constexpr Processor kProcessors[] = {
+      {"no_repeat_ngram_size", 0, false},  {"encoder_no_repeat_ngram_size", 0, false},
+      {"repetition_penalty", 1, false},    {"encoder_repetition_penalty", 1, false},
+      {"bad_words_ids", 0, false},         {"force_words_ids", 0, false},
+      {"constraints", 0, false},           {"forced_bos_token_id", -1e300, false},
+      {"forced_eos_token_id", -1e300, false}, {"suppress_tokens", 0, false},
+      {"begin_suppress_tokens", 0, false}, {"exponential_decay_length_penalty", -1e300, false},
+      {"sequence_bias", 0, false},         {"num_beam_groups", 1, false},
+      {"diversity_penalty", 0, false},     {"penalty_alpha", 0, false},
+      {"guidance_scale", 1, false},        {"typical_p", 1, true},
+      {"min_p", 0, true},                  {"epsilon_cutoff", 0, true},
+      {"eta_cutoff", 0, true},
+  };
+  for (const Processor& p : kProcessors) {
+    if (p.sampling && !c.do_sample) continue;
+    const json* v = effective(p.key);
+    ENCORE_CHECK(v == nullptr || is_noop(*v, p.noop), unsupported,
+                 "{}: generation setting '{}' = {} is not supported by encore's generation (Hugging Face would apply "
+                 "it; encore would silently produce different tokens)",
+                 source, p.key, brief(*v));
+  }
+
+  c.decoder_start_token_id = start ? *start : bos ? *bos : -1;
+  c.eos_token_id = eos.value_or(-1);
+  c.pad_token_id = pad ? *pad : c.eos_token_id;
   // HF refuses these at load (GenerationConfig.validate); here every default caption would fail.
   ENCORE_CHECK(c.num_return_sequences == 1 || c.num_beams > 1 || c.do_sample, bad_model_file,
                "{}: num_return_sequences = {} with greedy decoding (num_beams 1, do_sample false) returns one "
@@ -255,9 +317,9 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
                "{}: num_return_sequences = {} is more than num_beams = {}", source, c.num_return_sequences,
                c.num_beams);
   for (auto [v, name] : {std::pair{c.eos_token_id, "eos_token_id"}, {c.pad_token_id, "pad_token_id"},
-                         {c.decoder_start_token_id, "decoder_start_token_id"}})
-    ENCORE_CHECK(v >= 0 && v < c.vocab_size, bad_model_file, "{}: {} = {} is outside the vocabulary of {}", where, name,
-                 v, c.vocab_size);
+                         {c.decoder_start_token_id, "decoder_start_token_id (or bos_token_id)"}})
+    ENCORE_CHECK(v == -1 || (v >= 0 && v < c.vocab_size), bad_model_file,  // -1: the files name none
+                 "{}: {} = {} is outside the vocabulary of {}", where, name, v, c.vocab_size);
   return c;
 }
 

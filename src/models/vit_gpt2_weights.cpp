@@ -1,6 +1,7 @@
 // Weight names of a VisionEncoderDecoderModel checkpoint (transformers 4 and 5 spellings) mapped to
 // encore's layout, checked against the config, converted once.
 #include <initializer_list>
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -47,6 +48,7 @@ class Loader {
     return device_.is_cpu() ? c : c.to(device_);
   }
   Tensor load(std::initializer_list<std::string> names, const Shape& shape) { return place(get(names, shape)); }
+  bool has(const std::string& name) const { return files_.contains(name); }
 
   // Tensors of the checkpoint the model did not read, but those a VisionEncoderDecoderModel
   // checkpoint holds without needing them (GPT-2's causal-mask buffers, the tied lm_head, the ViT
@@ -56,7 +58,7 @@ class Loader {
     for (const std::string& n : files_.names()) {
       const bool expected = n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") ||
                             n.ends_with("crossattention.bias") || n.ends_with("crossattention.masked_bias") ||
-                            n == "decoder.lm_head.weight" || n.starts_with("encoder.pooler.");
+                            n.starts_with("encoder.pooler.");
       if (!expected && !used_.contains(n)) unused.push_back(n);
     }
     if (unused.empty()) return;
@@ -88,11 +90,12 @@ Tensor concat_rows(std::initializer_list<Tensor> parts) {
 
 EncoderLayer load_encoder_layer(Loader& l, int i, const VitGpt2Config& c) {
   const std::int64_t d = c.enc_hidden, ff = c.enc_intermediate;
-  // Both ViT spellings: transformers 4 (`layer.{i}.attention.attention.query`) and 5
-  // (`layers.{i}.attention.q_proj`).
+  // Both ViT spellings: transformers 4 (`encoder.encoder.layer.{i}.attention.attention.query`) and 5
+  // (`encoder.layers.{i}.attention.q_proj`: its conversion mapping renames `encoder.layer.` to
+  // `layers.`, as save_pretrained(save_original_format=False) writes).
   const std::string n = std::to_string(i) + ".";
   auto get2 = [&](const char* v4, const char* v5, const char* what, const Shape& s) {
-    return l.get({"encoder.encoder.layer." + n + v4 + "." + what, "encoder.encoder.layers." + n + v5 + "." + what}, s);
+    return l.get({"encoder.encoder.layer." + n + v4 + "." + what, "encoder.layers." + n + v5 + "." + what}, s);
   };
   EncoderLayer e;
   // Q, K and V become one [3D, D] projection: one GEMM instead of three.
@@ -160,8 +163,27 @@ Weights load_weights(io::ModelWeights files, const VitGpt2Config& c, DType dtype
   for (int i = 0; i < c.enc_layers; ++i) w.encoder.push_back(load_encoder_layer(l, i, c));
   w.enc_ln_w = l.load({"encoder.layernorm.weight"}, {d});
   w.enc_ln_b = l.load({"encoder.layernorm.bias"}, {d});
-  // The LM head is tied to wte: always use wte (lm_head may be absent or an alias).
-  w.wte = l.load({"decoder.transformer.wte.weight"}, {c.vocab_size, c.dec_hidden});
+  // The LM head is tied to wte, as HF ties them: a checkpoint may hold either or both. Both but
+  // different is an untied head, which HF then uses and encore does not implement: refused.
+  const std::string wte_name = "decoder.transformer.wte.weight", head_name = "decoder.lm_head.weight";
+  const Shape wte_shape{c.vocab_size, c.dec_hidden};
+  if (!l.has(wte_name) && l.has(head_name)) {
+    w.wte = l.load({head_name}, wte_shape);
+  } else {
+    const Tensor wte = l.get({wte_name}, wte_shape);
+    if (l.has(head_name)) {
+      const Tensor head = l.get({head_name}, wte_shape);
+      const bool same = head.dtype() == wte.dtype() ? std::memcmp(head.contiguous().data(), wte.contiguous().data(),
+                                                                   wte.nbytes()) == 0
+                                                    : head.to(DType::F32).to_float_vector() ==
+                                                          wte.to(DType::F32).to_float_vector();
+      ENCORE_CHECK(same, unsupported,
+                   "checkpoint's '{}' differs from '{}': an LM head not tied to the token embeddings is not supported "
+                   "(Hugging Face would use it as it is)",
+                   head_name, wte_name);
+    }
+    w.wte = l.place(wte);
+  }
   w.wpe = l.load({"decoder.transformer.wpe.weight"}, {c.max_positions, c.dec_hidden});
   for (int i = 0; i < c.dec_layers; ++i) w.decoder.push_back(load_decoder_layer(l, i, c));
   w.ln_f_w = l.load({"decoder.transformer.ln_f.weight"}, {c.dec_hidden});

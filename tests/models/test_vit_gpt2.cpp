@@ -396,12 +396,45 @@ TEST_P(VitGpt2Golden, LoadsFromMemory) {
   // A transformers-5 spelling beside the transformers-4 one of the same tensor is ambiguous.
   const io::SafetensorsFile v4 = weights();
   const std::string query = "encoder.encoder.layer.0.attention.attention.query.weight";
-  const std::vector<io::NamedTensor> v5 = {{"encoder.encoder.layers.0.attention.q_proj.weight", v4.tensor(query)}};
+  const std::vector<io::NamedTensor> v5 = {{"encoder.layers.0.attention.q_proj.weight", v4.tensor(query)}};
   VitGpt2Files both{read(dir_ / "config.json"), std::nullopt, {}};
   both.weights.push_back(weights());
   both.weights.push_back(io::SafetensorsFile::from_bytes(io::serialize_safetensors(v5), "v5.safetensors"));
   refused(std::move(both), ErrorCode::bad_model_file,
-          "checkpoint has both '" + query + "' and 'encoder.encoder.layers.0.attention.q_proj.weight'");
+          "checkpoint has both '" + query + "' and 'encoder.layers.0.attention.q_proj.weight'");
+
+  // Every tensor in transformers 5's spelling (save_pretrained(save_original_format=False): the
+  // conversion mapping renames `encoder.layer.` to `layers.` and the ViT blocks' modules), and the
+  // LM head stored under lm_head instead of wte: the same model, the same logits.
+  const auto v5_name = [](std::string n) {
+    const std::string old_prefix = "encoder.encoder.layer.";
+    if (!n.starts_with(old_prefix)) return n == "decoder.transformer.wte.weight" ? std::string("decoder.lm_head.weight") : n;
+    n = "encoder.layers." + n.substr(old_prefix.size());
+    for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+             {"attention.attention.query", "attention.q_proj"}, {"attention.attention.key", "attention.k_proj"},
+             {"attention.attention.value", "attention.v_proj"}, {"attention.output.dense", "attention.o_proj"},
+             {"intermediate.dense", "mlp.fc1"}, {"output.dense", "mlp.fc2"}})
+      if (const auto at = n.find(from); at != std::string::npos) return n.replace(at, from.size(), to);
+    return n;
+  };
+  std::vector<io::NamedTensor> renamed;
+  for (const io::TensorEntry& e : v4.entries()) renamed.push_back({v5_name(e.name), v4.tensor(e.name)});
+  VitGpt2Files v5_files{read(dir_ / "config.json"), std::nullopt, {}};
+  v5_files.weights.push_back(io::SafetensorsFile::from_bytes(io::serialize_safetensors(renamed), "v5.safetensors"));
+  const VitGpt2 model_v5 = VitGpt2::load(std::move(v5_files));
+  const Tensor states = golden("encoder.last_hidden_state");
+  EXPECT_LT(relative_error(model_v5.decoder_logits(states, golden("decoder_input_ids")), golden("decoder.logits")), 1e-4);
+  EXPECT_LT(relative_error(model_v5.encode(golden("pixel_values")), states), 1e-4);
+
+  // An LM head that is not wte (an untied head) is refused, not silently replaced by wte.
+  std::vector<io::NamedTensor> untied;
+  for (const io::TensorEntry& e : v4.entries()) untied.push_back({e.name, v4.tensor(e.name)});
+  Tensor head = v4.tensor("decoder.transformer.wte.weight").clone();
+  head.data_ptr<float>()[5] += 1.0f;
+  untied.push_back({"decoder.lm_head.weight", head});
+  VitGpt2Files untied_files{read(dir_ / "config.json"), std::nullopt, {}};
+  untied_files.weights.push_back(io::SafetensorsFile::from_bytes(io::serialize_safetensors(untied), "untied.safetensors"));
+  refused(std::move(untied_files), ErrorCode::unsupported, "an LM head not tied to the token embeddings");
 }
 INSTANTIATE_TEST_SUITE_P(TinyModels, VitGpt2Golden, ::testing::Values("vit_gpt2_tiny", "vit_gpt2_tiny_b"));
 

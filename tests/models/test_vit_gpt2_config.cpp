@@ -165,6 +165,94 @@ TEST(VitGpt2Config, SamplingSettingsAreRead) {
   expect_refused([](json&) {}, ErrorCode::bad_model_file, "'min_length' = -1 is outside", &bad_min);
 }
 
+// Special ids as HF 5.17 resolves them (checked with transformers on the tiny model): with a
+// generation_config.json its ids alone, the start being decoder_start_token_id else bos_token_id,
+// no eos meaning none; without one, config.json's top level, then its decoder section.
+TEST(VitGpt2Config, SpecialIdsResolveAsHuggingFace) {
+  {
+    const json gen = {{"bos_token_id", 7}, {"eos_token_id", 49}};
+    const ConfigDir dir([](json& j) { j["decoder_start_token_id"] = 40; }, &gen);
+    const VitGpt2Config c = vitgpt2::read_config(dir.path());
+    EXPECT_EQ(c.decoder_start_token_id, 7);  // config.json's 40 is not consulted
+    EXPECT_EQ(c.eos_token_id, 49);
+    EXPECT_EQ(c.pad_token_id, 49);  // no pad: eos
+  }
+  {
+    const json gen = {{"decoder_start_token_id", 3}};
+    const ConfigDir dir([](json& j) { j["eos_token_id"] = 6; }, &gen);
+    const VitGpt2Config c = vitgpt2::read_config(dir.path());
+    EXPECT_EQ(c.decoder_start_token_id, 3);
+    EXPECT_EQ(c.eos_token_id, -1);  // none in the generation file: HF generates to the length
+    EXPECT_EQ(c.pad_token_id, -1);
+  }
+  {
+    const ConfigDir dir([](json& j) {
+      for (json* o : {&j, &j["decoder"]})
+        for (const char* k : {"decoder_start_token_id", "bos_token_id"}) o->erase(k);
+      j["bos_token_id"] = 7;
+    });
+    EXPECT_EQ(vitgpt2::read_config(dir.path()).decoder_start_token_id, 7);  // top-level bos, no start anywhere
+  }
+  {
+    const ConfigDir dir([](json& j) {
+      for (json* o : {&j, &j["decoder"]})
+        for (const char* k : {"decoder_start_token_id", "bos_token_id"}) o->erase(k);
+    });
+    EXPECT_EQ(vitgpt2::read_config(dir.path()).decoder_start_token_id, -1);  // none: caption() needs one
+  }
+}
+
+// Without a generation file, generation settings the top level leaves unset come from the decoder
+// section (GenerationConfig.from_model_config), not only its max_length.
+TEST(VitGpt2Config, DecoderSectionGenerationSettingsApply) {
+  const ConfigDir dir([](json& j) {
+    j["decoder"]["num_beams"] = 4, j["decoder"]["length_penalty"] = 0.5, j["decoder"]["max_length"] = 9;
+    j.erase("num_beams"), j.erase("length_penalty"), j.erase("max_length");
+    j["min_length"] = 3, j["decoder"]["min_length"] = 5;  // the top level wins
+  });
+  const VitGpt2Config c = vitgpt2::read_config(dir.path());
+  EXPECT_EQ(c.num_beams, 4);
+  EXPECT_EQ(c.length_penalty, 0.5f);
+  EXPECT_EQ(c.max_length, 9);
+  EXPECT_EQ(c.min_length, 3);
+}
+
+// Logits processors HF applies and encore does not implement are refused by name unless they hold
+// their no-op value; sampling warpers count only when the model samples.
+TEST(VitGpt2Config, UnimplementedLogitsProcessorsAreRefused) {
+  expect_refused([](json& j) { j["no_repeat_ngram_size"] = 2; }, ErrorCode::unsupported, "'no_repeat_ngram_size' = 2");
+  expect_refused([](json& j) { j["decoder"]["repetition_penalty"] = 2.0; }, ErrorCode::unsupported,
+                 "'repetition_penalty' = 2");
+  expect_refused([](json& j) { j["bad_words_ids"] = json::array({json::array({5})}); }, ErrorCode::unsupported,
+                 "'bad_words_ids'");
+  const json gen = {{"forced_eos_token_id", 4}};
+  expect_refused([](json&) {}, ErrorCode::unsupported, "'forced_eos_token_id' = 4", &gen);
+  expect_refused([](json& j) { j["do_sample"] = true, j["typical_p"] = 0.5; }, ErrorCode::unsupported, "'typical_p'");
+  // No-op values, a top level that undoes its decoder's setting, and warpers without sampling load.
+  const ConfigDir fine([](json& j) {
+    j["no_repeat_ngram_size"] = 0, j["repetition_penalty"] = 1.0, j["bad_words_ids"] = nullptr;
+    j["decoder"]["no_repeat_ngram_size"] = 3;  // overridden by the top level's 0
+    j["typical_p"] = 0.5, j["do_sample"] = false;
+    j["suppress_tokens"] = json::array();
+  });
+  EXPECT_NO_THROW((void)vitgpt2::read_config(fine.path()));
+}
+
+// GPT2Config's attribute_map names (num_attention_heads, ...) and gelu_new's equivalent spellings.
+TEST(VitGpt2Config, AttributeAliasesAndGeluSpellings) {
+  const ConfigDir dir([](json& j) {
+    json& d = j["decoder"];
+    d["num_attention_heads"] = d["n_head"], d.erase("n_head");
+    d["max_position_embeddings"] = d["n_positions"], d.erase("n_positions");
+    d["activation_function"] = "gelu_pytorch_tanh";
+  });
+  const VitGpt2Config c = vitgpt2::read_config(dir.path());
+  const VitGpt2Config golden = vitgpt2::read_config(ConfigDir([](json&) {}).path());
+  EXPECT_EQ(c.dec_heads, golden.dec_heads);
+  EXPECT_EQ(c.max_positions, golden.max_positions);
+  EXPECT_EQ(c.dec_activation, "gelu_new");
+}
+
 TEST(VitGpt2Config, ArchitectureVariantsEncoreDoesNotImplementAreRefused) {
   expect_refused([](json& j) { j["decoder"]["scale_attn_by_inverse_layer_idx"] = true; }, ErrorCode::unsupported,
                  "decoder.scale_attn_by_inverse_layer_idx = true is not supported");

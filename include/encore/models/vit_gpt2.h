@@ -32,7 +32,9 @@ struct VitGpt2Config {
   std::int64_t vocab_size = 50257, max_positions = 1024;
   float dec_layer_norm_eps = 1e-5f;
   std::string dec_activation = "gelu_new";
-  // generation defaults (config.json / generation_config.json)
+  // generation defaults (config.json / generation_config.json), resolved as HF 5.17 does: start =
+  // decoder_start_token_id, else bos_token_id; -1 where the files name none (no start: caption()
+  // needs one given; no eos: generation runs to its length; no pad: eos).
   std::int32_t decoder_start_token_id = 50256, eos_token_id = 50256, pad_token_id = 50256;
   /// Unset when no file names it: HF 5.x then generates 20 new tokens (max_length 21 with the
   /// start token).

@@ -218,9 +218,12 @@ void CachingAllocator::deallocate(void* ptr) noexcept {
   if (t_hold_owner == this && t_hold_sink != nullptr && cache_.block_size(ptr) != 0) {
     try {
       t_hold_sink->push_back(ptr);
-      return;
-    } catch (...) {  // out of host memory: reusing the block early is the lesser evil than leaking it
+    } catch (...) {
+      // Out of host memory: the block stays allocated (leaked) rather than going back to the cache,
+      // as the graph being recorded keeps its address and every replay would write into whatever
+      // tensor got the block next.
     }
+    return;
   }
   cache_.deallocate(ptr);
 }

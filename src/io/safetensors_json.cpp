@@ -47,8 +47,13 @@ class DomBuilder {
 
   bool key(string_t& k) {
     Level& level = levels_.back();
-    if (!level.keys.insert(k).second)
-      return reject(fmt::format("has duplicate key '{}'{}", printable(k), location(false)));
+    // A map-backed object finds its own keys (no second copy of every key: a hostile header of
+    // many entries costs half the memory); an ordered object's linear search would be quadratic,
+    // so it keeps a set.
+    bool seen = false;
+    if constexpr (kOrdered) seen = !level.keys.insert(k).second;
+    else seen = level.value->contains(k);
+    if (seen) return reject(fmt::format("has duplicate key '{}'{}", printable(k), location(false)));
     level.key = std::move(k);
     return true;
   }
@@ -64,9 +69,10 @@ class DomBuilder {
   const std::string& error() const { return error_; }
 
  private:
+  static constexpr bool kOrdered = requires { typename Json::object_t::Container; };
   struct Level {
     Json* value;
-    std::set<string_t> keys;  // keys seen so far, for objects
+    std::set<string_t> keys;  // keys seen so far, for ordered objects
     string_t key;             // the key whose value comes next, for objects
   };
 

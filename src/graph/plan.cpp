@@ -22,6 +22,7 @@ struct Plan::Impl {
   bool owns_inputs = false;           // PlanOptions::cuda_graph on a backend that can record
   bool record = false;                // recording wanted (turned off if a recording fails)
   bool recorded = false;              // runs replay the recording
+  int memory_retries = 0;             // recordings that ran out of device memory (retried, bounded)
   int runs = 0;                       // completed runs
 
   void bind_input_views();
@@ -147,7 +148,12 @@ void Plan::Impl::run_nodes(const RunOptions& options) {
 
 // Records the nodes (the caller then replays the recording). A node that cannot be recorded, or a
 // recording that cannot be finished, turns recording off for this plan: it runs node by node.
+// Running out of device memory is different: a recording keeps every block it frees (the graph
+// holds their addresses) and may not release the cache, so it needs more memory than an eager run.
+// The cache is then released outside the capture and the recording retried on a later run (a
+// few times), rather than the plan giving up its replays for good.
 void Plan::Impl::record_nodes() {
+  constexpr int kMemoryRetries = 3;
   bool capturing = false;
   try {
     runner->begin_capture();
@@ -158,6 +164,14 @@ void Plan::Impl::record_nodes() {
     recorded = true;
   } catch (const std::exception& e) {
     if (capturing) runner->end_capture(false);
+    const auto* error = dynamic_cast<const Error*>(&e);
+    if (error != nullptr && error->code() == ErrorCode::out_of_memory && ++memory_retries <= kMemoryRetries) {
+      (void)release_cached_memory(options.device);
+      detail::log(LogLevel::warn, "Plan: recording a CUDA graph ran out of device memory ({}); the cache was "
+                  "released and the next run records again (attempt {} of {})", e.what(), memory_retries,
+                  kMemoryRetries);
+      return;
+    }
     record = false;
     detail::log(LogLevel::warn, "Plan: recording a CUDA graph failed ({}); running node by node", e.what());
   }

@@ -1,5 +1,6 @@
 #include "io/safetensors_json.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -232,15 +233,20 @@ DType read_dtype(const json& entry, const EntryContext& ctx) {
          ctx.source, ctx.name, v.type_name());
   const auto& name = v.get_ref<const std::string&>();
   if (const auto dtype = parse_safetensors_dtype(name)) return *dtype;
-  fail(ErrorCode::bad_model_file,
+  // dtypes of the safetensors format that encore does not read: a valid file it cannot use
+  // (unsupported), unlike a name the format does not have (a malformed file).
+  constexpr std::string_view kFormatOnly[] = {"F64", "I16", "U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0",
+                                              "F4", "F6_E2M3", "F6_E3M2", "C64"};
+  const bool format_dtype = std::find(std::begin(kFormatOnly), std::end(kFormatOnly), name) != std::end(kFormatOnly);
+  fail(format_dtype ? ErrorCode::unsupported : ErrorCode::bad_model_file,
        "{}: unsupported dtype '{}' for tensor '{}': encore reads F32, F16, BF16, I8, U8, I32, I64, BOOL", ctx.source,
        printable(name, 40), ctx.name);
 }
 
 Shape read_shape(const json& entry, const EntryContext& ctx) {
   const json& v = require_array(entry, "shape", ctx);
-  if (v.size() > static_cast<std::size_t>(kMaxDims))
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' has rank {}: encore supports at most {} dimensions",
+  if (v.size() > static_cast<std::size_t>(kMaxDims))  // valid in the format, beyond encore's tensors
+    fail(ErrorCode::unsupported, "{}: tensor '{}' has rank {}: encore supports at most {} dimensions",
          ctx.source, ctx.name, v.size(), kMaxDims);
   Shape shape;
   for (std::size_t i = 0; i < v.size(); ++i) {

@@ -36,6 +36,22 @@ double relative_error(const Tensor& got, const Tensor& want) {
   return std::sqrt(num / den);
 }
 
+// Element by element: |got - want| <= 1e-4 |want| + 1e-6 max|want|. The whole-tensor ratio above
+// lets a wrong GELU flavour through on these models (exact vs tanh: 4.5e-5 .. 1.1e-4), while CPU f32
+// is within ~2e-7 of HF's float64 (review of session 11).
+void expect_elementwise_close(const Tensor& got, const Tensor& want, const char* what) {
+  const std::vector<float> a = got.to_float_vector(), b = want.to_float_vector();
+  ASSERT_EQ(a.size(), b.size()) << what;
+  double peak = 0;
+  for (float v : b) peak = std::max(peak, std::abs(double(v)));
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double err = std::abs(double(a[i]) - b[i]), allowed = 1e-4 * std::abs(double(b[i])) + 1e-6 * peak;
+    if (err > allowed && bad++ < 3) ADD_FAILURE() << what << "[" << i << "]: " << a[i] << " vs " << b[i];
+  }
+  EXPECT_EQ(bad, 0u) << what;
+}
+
 // HF pads finished rows with pad (= eos here); encore returns sequences without padding.
 std::vector<std::int32_t> hf_row(const Tensor& sequences, std::int64_t row, std::int32_t eos) {
   std::vector<std::int32_t> ids;
@@ -62,6 +78,7 @@ TEST_P(VitGpt2Golden, EncoderStatesMatch) {
   const Tensor states = model.encode(golden("pixel_values"));
   EXPECT_EQ(states.shape(), golden("encoder.last_hidden_state").shape());
   EXPECT_LT(relative_error(states, golden("encoder.last_hidden_state")), 1e-4);
+  expect_elementwise_close(states, golden("encoder.last_hidden_state"), "encoder states");
 }
 
 // encode() returns states of the caller's own: a later call (which reuses the pooled encoder
@@ -84,6 +101,7 @@ TEST_P(VitGpt2Golden, TeacherForcedLogitsMatch) {
   const Tensor logits = model.decoder_logits(golden("encoder.last_hidden_state"), golden("decoder_input_ids"));
   EXPECT_EQ(logits.shape(), golden("decoder.logits").shape());
   EXPECT_LT(relative_error(logits, golden("decoder.logits")), 1e-4);
+  expect_elementwise_close(logits, golden("decoder.logits"), "logits");
 }
 
 TEST_P(VitGpt2Golden, GreedyIdsMatch) {
@@ -91,8 +109,23 @@ TEST_P(VitGpt2Golden, GreedyIdsMatch) {
   const Tensor want = golden("greedy.sequences");
   const auto caps = model.caption(golden("pixel_values"), {.max_length = static_cast<int>(want.dim(1))});
   ASSERT_EQ(caps.size(), 2u);
-  for (std::int64_t r = 0; r < 2; ++r)
-    EXPECT_EQ(caps[static_cast<std::size_t>(r)].ids, hf_row(want, r, model.config().eos_token_id)) << "row " << r;
+  // The score is the sum of the emitted tokens' log-probabilities under HF's per-step logits
+  // (greedy.scores [steps, B, V], output_scores): checks the greedy choice's own score path.
+  const Tensor scores = golden("greedy.scores");
+  for (std::int64_t r = 0; r < 2; ++r) {
+    const auto& ids = caps[static_cast<std::size_t>(r)].ids;
+    EXPECT_EQ(ids, hf_row(want, r, model.config().eos_token_id)) << "row " << r;
+    double want_score = 0;
+    for (std::size_t t = 1; t < ids.size(); ++t) {
+      const auto step = static_cast<std::int64_t>(t - 1);
+      double mx = -INFINITY, sum = 0;
+      for (std::int64_t v = 0; v < scores.dim(2); ++v) mx = std::max(mx, double(scores.at<float>({step, r, v})));
+      for (std::int64_t v = 0; v < scores.dim(2); ++v) sum += std::exp(double(scores.at<float>({step, r, v})) - mx);
+      want_score += double(scores.at<float>({step, r, ids[t]})) - mx - std::log(sum);
+    }
+    EXPECT_NEAR(caps[static_cast<std::size_t>(r)].score, want_score, 1e-4 * std::max(1.0, std::abs(want_score)))
+        << "row " << r;
+  }
 }
 
 TEST_P(VitGpt2Golden, BeamSearchIdsAndScoresMatch) {

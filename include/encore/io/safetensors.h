@@ -4,7 +4,9 @@
 // UTF-8 JSON object, dtype allow-list, shapes, end-begin == numel*size (overflow-checked),
 // offsets sorted, non-overlapping and covering the data section exactly, no duplicate names,
 // string-only __metadata__. Any defect throws Error(bad_model_file) naming the file, the tensor
-// (where there is one) and what was expected. Tensors are zero-copy views of the mapped file.
+// (where there is one) and what was expected; a valid file encore cannot read (a dtype of the format
+// it does not support, such as F64 or F8, or more than 8 dimensions) throws Error(unsupported).
+// Tensors are zero-copy views of the mapped file.
 #pragma once
 
 #include <cstddef>
@@ -38,7 +40,8 @@ struct TensorEntry {
 class SafetensorsFile {
  public:
   /// Maps and validates `path`. Throws Error(io) when it cannot be opened or mapped,
-  /// Error(bad_model_file) when its content is malformed.
+  /// Error(bad_model_file) when its content is malformed, Error(unsupported) when it is valid but
+  /// holds what encore cannot read.
   static SafetensorsFile open(const std::filesystem::path& path);
   /// Validates a file image held in caller memory (not copied). `owner`, if given, is kept alive
   /// as long as the SafetensorsFile or any of its tensors; `source` names it in messages.

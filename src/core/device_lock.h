@@ -15,4 +15,8 @@ namespace encore::detail {
 
 std::unique_lock<std::recursive_mutex> lock_device(const Device& device);
 
+/// The same lock if it can be had without waiting (this thread may hold it already); otherwise a
+/// lock that owns nothing (owns_lock() false). CPU devices: an empty lock, also owning nothing.
+std::unique_lock<std::recursive_mutex> try_lock_device(const Device& device);
+
 }  // namespace encore::detail

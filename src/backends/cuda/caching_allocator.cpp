@@ -12,6 +12,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/runtime.h"
 #include "core/check.h"
+#include "core/device_lock.h"
 
 namespace encore::cuda {
 
@@ -193,7 +194,14 @@ CachingAllocator::CachingAllocator(int device_ordinal)
              [device_ordinal](void* ptr, std::size_t) { cuda_free(device_ordinal, ptr); },
              // Never while this thread records a graph (HeldBlocks): the sync would invalidate the
              // capture and the frees would be refused, so the blocks would be lost to the cache.
-             [this, device_ordinal] { return t_hold_owner != this && synchronize_device(device_ordinal); }) {
+             // Nor while another thread works on the device (it may be recording a graph there):
+             // the device-wide sync needs the device's lock, taken without waiting, as this runs
+             // under the cache's mutex, which a thread holding the device lock may be waiting for.
+             [this, device_ordinal] {
+               if (t_hold_owner == this) return false;
+               const auto lock = detail::try_lock_device(Device::cuda(device_ordinal));
+               return lock.owns_lock() && synchronize_device(device_ordinal);
+             }) {
   const char* env = std::getenv("ENCORE_CUDA_NO_CACHING");
   if (env != nullptr && std::string_view(env) == "1") cache_.set_caching(false);
 }

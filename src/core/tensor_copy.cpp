@@ -162,22 +162,20 @@ void Tensor::copy_from(const Tensor& src) {
     return copy_from(staged);
   }
   if (!src.is_contiguous() || !is_contiguous()) {  // a strided view on a device
-    if (src.device() == device()) {
-      const auto lock = detail::lock_device(device());
-      return allocator_for(device().type).copy_view(*this, src, device());
-    }
+    // to <- from, both on from's device: its backend's kernel, under the device's lock.
+    const auto view_copy = [](const Tensor& to, const Tensor& from) {
+      const auto lock = detail::lock_device(from.device());
+      allocator_for(from.device().type).copy_view(to, from, from.device());
+    };
+    if (src.device() == device()) return view_copy(*this, src);
     if (!src.is_contiguous()) {  // gathered on its device, then moved as one block
       Tensor packed = empty(src.shape(), src.dtype(), src.device());
-      {
-        const auto lock = detail::lock_device(src.device());
-        allocator_for(src.device().type).copy_view(packed, src, src.device());
-      }
+      view_copy(packed, src);
       return copy_from(packed);
     }
     Tensor staged = empty(shape(), dtype(), device());  // moved as one block, then scattered
     staged.copy_from(src);
-    const auto lock = detail::lock_device(device());
-    return allocator_for(device().type).copy_view(*this, staged, device());
+    return view_copy(*this, staged);
   }
   Allocator& a = allocator_for(device().is_cpu() ? src.device().type : device().type);
   // The devices' locks (core/device_lock.h), the lower ordinal first when both are CUDA devices.

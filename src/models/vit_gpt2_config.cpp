@@ -238,32 +238,18 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
   // from config.json's top level, each unset one from its decoder section. The start is
   // decoder_start_token_id, else bos_token_id (else none: caption() then needs one); no eos means
   // none (generation runs to its length); pad falls back to eos.
-  constexpr std::int32_t kAbsent = std::numeric_limits<std::int32_t>::min();
-  const auto id = [&](const json& obj, const char* key, const std::string& w) -> std::optional<std::int32_t> {
-    const std::int32_t v = token_id(obj, key, kAbsent, w);
-    return v == kAbsent ? std::nullopt : std::optional<std::int32_t>(v);
-  };
-  std::optional<std::int32_t> start, bos, eos, pad;
   std::string source = where;
   json gj;
   if (generation_json) {
     source = generation_where;
     gj = parse_object(*generation_json, source);
-    start = id(gj, "decoder_start_token_id", source), bos = id(gj, "bos_token_id", source);
-    eos = id(gj, "eos_token_id", source), pad = id(gj, "pad_token_id", source);
     generation(gj, source);
   } else {
-    for (const char* key : {"decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"}) {
-      std::optional<std::int32_t> v = id(j, key, where);
-      if (!v) v = id(d, key, where);
-      (key[0] == 'd' ? start : key[0] == 'b' ? bos : key[0] == 'e' ? eos : pad) = v;
-    }
     generation(d, where);  // the decoder's settings first, the top level's over them
     generation(j, where);
   }
-  // Logits processors HF applies from these files and encore does not implement: a value other
-  // than the no-op is refused by name rather than silently ignored (different tokens than HF).
-  // Sampling warpers count only when the model samples, as in HF.
+  // Where a setting is read, first to last: the generation file alone, or the top level then the
+  // decoder section (the same precedence as the settings above).
   const std::vector<const json*> sources = generation_json ? std::vector<const json*>{&gj} : std::vector<const json*>{&j, &d};
   const auto effective = [&](const char* key) -> const json* {
     for (const json* obj : sources) {
@@ -272,6 +258,15 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
     }
     return nullptr;
   };
+  constexpr std::int32_t kAbsent = std::numeric_limits<std::int32_t>::min();
+  const auto special_id = [&](const char* key) -> std::optional<std::int32_t> {
+    for (const json* obj : sources)
+      if (const std::int32_t v = token_id(*obj, key, kAbsent, source); v != kAbsent) return v;
+    return std::nullopt;
+  };
+  // Logits processors HF applies from these files and encore does not implement: a value other
+  // than the no-op is refused by name rather than silently ignored (different tokens than HF).
+  // Sampling warpers count only when the model samples, as in HF.
   const auto is_noop = [](const json& v, double noop) {
     if (v.is_number()) return v.get<double>() == noop;
     if (v.is_array() || v.is_object()) return v.empty();
@@ -305,9 +300,10 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
                  source, p.key, brief(*v));
   }
 
+  const std::optional<std::int32_t> start = special_id("decoder_start_token_id"), bos = special_id("bos_token_id");
   c.decoder_start_token_id = start ? *start : bos ? *bos : -1;
-  c.eos_token_id = eos.value_or(-1);
-  c.pad_token_id = pad ? *pad : c.eos_token_id;
+  c.eos_token_id = special_id("eos_token_id").value_or(-1);
+  c.pad_token_id = special_id("pad_token_id").value_or(c.eos_token_id);
   // HF refuses these at load (GenerationConfig.validate); here every default caption would fail.
   ENCORE_CHECK(c.num_return_sequences == 1 || c.num_beams > 1 || c.do_sample, bad_model_file,
                "{}: num_return_sequences = {} with greedy decoding (num_beams 1, do_sample false) returns one "

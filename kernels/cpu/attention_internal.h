@@ -26,6 +26,7 @@
 #include "encore/core/tensor.h"
 #include "encore/graph/op_attrs.h"
 #include "backends/cpu/kernels.h"
+#include "kernels/common/softmax_sum.h"
 #include "kernels/cpu/omp_guard.h"
 
 namespace encore::cpu::attn {
@@ -252,8 +253,7 @@ inline void store_rows(const Problem& p, const Layout& L, const Block& bl, const
   for (int r = 0; r < bl.rows(); ++r) {
     const std::int64_t off = (bl.b * p.Tq + bl.t0 + r / bl.gc) * row_len +
                              static_cast<std::int64_t>(L.out_head(bl, r, p)) * p.D;
-    // l = 0: every key masked (zeros); NaN (a NaN score) stays NaN through 1 / l.
-    const float inv = l[r] > 0.0f || std::isnan(l[r]) ? 1.0f / l[r] : 0.0f;
+    const float inv = softmax_row_scale(l[r]);
     const float* o = O + static_cast<std::int64_t>(r) * p.D;
     if (p.bf16_out) {
       std::uint16_t* dst = static_cast<std::uint16_t*>(p.y) + off;

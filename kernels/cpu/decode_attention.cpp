@@ -20,6 +20,7 @@
 #include "core/check.h"
 #include "kernels/common/decode_checks.h"
 #include "kernels/common/lean_schedule.h"
+#include "kernels/common/softmax_sum.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/decode_attention_internal.h"
 #include "kernels/cpu/omp_guard.h"
@@ -134,7 +135,7 @@ struct Out {
 void store_rows(const Problem& p, const Out& out, int b, int h, const float* o, const float* l) {
   for (int r = 0; r < p.rows; ++r) {
     const i64 off = ((static_cast<i64>(b) * p.Tq + r / p.g) * p.Hq + h * p.g + r % p.g) * p.D;
-    const float inv = l[r] > 0.0f || std::isnan(l[r]) ? 1.0f / l[r] : 0.0f;  // NaN: a NaN score
+    const float inv = softmax_row_scale(l[r]);
     const float* src = o + static_cast<i64>(r) * p.D;
     if (out.dtype == DType::F32) {
       float* dst = static_cast<float*>(out.y) + off;

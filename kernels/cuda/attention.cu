@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kGW * 32) attn_generic_kernel(const AttnParams
   for (int r = 0; r < kGR; ++r) {
     const i64 qi = q0 + w * kGR + r;
     if (qi >= p.Tq) continue;
-    const float inv = l[r] > 0.0f || isnan(l[r]) ? 1.0f / l[r] : 0.0f;  // NaN: a NaN score
+    const float inv = softmax_row_scale(l[r]);
     const i64 base = ((b * p.Tq + qi) * p.Ho + oh) * D;
 #pragma unroll
     for (int i = 0; i < kGMaxI; ++i) {

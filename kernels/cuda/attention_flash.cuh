@@ -25,6 +25,7 @@
 
 #include <cstdint>
 
+#include "kernels/common/softmax_sum.h"
 #include "kernels/cuda/attention_common.cuh"
 
 namespace encore::cuda::attn {
@@ -255,8 +256,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_tc_kernel(const AttnParams p)
     lt += __shfl_xor_sync(0xffffffffu, lt, 2);
     const i64 qi = h ? row1 : row0;
     if (qi >= p.Tq) continue;
-    // l == 0: every score was -inf -> zeros; NaN (a NaN score) stays NaN, as in torch
-    const float inv = lt > 0.0f || isnan(lt) ? 1.0f / lt : 0.0f;
+    const float inv = softmax_row_scale(lt);
     const i64 base = ((b * p.Tq + qi) * p.Ho + oh) * p.D;
 #pragma unroll
     for (int i = 0; i < ND; ++i) {

@@ -36,6 +36,7 @@
 #include <type_traits>
 
 #include "kernels/common/fast_div.h"
+#include "kernels/common/softmax_sum.h"
 #include "kernels/cuda/attention_wgmma.cuh"
 
 namespace encore::cuda::attn {
@@ -444,7 +445,7 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
     lt += __shfl_xor_sync(0xffffffffu, lt, 2);
     const i64 qi = row0 + 8 * h;
     if (qi >= p.Tq) continue;
-    const float inv = lt > 0.0f || isnan(lt) ? 1.0f / lt : 0.0f;  // NaN: a NaN score
+    const float inv = softmax_row_scale(lt);
     const i64 off = ((b * p.Tq + qi) * p.Ho + oh) * DP;
     if (p.dt_out == p.dt_in) {
       T* y = static_cast<T*>(p.y) + off;

@@ -427,8 +427,7 @@ __device__ void store_state(const Params& p, unsigned char* smem, int b, int h, 
   for (int e = threadIdx.x; e < nrow * p.D; e += blockDim.x) {
     const int r = e / p.D, d = e % p.D;
     const float L = st->l[r];
-    // L == 0: every key masked -> zeros; NaN (a NaN score) stays NaN, as in torch.
-    kc::store_f(p.y, y_offset(p, b, h, mt * RB + r, d), p.y_dt, L > 0.0f || isnan(L) ? o0[e] / L : 0.0f);
+    kc::store_f(p.y, y_offset(p, b, h, mt * RB + r, d), p.y_dt, softmax_row_kept(L) ? o0[e] / L : 0.0f);
   }
 }
 
@@ -480,7 +479,7 @@ __device__ void merge_partials(const Params& p, SlotOf slot_of, int n, int b, in
       L += wt * lw[i * RB + r];
     }
     L = kc::warp_sum(L);
-    if (lane == 0) inv_l[r] = L > 0.0f || isnan(L) ? 1.0f / L : 0.0f;  // NaN: a NaN score
+    if (lane == 0) inv_l[r] = softmax_row_scale(L);
   }
   __syncthreads();
   // tpe threads per element (a power of two <= 32) split the contributors, then a butterfly sum.

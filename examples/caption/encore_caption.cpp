@@ -70,13 +70,16 @@ struct Args {
   std::exit(status);
 }
 
+[[noreturn]] void usage_error(const std::string& message) {
+  fmt::print(stderr, "encore-caption: {}\n", message);
+  std::exit(2);
+}
+
 int parse_int(const char* flag, const char* text, int lo, int hi = 1'000'000) {
   char* end = nullptr;
   const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0' || v < lo || v > hi) {
-    fmt::print(stderr, "encore-caption: {} expects an integer in [{}, {}], got '{}'\n", flag, lo, hi, text);
-    std::exit(2);
-  }
+  if (end == text || *end != '\0' || v < lo || v > hi)
+    usage_error(fmt::format("{} expects an integer in [{}, {}], got '{}'", flag, lo, hi, text));
   return static_cast<int>(v);
 }
 
@@ -84,25 +87,16 @@ std::uint64_t parse_seed(const char* text) {
   char* end = nullptr;
   errno = 0;
   const unsigned long long v = std::strtoull(text, &end, 10);
-  if (end == text || *end != '\0' || errno == ERANGE || text[0] == '-' || text[0] == '+') {
-    fmt::print(stderr, "encore-caption: --seed expects an integer in [0, 2^64), got '{}'\n", text);
-    std::exit(2);
-  }
+  if (end == text || *end != '\0' || errno == ERANGE || text[0] == '-' || text[0] == '+')
+    usage_error(fmt::format("--seed expects an integer in [0, 2^64), got '{}'", text));
   return static_cast<std::uint64_t>(v);
-}
-
-[[noreturn]] void usage_error(const std::string& message) {
-  fmt::print(stderr, "encore-caption: {}\n", message);
-  std::exit(2);
 }
 
 float parse_float(const char* flag, const char* text, float lo, float hi) {
   char* end = nullptr;
   const float v = std::strtof(text, &end);
-  if (end == text || *end != '\0' || !(v >= lo && v <= hi)) {
-    fmt::print(stderr, "encore-caption: {} expects a number in [{}, {}], got '{}'\n", flag, lo, hi, text);
-    std::exit(2);
-  }
+  if (end == text || *end != '\0' || !(v >= lo && v <= hi))
+    usage_error(fmt::format("{} expects a number in [{}, {}], got '{}'", flag, lo, hi, text));
   return v;
 }
 
@@ -137,16 +131,11 @@ Args parse(int argc, char** argv) {
     else if (arg == "--threads") a.threads = parse_int("--threads", value(), 1);
     else if (arg == "--batch") a.batch = parse_int("--batch", value(), 1);
     else if (arg == "--json") a.json = true;
-    else if (!arg.empty() && arg[0] == '-') {
-      fmt::print(stderr, "encore-caption: unknown option '{}' (try --help)\n", arg);
-      std::exit(2);
-    } else a.images.push_back(arg);
+    else if (!arg.empty() && arg[0] == '-') usage_error(fmt::format("unknown option '{}' (try --help)", arg));
+    else a.images.push_back(arg);
   }
   if (a.images.empty()) usage(2);
-  if (a.max_length > 0 && a.max_new_tokens > 0) {
-    fmt::print(stderr, "encore-caption: --max-length and --max-new-tokens exclude each other\n");
-    std::exit(2);
-  }
+  if (a.max_length > 0 && a.max_new_tokens > 0) usage_error("--max-length and --max-new-tokens exclude each other");
   if (a.sample && a.greedy) usage_error("--sample and --greedy exclude each other");
   if (a.sample && a.beams > 1) usage_error(fmt::format("--sample with --beams {}: beam sampling is not supported", a.beams));
   if (a.dtype != "f32" && a.dtype != "f16" && a.dtype != "bf16")

@@ -105,11 +105,10 @@ __global__ void __launch_bounds__(kGW * 32) attn_generic_kernel(const AttnParams
       float s = -INFINITY;  // past the end: no contribution at all
       if (kj < p.Tk) s = qi < p.Tq ? mask_score(p, acc[r], b, qh, oh, qi, kj) : acc[r];
       const float m_new = fmaxf(m[r], warp_max(s));
-      float alpha = 1.0f, pj = 0.0f;
-      if (m_new != -INFINITY) {
-        alpha = expf(m[r] - m_new);
-        pj = expf(s - m_new);
-      }
+      // Only -inf so far: subtract 0, so -inf scores give 0 and NaN scores stay NaN (a row of NaN
+      // scores has no finite max: fmaxf drops NaN).
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+      const float alpha = expf(m[r] - m_use), pj = expf(s - m_use);
       l[r] = l[r] * alpha + warp_sum(pj);
       m[r] = m_new;
       sP[(w * kGR + r) * kGN + lane] = pj;

@@ -208,20 +208,18 @@ __global__ void __launch_bounds__(kTcThreads) attn_tc_kernel(const AttnParams p)
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(m[h], mx);
-      float alpha = 1.0f, rs = 0.0f;
-      if (m_new == -INFINITY) {  // only -inf so far: nothing contributes
+      // Only -inf so far: subtract 0, so -inf scores give 0 and NaN scores stay NaN (a row of NaN
+      // scores has no finite max: fmaxf drops NaN).
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+      const float alpha = exp2f((m[h] - m_use) * kLog2e);
+      float rs = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) s[nt][2 * h] = s[nt][2 * h + 1] = 0.0f;
-      } else {
-        alpha = exp2f((m[h] - m_new) * kLog2e);
+      for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pe = exp2f((s[nt][2 * h + e] - m_new) * kLog2e);
-            s[nt][2 * h + e] = pe;
-            rs += pe;
-          }
+        for (int e = 0; e < 2; ++e) {
+          const float pe = exp2f((s[nt][2 * h + e] - m_use) * kLog2e);
+          s[nt][2 * h + e] = pe;
+          rs += pe;
         }
       }
       l[h] = l[h] * alpha + rs;  // per-lane partial sum; the quad is summed at the end

@@ -213,11 +213,14 @@ void BM_Decode(benchmark::State& state, const DecodeCase& c, int variant) {
   attrs.num_splits = variant > 1 ? variant : 0;
   // Exploration knobs (not part of the recorded matrix): ENCORE_DECODE_WORKERS caps lean's grid,
   // ENCORE_DECODE_TILE sets the lean/split tile in tokens, ENCORE_DECODE_SEPARATE_COMBINE=1 merges
-  // split's pieces in a second kernel (FlashDecoding's combine) instead of in the last piece.
+  // split's pieces in a second kernel (FlashDecoding's combine) instead of in the last piece,
+  // ENCORE_DECODE_TICKET_MERGE=1 merges them in the last piece through global memory rather than
+  // inside their thread-block cluster.
   cuda::dec::Options opts;
   if (const char* w = std::getenv("ENCORE_DECODE_WORKERS")) opts.workers = std::atoi(w);
   if (const char* t = std::getenv("ENCORE_DECODE_TILE")) opts.tile_tokens = std::atoll(t);
   if (const char* c = std::getenv("ENCORE_DECODE_SEPARATE_COMBINE")) opts.separate_combine = std::string(c) == "1";
+  if (const char* c = std::getenv("ENCORE_DECODE_TICKET_MERGE")) opts.cluster_merge = std::string(c) != "1";
   cuda::dec::LaunchInfo info;
   auto decode_call = [&](int i) {
     info = cuda::dec::decode_attention_impl(d.q, d.k, d.v, d.tables[i % d.copies], d.lengths, attrs, d.y, ctx, opts);
@@ -292,7 +295,7 @@ const bool registered = [] {
   const bool full = env != nullptr && std::string(env) == "full";
   const std::pair<const char*, int> variants[] = {{"stream", -2},    {"auto", -3},  {"lean", -1},
                                                   {"plain", 1},      {"split_auto", 0}, {"split4", 4},
-                                                  {"split16", 16},   {"split64", 64}};
+                                                  {"split8", 8},     {"split16", 16},   {"split64", 64}};
   for (const DecodeCase& c : full ? full_cases() : quick_cases())
     for (auto [name, v] : variants)
       benchmark::RegisterBenchmark(("decode/" + c.key() + "/" + name).c_str(),

@@ -196,6 +196,30 @@ int occupancy(int ordinal, const void* fn, int threads, std::size_t smem) {
   return n;
 }
 
+/// How many clusters of `size` CTAs of `fn` with `smem` bytes can be co-resident: 0 unless the
+/// kernel's code is sm_90 (cluster barriers and distributed shared memory). Cached, like occupancy().
+int resident_clusters(const CudaRuntime& rt, const void* fn, int threads, std::size_t smem, int size) {
+  if (rt.sm() < 90 || occupancy(rt.ordinal(), fn, threads, smem) < 1) return 0;
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, std::size_t, int>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(rt.ordinal(), fn, threads, smem, size);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  RelaxedCapture relaxed;
+  cudaFuncAttributes a{};
+  kc::check_cuda(cudaFuncGetAttributes(&a, fn), "decode_attention: cudaFuncGetAttributes");
+  int n = 0;
+  if (a.ptxVersion >= 90 && a.binaryVersion >= 90) {
+    pdl::Config c(false, dim3(static_cast<unsigned>(size)), dim3(static_cast<unsigned>(threads)), smem, nullptr);
+    c.cluster(dim3(static_cast<unsigned>(size)));
+    if (cudaOccupancyMaxActiveClusters(&n, fn, &c.cfg) != cudaSuccess) {
+      (void)cudaGetLastError();  // a configuration the device refuses: no clusters
+      n = 0;
+    }
+  }
+  return cache[key] = n;
+}
+
 /// The CUDA side of the checks (devices, float dtypes, D <= 256); the rest is shared with the CPU
 /// backend (kernels/common/decode_checks.h), whose sizes are returned.
 decode_checks::DecodeDims check_inputs(const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& table,
@@ -217,19 +241,22 @@ decode_checks::DecodeDims check_inputs(const Tensor& q, const Tensor& kc, const 
 
 }  // namespace
 
-DecodeStrategy choose_strategy(const StrategyShape& shape) {
+StrategyChoice choose_strategy(const StrategyShape& shape) {
   const std::int64_t tile = std::max<std::int64_t>(1, shape.tile_tokens);
-  if (shape.batch > kMaxLeanBatch || shape.capacity_tokens <= tile) return DecodeStrategy::plain;
+  if (shape.batch > kMaxLeanBatch || shape.capacity_tokens <= tile) return {DecodeStrategy::plain};
   const double items = static_cast<double>(shape.batch) * static_cast<double>(shape.virtual_heads);
   const double slots = std::max(1, shape.resident_ctas);
   const double waves = items / slots;
-  if (waves >= 2.0 && waves / std::ceil(waves) >= 0.9) return DecodeStrategy::plain;
+  if (waves >= 2.0 && waves / std::ceil(waves) >= 0.9) return {DecodeStrategy::plain};
+  if (shape.batch == 1 && shape.virtual_heads <= shape.resident_clusters &&
+      shape.capacity_tokens <= kClusterSplitTokens)
+    return {DecodeStrategy::split, kClusterSplit};
   // Split only where FlashDecoding's heuristic will split (it keeps one piece from 0.8 x slots on).
   if (shape.batch == 1 && shape.rows == 1 && shape.virtual_heads >= 8 && items < 0.8 * slots)
-    return DecodeStrategy::split;
+    return {DecodeStrategy::split};
   if (lean::tiles_for_length(shape.capacity_tokens, tile) <= kShortCacheTiles && items <= slots)
-    return DecodeStrategy::plain;
-  return DecodeStrategy::lean;
+    return {DecodeStrategy::plain};
+  return {DecodeStrategy::lean};
 }
 
 LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -302,10 +329,19 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   const int split_occ = occupancy(l.rt.ordinal(), kern.fn, threads, split_smem);
   ENCORE_CU_CHECK(split_occ >= 1, backend, op, ": kernel does not fit on the device (", split_smem, " bytes)");
 
+  // Split's merge scratch in a region of its own when the pieces merge inside their cluster.
+  auto cluster_smem = [&](int s) { return split_smem + align16(sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb); };
   DecodeStrategy strategy = attrs.strategy;
-  if (strategy == DecodeStrategy::automatic)
-    strategy = choose_strategy({.batch = B, .virtual_heads = p.Hv, .rows = p.rows, .resident_ctas = split_occ * sms,
-                                .capacity_tokens = p.capacity, .tile_tokens = p.tile});
+  int auto_splits = 0;
+  if (strategy == DecodeStrategy::automatic) {
+    const int clusters = opts.cluster_merge && !opts.separate_combine
+                             ? resident_clusters(l.rt, kern.fn, threads, cluster_smem(kClusterSplit), kClusterSplit)
+                             : 0;
+    const StrategyChoice choice =
+        choose_strategy({.batch = B, .virtual_heads = p.Hv, .rows = p.rows, .resident_ctas = split_occ * sms,
+                         .capacity_tokens = p.capacity, .tile_tokens = p.tile, .resident_clusters = clusters});
+    strategy = choice.strategy, auto_splits = choice.splits;
+  }
   if (strategy == DecodeStrategy::lean && B > kMaxLeanBatch) strategy = DecodeStrategy::plain;  // documented limit
   info.tensor_cores = use_tc, info.tile = p.tile, info.row_blocks = p.MT;
 
@@ -367,24 +403,40 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   int s = 1;
   if (strategy == DecodeStrategy::split)
     s = attrs.num_splits > 0 ? attrs.num_splits
+        : auto_splits > 0    ? auto_splits
                              : lean::num_splits_heuristic(B * p.Hv, static_cast<i64>(split_occ) * sms,
                                                           lean::tiles_for_length(p.capacity, p.tile), 128);
   s = static_cast<int>(
       std::max<i64>(1, std::min<i64>(s, std::max<i64>(1, lean::tiles_for_length(p.capacity, p.tile)))));
   const i64 ctas = B * p.Hv * s;
   ENCORE_CU_CHECK(ctas < (i64{1} << 31), unsupported, op, ": ", ctas, " CTAs are too many");
-  const std::size_t ws = s > 1 ? sizeof(float) * static_cast<std::size_t>(ctas) * p.slot_floats : 0;
-  // The merge runs in the split kernel when its scratch (m and l of every piece) fits the warp areas.
+  // The merge runs in the split kernel when its scratch (m and l of every piece) fits the warp areas:
+  // on sm_90 through a cluster of the head's pieces (up to 8, the portable cluster size; the scratch
+  // then gets a region of its own after the warp areas, which the other pieces read), else through
+  // the global slots and a ticket.
   const bool fused = s > 1 && !opts.separate_combine &&
                      sizeof(float) * 2 * static_cast<std::size_t>(s) * kern.rb <= warps_region;
-  StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws, fused ? static_cast<std::size_t>(B * p.Hv) : 0);
-  p.mode = kModeSplit, p.splits = s, p.ws = st.ws, p.head_counters = fused ? st.heads : nullptr;
+  std::size_t smem = split_smem;
+  int cluster = 0;
+  // Only when every head's cluster is resident at once: a cluster needs s free multiprocessors of
+  // one GPC, so fewer CTAs fit than without clusters (B1_H32x32_D128_L8192, 32 clusters of 4 on
+  // the H200: 62 us against the ticket's 44, a second wave).
+  if (fused && opts.cluster_merge && s <= 8) {
+    if (B * p.Hv <= resident_clusters(l.rt, kern.fn, threads, cluster_smem(s), s)) cluster = s, smem = cluster_smem(s);
+  }
+  const std::size_t ws = s > 1 && cluster == 0 ? sizeof(float) * static_cast<std::size_t>(ctas) * p.slot_floats : 0;
+  const bool ticket = fused && cluster == 0;
+  StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws, ticket ? static_cast<std::size_t>(B * p.Hv) : 0);
+  p.mode = kModeSplit, p.splits = s, p.ws = st.ws, p.head_counters = ticket ? st.heads : nullptr;
   layout(false, warps_region);  // split's offsets again: a refused lean launch left lean's (larger) ones
+  p.cluster = cluster, p.off_cscratch = static_cast<int>(split_smem);
   void* args[] = {&p};
   const bool use_pdl = l.rt.programmatic_launch();
-  kc::check_cuda(
-      pdl::launch_c(use_pdl, kern.fn, dim3(static_cast<unsigned>(ctas)), dim3(threads), split_smem, l.stream, args),
-      "decode_attention: split kernel launch");
+  {
+    pdl::Config c(use_pdl, dim3(static_cast<unsigned>(ctas)), dim3(threads), smem, l.stream);
+    if (cluster > 1) c.cluster(dim3(static_cast<unsigned>(cluster)));
+    kc::check_cuda(cudaLaunchKernelExC(&c.cfg, kern.fn, args), "decode_attention: split kernel launch");
+  }
   if (s > 1 && !fused) {
     const std::size_t csmem = sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb;
     const void* comb = kern.rb == 16 ? reinterpret_cast<const void*>(&split_combine_kernel<16>)
@@ -397,8 +449,8 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
                    "decode_attention: split combine launch");
   }
   info.strategy = s > 1 ? DecodeStrategy::split : DecodeStrategy::plain;
-  info.ctas = static_cast<int>(ctas), info.ctas_per_sm = split_occ, info.splits = s, info.smem_bytes = split_smem;
-  info.workspace_bytes = ws, info.combine_kernel = s > 1 && !fused;
+  info.ctas = static_cast<int>(ctas), info.ctas_per_sm = split_occ, info.splits = s, info.smem_bytes = smem;
+  info.workspace_bytes = ws, info.combine_kernel = s > 1 && !fused, info.cluster_merge = cluster > 1;
   return info;
 }
 

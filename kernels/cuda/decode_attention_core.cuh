@@ -50,6 +50,8 @@ struct Params {
   unsigned* counters = nullptr;                                // [0] epoch, [1] CTAs done; then the flags
   unsigned* flags = nullptr;                                   // [2 * kMaxWorkers]
   unsigned* head_counters = nullptr;  // split with the combine fused: [B * Hv] pieces finished, 0 between launches
+  int cluster = 0;        // split: > 1 when a head's pieces form one thread-block cluster and merge there
+  int off_cscratch = 0;   // cluster merge: its scratch (bytes; the pieces' states are read remotely)
   int nw = 1;                                                  // warps per CTA
   int off_q = 0, off_stat = 0, off_warps = 0, warp_bytes = 0;  // shared-memory layout (bytes)
 };
@@ -448,12 +450,57 @@ __device__ void write_partial(const Params& p, unsigned char* smem, i64 slot, in
   for (int e = threadIdx.x; e < nrow * p.D; e += blockDim.x) __stcg(dst + 2 * RB + e, o0[e]);
 }
 
-/// Merges n partial slots (contributor order 0..n-1, slot_of(i) -> slot index) of (b, h, mt) over
-/// output elements [e0, e1) of the block's nrow x D, and stores them. Every caller computes each
-/// row's max and sum from all n slots in the same order, so slices merged by different CTAs agree
-/// bitwise. `scratch` holds 2 * n * RB floats. Contains __syncthreads.
+/// Partial states in the global slots: contributor i in slot slot_of(i), read through L2.
 template <int RB, typename SlotOf>
-__device__ void merge_partials(const Params& p, SlotOf slot_of, int n, int b, int h, int mt, i64 e0, i64 e1,
+struct GlobalSlots {
+  const Params& p;
+  SlotOf slot_of;
+  __device__ __forceinline__ const float* base(int i) const { return p.ws + static_cast<i64>(slot_of(i)) * p.slot_floats; }
+  __device__ __forceinline__ float m(int i, int r) const { return __ldcg(base(i) + r); }
+  __device__ __forceinline__ float l(int i, int r) const { return __ldcg(base(i) + RB + r); }
+  __device__ __forceinline__ float o(int i, i64 e) const { return __ldcg(base(i) + 2 * RB + e); }
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+/// Loads the float at this CTA's shared address `local` from the CTA of cluster rank `rank`.
+__device__ __forceinline__ float ld_cluster(const float* local, int rank) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(local));
+  unsigned ra;
+  float v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(a), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(ra) : "memory");
+  return v;
+}
+/// Every thread of every CTA of the cluster: writes to shared memory before it are visible to
+/// the cluster's reads after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+#else
+__device__ __forceinline__ float ld_cluster(const float*, int) {
+  __trap();  // the host launches clusters only for sm_90 code
+  return 0.0f;
+}
+__device__ __forceinline__ void cluster_sync() { __trap(); }
+#endif
+
+/// Partial states in the shared memory of the cluster's CTAs: contributor i is the CTA of rank i,
+/// its merged state where merge_warps left it (the Stat rows and warp 0's O).
+template <int RB>
+struct ClusterSlots {
+  const float *m_, *l_, *o_;  // this CTA's addresses; the same offsets in every CTA
+  __device__ __forceinline__ float m(int i, int r) const { return ld_cluster(m_ + r, i); }
+  __device__ __forceinline__ float l(int i, int r) const { return ld_cluster(l_ + r, i); }
+  __device__ __forceinline__ float o(int i, i64 e) const { return ld_cluster(o_ + e, i); }
+};
+
+/// Merges n partial states (contributor order 0..n-1, read through `src`: GlobalSlots or
+/// ClusterSlots) of (b, h, mt) over output elements [e0, e1) of the block's nrow x D, and stores
+/// them. Every caller computes each row's max and sum from all n states in the same order, so
+/// slices merged by different CTAs agree bitwise. `scratch` holds 2 * n * RB floats. Contains
+/// __syncthreads.
+template <int RB, typename Src>
+__device__ void merge_partials(const Params& p, const Src& src, int n, int b, int h, int mt, i64 e0, i64 e1,
                                float* scratch, float* inv_l) {
   if (e0 >= e1) return;
   const int D = p.D, r0 = static_cast<int>(e0 / D), r1 = static_cast<int>((e1 - 1) / D), nr = r1 - r0 + 1;
@@ -461,9 +508,8 @@ __device__ void merge_partials(const Params& p, SlotOf slot_of, int n, int b, in
   float* lw = scratch + n * RB;  // [n][RB]: l
   for (int idx = threadIdx.x; idx < n * nr; idx += blockDim.x) {
     const int i = idx / nr, r = r0 + idx % nr;
-    const float* src = p.ws + static_cast<i64>(slot_of(i)) * p.slot_floats;
-    mw[i * RB + r] = __ldcg(src + r);
-    lw[i * RB + r] = __ldcg(src + RB + r);
+    mw[i * RB + r] = src.m(i, r);
+    lw[i * RB + r] = src.l(i, r);
   }
   __syncthreads();
   // One warp per row: lane-strided max and sum, fixed butterfly order.
@@ -494,8 +540,7 @@ __device__ void merge_partials(const Params& p, SlotOf slot_of, int n, int b, in
     float acc = 0.0f;
     if (live) {
 #pragma unroll 4
-      for (int i = sub; i < n; i += tpe)
-        acc += mw[i * RB + r] * __ldcg(p.ws + static_cast<i64>(slot_of(i)) * p.slot_floats + 2 * RB + e);
+      for (int i = sub; i < n; i += tpe) acc += mw[i * RB + r] * src.o(i, e);
     }
     for (int o = 1; o < tpe; o *= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (live && sub == 0)

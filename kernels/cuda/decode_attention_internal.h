@@ -28,6 +28,10 @@ struct Options {
   /// that finishes last. For A/B runs and tests; the separate kernel also runs whenever the merge
   /// scratch of s pieces does not fit the split kernel's shared memory.
   bool separate_combine = false;
+  /// Split on sm_90: a head's pieces (up to 8) run as one thread-block cluster and merge through
+  /// distributed shared memory. False: the piece that finishes last merges through global memory
+  /// (for A/B runs and tests).
+  bool cluster_merge = true;
 };
 
 /// What a call launched (for tests and benchmark counters).
@@ -42,6 +46,7 @@ struct LaunchInfo {
   std::size_t smem_bytes = 0;       ///< dynamic shared memory per CTA
   std::size_t workspace_bytes = 0;  ///< partial-result slots this call may write
   bool combine_kernel = false;      ///< split: the pieces were merged by a second kernel
+  bool cluster_merge = false;       ///< split: the pieces were merged inside their cluster
 };
 
 /// decode_attention() with knobs; validates like decode_attention().
@@ -58,6 +63,14 @@ struct StrategyShape {
   int resident_ctas = 1;           ///< co-resident split/plain CTAs on the device
   std::int64_t capacity_tokens = 0;  ///< block-table width x block size
   std::int64_t tile_tokens = 128;
+  int resident_clusters = 0;  ///< co-resident clusters of kClusterSplit split CTAs (0: no cluster merge)
+};
+
+/// What `automatic` resolves to: the strategy, and for split a piece count when the rule fixes one
+/// (0: FlashDecoding's heuristic picks it).
+struct StrategyChoice {
+  DecodeStrategy strategy = DecodeStrategy::plain;
+  int splits = 0;
 };
 
 /// The strategy `automatic` resolves to, fitted on the H200 matrix of
@@ -74,8 +87,17 @@ struct StrategyShape {
 ///   streams such a head in about the time lean's schedule, flags and merge cost (B 4, 12 heads,
 ///   1k tokens, 8 tiles: plain 12.2 us, lean 19.6), and that bound holds for ragged lengths too.
 ///   At 16 tiles it no longer does (B 1, GQA 8/1, 1k tokens of D 128: plain 19.6 us, lean 15.3);
+/// - split into kClusterSplit pieces merged inside their cluster (sm_90) for one sequence whose
+///   heads' clusters are all resident at once and whose cache holds at most kClusterSplitTokens
+///   tokens (at most 1024 per piece), GQA included: B 1, D 128, GQA 8/1 at 1k tokens 11.8 us
+///   against lean's 15.7, 32/8 at 4k 17.6 against 25.1, 64/8 at 8k 24.2 against 30.7 (session 12;
+///   at 16k tokens lean is ahead again: 20.0 against 30.9 with only 8 CTAs);
 /// - lean otherwise (few heads, GQA groups, several sequences of unknown lengths).
-DecodeStrategy choose_strategy(const StrategyShape& shape);
+StrategyChoice choose_strategy(const StrategyShape& shape);
+
+/// The cluster split rule's pieces per head and largest cache (tokens).
+inline constexpr int kClusterSplit = 8;
+inline constexpr std::int64_t kClusterSplitTokens = 8192;
 
 /// Heads of at most this many tiles count as short for choose_strategy.
 inline constexpr std::int64_t kShortCacheTiles = 8;

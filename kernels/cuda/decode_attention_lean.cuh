@@ -108,8 +108,9 @@ __device__ void lean_body(const Params& p, unsigned char* smem) {
     __syncthreads();
     const i64 E = static_cast<i64>(nrow) * p.D;
     Stat<RB>* st = reinterpret_cast<Stat<RB>*>(smem + p.off_stat);
+    auto slot_of = [&](int i) { return contributor_slot(wk.first, i); };
     merge_partials<RB>(
-        p, [&](int i) { return contributor_slot(wk.first, i); }, n, wk.b, wk.h, wk.mt,
+        p, GlobalSlots<RB, decltype(slot_of)>{p, slot_of}, n, wk.b, wk.h, wk.mt,
         slice_begin(E, wk.mergers, wk.merge_index), slice_begin(E, wk.mergers, wk.merge_index + 1),
         reinterpret_cast<float*>(smem + p.off_warps), st->l);
   }

@@ -11,12 +11,33 @@
 //   is visible; the piece that draws the last ticket merges all of them and sets the counter back
 //   to 0, so the next launch (or graph replay) finds it armed without a memset. One launch: on
 //   short caches the second kernel's launch and drain were a third of the call;
+// - cluster (p.cluster > 1, sm_90): the pieces of a head are one thread-block cluster and merge
+//   through distributed shared memory (cluster_merge below), nothing in global memory;
 // - otherwise the combine kernel merges them, a second launch as in FlashDecoding.
 #pragma once
 
 #include "kernels/cuda/decode_attention_core.cuh"
 
 namespace encore::cuda::dec {
+
+/// The cluster merge (p.cluster > 1: the s pieces of a head are the s CTAs of one cluster, rank =
+/// piece): once every piece's merged state is in its shared memory, each CTA merges a slice of the
+/// head's outputs from all pieces' states through distributed shared memory, in piece order like
+/// the other merges; then no CTA leaves before the others have read its state. Idle CTAs (piece >=
+/// pieces) hold no state but merge a slice too. Versus the ticket: no partial round trip through
+/// L2, no fence and atomic, and the merge spread over s CTAs instead of one.
+template <int RB>
+__device__ void cluster_merge(const Params& p, unsigned char* smem, const SplitWork& sw, int nrow) {
+  const Stat<RB>* st = reinterpret_cast<const Stat<RB>*>(smem + p.off_stat);
+  cluster_sync();
+  const i64 E = static_cast<i64>(nrow) * p.D;
+  const int rank = static_cast<int>(sw.piece), n = static_cast<int>(sw.pieces);
+  float* scratch = reinterpret_cast<float*>(smem + p.off_cscratch);  // [2 n RB] + inv_l [RB]
+  merge_partials<RB>(p, ClusterSlots<RB>{st->m, st->l, warp_state(p, smem, 0) + 2 * RB}, n, sw.b, sw.h, sw.mt,
+                     slice_begin(E, p.cluster, rank), slice_begin(E, p.cluster, rank + 1), scratch,
+                     scratch + 2 * n * RB);
+  cluster_sync();
+}
 
 template <class Core>
 __device__ void split_body(const Params& p, unsigned char* smem) {
@@ -29,17 +50,22 @@ __device__ void split_body(const Params& p, unsigned char* smem) {
     if (sw.piece == 0) zero_rows(p, sw.b, sw.h, sw.mt, RB);
     return;
   }
-  if (sw.piece >= sw.pieces) return;
+  // The same for every CTA of a cluster (one head): either all take the cluster barriers or none.
+  const bool in_cluster = p.cluster > 1 && sw.pieces > 1;
+  if (sw.piece >= sw.pieces && !in_cluster) return;
   const int nrow = block_rows(p, sw.mt, RB);
-  Core::prefetch(p, smem, sw.b, sw.h, sw.k0, sw.k1);
-  Core::load_q(p, smem, sw.b, sw.h, sw.mt);
-  __syncthreads();
-  Core::run(p, smem, sw.b, sw.h, sw.mt, sw.k0, sw.k1, len);
-  merge_warps<RB>(p, smem, nrow);
+  if (sw.piece < sw.pieces) {
+    Core::prefetch(p, smem, sw.b, sw.h, sw.k0, sw.k1);
+    Core::load_q(p, smem, sw.b, sw.h, sw.mt);
+    __syncthreads();
+    Core::run(p, smem, sw.b, sw.h, sw.mt, sw.k0, sw.k1, len);
+    merge_warps<RB>(p, smem, nrow);
+  }
   if (sw.pieces == 1) {
     store_state<RB>(p, smem, sw.b, sw.h, sw.mt, nrow);
     return;
   }
+  if (in_cluster) return cluster_merge<RB>(p, smem, sw, nrow);
   write_partial<RB>(p, smem, cta, nrow);
   if (p.head_counters == nullptr) return;  // the combine kernel merges
   __shared__ unsigned ticket;
@@ -52,9 +78,9 @@ __device__ void split_body(const Params& p, unsigned char* smem) {
   __threadfence();  // the other pieces' partials (read through L2 by merge_partials)
   Stat<RB>* st = reinterpret_cast<Stat<RB>*>(smem + p.off_stat);
   const i64 first = head * p.splits;
-  merge_partials<RB>(
-      p, [&](int i) { return first + i; }, sw.pieces, sw.b, sw.h, sw.mt, 0, static_cast<i64>(nrow) * p.D,
-      reinterpret_cast<float*>(smem + p.off_warps), st->l);
+  auto slot_of = [first](int i) { return first + i; };
+  merge_partials<RB>(p, GlobalSlots<RB, decltype(slot_of)>{p, slot_of}, sw.pieces, sw.b, sw.h, sw.mt, 0,
+                     static_cast<i64>(nrow) * p.D, reinterpret_cast<float*>(smem + p.off_warps), st->l);
   if (threadIdx.x == 0) p.head_counters[head] = 0u;  // every piece has taken its ticket: re-armed
 }
 
@@ -76,8 +102,9 @@ __global__ void __launch_bounds__(kCombineThreads) split_combine_kernel(const Pa
   const i64 e1 = e0 + kCombineElements < E ? e0 + kCombineElements : E;
   if (e0 >= E) return;
   const i64 first = static_cast<i64>(head) * p.splits;
-  merge_partials<RB>(
-      p, [&](int i) { return first + i; }, pieces, b, h, mt, e0, e1, csm, csm + 2 * p.splits * RB);
+  auto slot_of = [first](int i) { return first + i; };
+  merge_partials<RB>(p, GlobalSlots<RB, decltype(slot_of)>{p, slot_of}, pieces, b, h, mt, e0, e1, csm,
+                     csm + 2 * p.splits * RB);
 }
 
 }  // namespace encore::cuda::dec

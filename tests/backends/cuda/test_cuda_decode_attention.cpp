@@ -157,8 +157,11 @@ TEST(CudaDecodeSchedule, StrategyRule) {
   // Shapes of the H200 matrix (docs/benchmarks/decode_attention.md) and the edges of each rule.
   auto pick = [](std::int64_t batch, std::int64_t heads, std::int64_t rows, std::int64_t capacity,
                  std::int64_t tile, int resident = 132) {
-    return dec::choose_strategy({.batch = batch, .virtual_heads = heads, .rows = rows, .resident_ctas = resident,
-                                 .capacity_tokens = capacity, .tile_tokens = tile});
+    const dec::StrategyChoice c =
+        dec::choose_strategy({.batch = batch, .virtual_heads = heads, .rows = rows, .resident_ctas = resident,
+                              .capacity_tokens = capacity, .tile_tokens = tile});
+    EXPECT_EQ(c.splits, 0);  // without clusters no rule fixes the piece count
+    return c.strategy;
   };
   EXPECT_EQ(pick(1, 1, 1, 16384, 64), DecodeStrategy::lean);      // one head: only lean spreads it
   EXPECT_EQ(pick(1, 8, 1, 16384, 64), DecodeStrategy::split);     // MHA, one sequence
@@ -188,6 +191,23 @@ TEST(CudaDecodeSchedule, StrategyRule) {
   EXPECT_EQ(pick(40, 12, 1, 4096, 128, 264), DecodeStrategy::lean);  // 1.8 waves of 264
   EXPECT_EQ(pick(44, 12, 1, 4096, 128, 264), DecodeStrategy::plain); // 2 waves of 264
   EXPECT_EQ(pick(1, 1, 1, 4096, 0, 0), DecodeStrategy::lean);     // clamped: tile 1, one slot
+  // With clusters of 8 resident (sm_90): one sequence of at most 8192 tokens whose heads' clusters
+  // all fit at once splits in 8, GQA included; otherwise the rules above.
+  auto pick_clusters = [](std::int64_t batch, std::int64_t heads, std::int64_t rows, std::int64_t capacity,
+                          int clusters) {
+    return dec::choose_strategy({.batch = batch, .virtual_heads = heads, .rows = rows, .resident_ctas = 132,
+                                 .capacity_tokens = capacity, .tile_tokens = 64, .resident_clusters = clusters});
+  };
+  for (auto [heads, rows, capacity] : {std::tuple{1, 8, 1000}, {8, 4, 4097}, {8, 8, 8192}, {12, 1, 1024}}) {
+    const dec::StrategyChoice c = pick_clusters(1, heads, rows, capacity, 16);
+    EXPECT_EQ(c.strategy, DecodeStrategy::split) << heads << " " << rows << " " << capacity;
+    EXPECT_EQ(c.splits, dec::kClusterSplit);
+  }
+  EXPECT_EQ(pick_clusters(1, 1, 8, 8193, 16).strategy, DecodeStrategy::lean);   // pieces > 1024 tokens
+  EXPECT_EQ(pick_clusters(1, 17, 1, 8192, 16).splits, 0);                        // a second wave of clusters
+  EXPECT_EQ(pick_clusters(2, 4, 1, 4096, 16).strategy, DecodeStrategy::lean);    // may be ragged
+  EXPECT_EQ(pick_clusters(1, 1, 8, 1000, 0).strategy, DecodeStrategy::lean);     // no clusters
+  EXPECT_EQ(pick_clusters(1, 12, 1, 64, 16).strategy, DecodeStrategy::plain);    // one tile
   EXPECT_EQ(dec::clamp_length(-5, 100), 0);
   EXPECT_EQ(dec::clamp_length(500, 100), 100);
   EXPECT_EQ(dec::row_blocks(24, 16), 2);
@@ -312,6 +332,7 @@ struct RunCfg {
   i64 tile = 0;
   int workers = 0;
   bool separate_combine = false;
+  bool cluster_merge = true;
 };
 const char* strategy_name(DecodeStrategy s) {
   static const char* n[] = {"automatic", "plain", "split", "lean"};
@@ -327,7 +348,8 @@ Tensor run_gpu(const Case& c, const Dev& d, DType dt, const RunCfg& r, dec::Laun
                                                         dec::Options{.path = r.path,
                                                                      .tile_tokens = r.tile,
                                                                      .workers = r.workers,
-                                                                     .separate_combine = r.separate_combine});
+                                                                     .separate_combine = r.separate_combine,
+                                                                     .cluster_merge = r.cluster_merge});
   if (info != nullptr) *info = li;
   return y;
 }
@@ -549,38 +571,60 @@ TEST(CudaDecodeAttention, NaNScoresMakeTheirRowsNaN) {
   }
 }
 
-// The pieces of a split head are merged by the piece that finishes last, or by a second kernel
-// when asked or when the merge scratch of all pieces would not fit the split kernel's shared memory.
-TEST(CudaDecodeAttention, SplitMergesInItsLastPieceOrInACombineKernel) {
+// The pieces of a split head are merged inside their thread-block cluster (sm_90, up to 8 pieces),
+// by the piece that finishes last, or by a second kernel when asked or when the merge scratch of all
+// pieces would not fit the split kernel's shared memory. Both segment kernels (CUDA cores, tensor
+// cores), with lengths that leave some heads fewer pieces than CTAs (idle CTAs in a cluster).
+TEST(CudaDecodeAttention, SplitMergesInItsClusterLastPieceOrACombineKernel) {
   ENCORE_REQUIRE_GPU();
-  const Case c{{4000, 333}, 4, 2, 8, 16, 1};  // D 8: the CUDA-core kernel, whose warp areas are small
-  const Case other{{900, 2500, 77}, 8, 8, 8, 16, 1};  // another shape: its heads reuse the counters
-  std::mt19937 rng(41);
-  const Paged p1 = make_paged(c, rng), p2 = make_paged(c, rng), po = make_paged(other, rng);
-  const ref::RefTensor want1 = reference(c, p1, c.lens), want2 = reference(c, p2, c.lens),
-                       want_other = reference(other, po, other.lens);
-  const Dev d1 = upload_all(p1, DType::F32), d2 = upload_all(p2, DType::F32), dother = upload_all(po, DType::F32);
-  struct Run {
-    int splits;
-    i64 tile;
-    bool separate, combine_kernel;
+  const bool clusters = runtime().sm() >= 90;
+  struct Shape {
+    Case c, other;  // other: a second shape whose heads reuse the counters and workspace
+    DType dt;
+    dec::Path path;
+    bool many_pieces_combine;  // 150 pieces' merge scratch does not fit the warp areas
   };
-  for (const Run& r : {Run{7, 0, false, false}, Run{7, 0, true, true}, Run{200, 16, false, true}}) {
-    SCOPED_TRACE("splits " + std::to_string(r.splits) + (r.separate ? " separate" : ""));
-    const RunCfg cfg{DecodeStrategy::split, r.splits, dec::Path::generic, r.tile, 0, r.separate};
-    dec::LaunchInfo info;
-    const Tensor first = download(run_gpu(c, d1, DType::F32, cfg, &info));
-    EXPECT_EQ(info.strategy, DecodeStrategy::split);
-    EXPECT_EQ(info.splits, r.splits);
-    EXPECT_EQ(info.combine_kernel, r.combine_kernel);
-    EXPECT_LE(ref::relative_error(ref::from_tensor(first), want1), tolerance(DType::F32));
-    // Other inputs next, then two shapes back to back without a host synchronisation: a merge
-    // from stale partials, or counters not back at 0, would show in one of them.
-    EXPECT_LE(rel_error(run_gpu(c, d2, DType::F32, cfg), want2), tolerance(DType::F32));
-    const Tensor y_other = run_gpu(other, dother, DType::F32, cfg);
-    const Tensor again = download(run_gpu(c, d1, DType::F32, cfg));
-    EXPECT_LE(rel_error(y_other, want_other), tolerance(DType::F32));
-    EXPECT_EQ(std::memcmp(first.data(), again.data(), first.nbytes()), 0);  // deterministic
+  // D 8: the CUDA-core kernel, whose warp areas are small; D 64: the tensor-core kernel.
+  const Shape shapes[] = {
+      {Case{{4000, 333}, 4, 2, 8, 16, 1}, Case{{900, 2500, 77}, 8, 8, 8, 16, 1}, DType::F32, dec::Path::generic,
+       true},
+      {Case{{3000, 200, 1}, 8, 2, 64, 16, 1}, Case{{700, 2100}, 8, 8, 64, 16, 1}, DType::BF16,
+       dec::Path::tensor_core, false}};
+  for (const Shape& sh : shapes) {
+    const Case& c = sh.c;
+    SCOPED_TRACE("D " + std::to_string(c.D));
+    std::mt19937 rng(41);
+    const Paged p1 = make_paged(c, rng), p2 = make_paged(c, rng), po = make_paged(sh.other, rng);
+    const ref::RefTensor want1 = reference(c, p1, c.lens), want2 = reference(c, p2, c.lens),
+                         want_other = reference(sh.other, po, sh.other.lens);
+    const Dev d1 = upload_all(p1, sh.dt), d2 = upload_all(p2, sh.dt), dother = upload_all(po, sh.dt);
+    struct Run {
+      int splits;
+      i64 tile;
+      bool separate, cluster, combine_kernel, cluster_merge;
+    };
+    for (const Run& r : {Run{7, 0, false, true, false, clusters}, Run{7, 0, false, false, false, false},
+                         Run{7, 0, true, true, true, false},
+                         Run{150, 16, false, true, sh.many_pieces_combine, false}}) {
+      SCOPED_TRACE("splits " + std::to_string(r.splits) + (r.separate ? " separate" : "") +
+                   (r.cluster ? "" : " no cluster"));
+      RunCfg cfg{DecodeStrategy::split, r.splits, sh.path, r.tile, 0, r.separate};
+      cfg.cluster_merge = r.cluster;
+      dec::LaunchInfo info;
+      const Tensor first = download(run_gpu(c, d1, sh.dt, cfg, &info));
+      EXPECT_EQ(info.strategy, DecodeStrategy::split);
+      EXPECT_EQ(info.splits, r.splits);
+      EXPECT_EQ(info.combine_kernel, r.combine_kernel);
+      EXPECT_EQ(info.cluster_merge, r.cluster_merge);
+      EXPECT_LE(ref::relative_error(ref::from_tensor(first), want1), tolerance(sh.dt));
+      // Other inputs next, then two shapes back to back without a host synchronisation: a merge
+      // from stale partials, or counters not back at 0, would show in one of them.
+      EXPECT_LE(rel_error(run_gpu(c, d2, sh.dt, cfg), want2), tolerance(sh.dt));
+      const Tensor y_other = run_gpu(sh.other, dother, sh.dt, cfg);
+      const Tensor again = download(run_gpu(c, d1, sh.dt, cfg));
+      EXPECT_LE(rel_error(y_other, want_other), tolerance(sh.dt));
+      EXPECT_EQ(std::memcmp(first.data(), again.data(), first.nbytes()), 0);  // deterministic
+    }
   }
 }
 

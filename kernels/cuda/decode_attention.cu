@@ -9,7 +9,8 @@
 // - CUDA cores, GenericCore<{f32, f16, bf16}>: any D <= 256, any strides; 8 rows per block, one
 //   key per lane, K/V staged as f32 in shared memory; 1-4 warps by D, several CTAs per SM.
 // - split_combine_kernel: the second launch of split, for split counts whose merge scratch does not
-//   fit the split kernel (otherwise the piece that finishes last merges; decode_attention_split.cuh).
+//   fit the split kernel (otherwise the pieces merge inside their thread-block cluster on sm_90, or
+//   the piece that finishes last merges; decode_attention_split.cuh).
 // Tiles: T = 64 tokens for D > 64, 128 for D <= 64 (32 KB of bf16 K+V), rounded up to a multiple
 // of the block size. Tiles are only the unit of the partition (warps stream 16-key steps whatever
 // T is), so they are kept small: stream-K's imbalance is at most one tile per CTA (~1 us of HBM
@@ -24,7 +25,8 @@
 // Sizes: a slot is (2 RB + rows D) floats. Lean: 2 G slots (G = 132, D = 128: 0.2 MB for MHA, 2.2 MB
 // with 16 rows; under 1 % of any cache of 256 MB or more). Split: B * Hv * s slots (FlashDecoding's
 // out_accum): a fraction ~ (s / tiles) * rows / T of the KV bytes, i.e. under 2 % for the
-// heuristic's s; a forced s near the tile count on short contexts costs up to rows / T.
+// heuristic's s; a forced s near the tile count on short contexts costs up to rows / T. A split
+// merged inside its clusters writes none of it (it is allocated anyway, for the fallback).
 #include <algorithm>
 #include <bit>
 #include <climits>
@@ -196,28 +198,52 @@ int occupancy(int ordinal, const void* fn, int threads, std::size_t smem) {
   return n;
 }
 
-/// How many clusters of `size` CTAs of `fn` with `smem` bytes can be co-resident: 0 unless the
-/// kernel's code is sm_90 (cluster barriers and distributed shared memory). Cached, like occupancy().
-int resident_clusters(const CudaRuntime& rt, const void* fn, int threads, std::size_t smem, int size) {
-  if (rt.sm() < 90 || occupancy(rt.ordinal(), fn, threads, smem) < 1) return 0;
+/// How many clusters of `size` CTAs of `fn` with `smem` bytes can be co-resident for work on
+/// `stream`: 0 unless the kernel's code is sm_90 (cluster barriers and distributed shared memory)
+/// and `smem` is within the device's opt-in limit. Cached, like occupancy(); the answer is not a
+/// promise (the launch may still be refused: see cluster_launch_state).
+int resident_clusters(const CudaRuntime& rt, const void* fn, int threads, std::size_t smem, int size,
+                      cudaStream_t stream) {
+  if (rt.sm() < 90) return 0;
   static std::mutex mu;
   static std::map<std::tuple<int, const void*, int, std::size_t, int>, int> cache;
-  std::lock_guard<std::mutex> lock(mu);
   const auto key = std::make_tuple(rt.ordinal(), fn, threads, smem, size);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
   RelaxedCapture relaxed;
+  int optin = 0, n = 0;
+  kc::check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, rt.ordinal()),
+                 "decode_attention: cudaDeviceGetAttribute");
   cudaFuncAttributes a{};
   kc::check_cuda(cudaFuncGetAttributes(&a, fn), "decode_attention: cudaFuncGetAttributes");
-  int n = 0;
-  if (a.ptxVersion >= 90 && a.binaryVersion >= 90) {
-    pdl::Config c(false, dim3(static_cast<unsigned>(size)), dim3(static_cast<unsigned>(threads)), smem, nullptr);
+  if (smem <= static_cast<std::size_t>(optin) && a.ptxVersion >= 90 && a.binaryVersion >= 90 &&
+      occupancy(rt.ordinal(), fn, threads, smem) >= 1) {
+    pdl::Config c(false, dim3(static_cast<unsigned>(size)), dim3(static_cast<unsigned>(threads)), smem, stream);
     c.cluster(dim3(static_cast<unsigned>(size)));
-    if (cudaOccupancyMaxActiveClusters(&n, fn, &c.cfg) != cudaSuccess) {
+    const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, fn, &c.cfg);
+    if (err == cudaErrorInvalidValue || err == cudaErrorInvalidClusterSize || err == cudaErrorNotSupported) {
       (void)cudaGetLastError();  // a configuration the device refuses: no clusters
       n = 0;
+    } else {
+      kc::check_cuda(err, "decode_attention: cudaOccupancyMaxActiveClusters");  // not cached
     }
   }
+  std::lock_guard<std::mutex> lock(mu);
   return cache[key] = n;
+}
+
+/// Split's cluster launches per (device, kernel, cluster size, shared memory): 1 launched, -1
+/// refused (never tried again), 0 not tried. Under stream capture only a configuration that has
+/// launched before is tried: a refusal would invalidate the capture.
+int cluster_launch_state(int ordinal, const void* fn, int size, std::size_t smem, int set = 0) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, std::size_t>, int> state;
+  std::lock_guard<std::mutex> lock(mu);
+  int& v = state[std::make_tuple(ordinal, fn, size, smem)];
+  if (set != 0) v = set;
+  return v;
 }
 
 /// The CUDA side of the checks (devices, float dtypes, D <= 256); the rest is shared with the CPU
@@ -248,7 +274,7 @@ StrategyChoice choose_strategy(const StrategyShape& shape) {
   const double slots = std::max(1, shape.resident_ctas);
   const double waves = items / slots;
   if (waves >= 2.0 && waves / std::ceil(waves) >= 0.9) return {DecodeStrategy::plain};
-  if (shape.batch == 1 && shape.virtual_heads <= shape.resident_clusters &&
+  if (shape.batch == 1 && shape.rows > 1 && shape.virtual_heads <= shape.resident_clusters &&
       shape.capacity_tokens <= kClusterSplitTokens)
     return {DecodeStrategy::split, kClusterSplit};
   // Split only where FlashDecoding's heuristic will split (it keeps one piece from 0.8 x slots on).
@@ -334,9 +360,12 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   DecodeStrategy strategy = attrs.strategy;
   int auto_splits = 0;
   if (strategy == DecodeStrategy::automatic) {
-    const int clusters = opts.cluster_merge && !opts.separate_combine
-                             ? resident_clusters(l.rt, kern.fn, threads, cluster_smem(kClusterSplit), kClusterSplit)
-                             : 0;
+    // Clusters are asked about only where the rule could take them (no locks on other calls).
+    const bool may_cluster = opts.cluster_merge && !opts.separate_combine && B == 1 && p.rows > 1 &&
+                             p.capacity <= kClusterSplitTokens;
+    const int clusters =
+        may_cluster ? resident_clusters(l.rt, kern.fn, threads, cluster_smem(kClusterSplit), kClusterSplit, l.stream)
+                    : 0;
     const StrategyChoice choice =
         choose_strategy({.batch = B, .virtual_heads = p.Hv, .rows = p.rows, .resident_ctas = split_occ * sms,
                          .capacity_tokens = p.capacity, .tile_tokens = p.tile, .resident_clusters = clusters});
@@ -410,33 +439,52 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
       std::max<i64>(1, std::min<i64>(s, std::max<i64>(1, lean::tiles_for_length(p.capacity, p.tile)))));
   const i64 ctas = B * p.Hv * s;
   ENCORE_CU_CHECK(ctas < (i64{1} << 31), unsupported, op, ": ", ctas, " CTAs are too many");
-  // The merge runs in the split kernel when its scratch (m and l of every piece) fits the warp areas:
-  // on sm_90 through a cluster of the head's pieces (up to 8, the portable cluster size; the scratch
-  // then gets a region of its own after the warp areas, which the other pieces read), else through
-  // the global slots and a ticket.
+  // The merge runs in the split kernel when its scratch (m and l of every piece) fits the warp areas
+  // (fused): on sm_90 inside a cluster of the head's pieces (up to 8, the portable cluster size; the
+  // scratch then gets a region of its own after the warp areas, which the other pieces read), else
+  // through the global slots and a ticket. Clusters only when every head's cluster is resident at
+  // once: a cluster needs s free multiprocessors of one GPC, so fewer CTAs fit than without
+  // clusters (B1_H32x32_D128_L8192, 32 clusters of 4 on the H200: 62 us against the ticket's 44).
   const bool fused = s > 1 && !opts.separate_combine &&
                      sizeof(float) * 2 * static_cast<std::size_t>(s) * kern.rb <= warps_region;
-  std::size_t smem = split_smem;
   int cluster = 0;
-  // Only when every head's cluster is resident at once: a cluster needs s free multiprocessors of
-  // one GPC, so fewer CTAs fit than without clusters (B1_H32x32_D128_L8192, 32 clusters of 4 on
-  // the H200: 62 us against the ticket's 44, a second wave).
-  if (fused && opts.cluster_merge && s <= 8) {
-    if (B * p.Hv <= resident_clusters(l.rt, kern.fn, threads, cluster_smem(s), s)) cluster = s, smem = cluster_smem(s);
+  if (fused && opts.cluster_merge && s <= 8 &&
+      B * p.Hv <= resident_clusters(l.rt, kern.fn, threads, cluster_smem(s), s, l.stream)) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    kc::check_cuda(cudaStreamIsCapturing(l.stream, &capture), "decode_attention: cudaStreamIsCapturing");
+    const int state = cluster_launch_state(l.rt.ordinal(), kern.fn, s, cluster_smem(s));
+    if (state == 1 || (state == 0 && capture == cudaStreamCaptureStatusNone)) cluster = s;
   }
-  const std::size_t ws = s > 1 && cluster == 0 ? sizeof(float) * static_cast<std::size_t>(ctas) * p.slot_floats : 0;
-  const bool ticket = fused && cluster == 0;
-  StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws, ticket ? static_cast<std::size_t>(B * p.Hv) : 0);
-  p.mode = kModeSplit, p.splits = s, p.ws = st.ws, p.head_counters = ticket ? st.heads : nullptr;
+  // The ticket's workspace and counters exist even for a cluster launch, which falls back to them
+  // when the device refuses it (a context with fewer SMs than the device, e.g. under MPS).
+  const std::size_t ws = s > 1 ? sizeof(float) * static_cast<std::size_t>(ctas) * p.slot_floats : 0;
+  StreamState& st = stream_state(l.rt.ordinal(), l.stream, ws, fused ? static_cast<std::size_t>(B * p.Hv) : 0);
+  p.mode = kModeSplit, p.splits = s, p.ws = st.ws;
   layout(false, warps_region);  // split's offsets again: a refused lean launch left lean's (larger) ones
-  p.cluster = cluster, p.off_cscratch = static_cast<int>(split_smem);
+  p.off_cscratch = static_cast<int>(split_smem);
   void* args[] = {&p};
   const bool use_pdl = l.rt.programmatic_launch();
-  {
-    pdl::Config c(use_pdl, dim3(static_cast<unsigned>(ctas)), dim3(threads), smem, l.stream);
-    if (cluster > 1) c.cluster(dim3(static_cast<unsigned>(cluster)));
-    kc::check_cuda(cudaLaunchKernelExC(&c.cfg, kern.fn, args), "decode_attention: split kernel launch");
+  auto launch_split = [&](int cl) {
+    p.cluster = cl, p.head_counters = fused && cl == 0 ? st.heads : nullptr;
+    pdl::Config c(use_pdl, dim3(static_cast<unsigned>(ctas)), dim3(threads), cl > 1 ? cluster_smem(cl) : split_smem,
+                  l.stream);
+    if (cl > 1) c.cluster(dim3(static_cast<unsigned>(cl)));
+    return cudaLaunchKernelExC(&c.cfg, kern.fn, args);
+  };
+  if (cluster > 1) {
+    const cudaError_t err = launch_split(cluster);
+    if (err == cudaErrorInvalidClusterSize || err == cudaErrorLaunchOutOfResources ||
+        err == cudaErrorInvalidConfiguration) {
+      (void)cudaGetLastError();  // a configuration error: nothing was queued, the context is fine
+      cluster_launch_state(l.rt.ordinal(), kern.fn, cluster, cluster_smem(cluster), -1);
+      cluster = 0;
+    } else {
+      kc::check_cuda(err, "decode_attention: split kernel launch (clusters)");
+      cluster_launch_state(l.rt.ordinal(), kern.fn, cluster, cluster_smem(cluster), 1);
+    }
   }
+  if (cluster == 0) kc::check_cuda(launch_split(0), "decode_attention: split kernel launch");
+  const std::size_t smem = cluster > 1 ? cluster_smem(cluster) : split_smem;
   if (s > 1 && !fused) {
     const std::size_t csmem = sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb;
     const void* comb = kern.rb == 16 ? reinterpret_cast<const void*>(&split_combine_kernel<16>)
@@ -450,7 +498,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   }
   info.strategy = s > 1 ? DecodeStrategy::split : DecodeStrategy::plain;
   info.ctas = static_cast<int>(ctas), info.ctas_per_sm = split_occ, info.splits = s, info.smem_bytes = smem;
-  info.workspace_bytes = ws, info.combine_kernel = s > 1 && !fused, info.cluster_merge = cluster > 1;
+  info.workspace_bytes = cluster > 1 ? 0 : ws, info.combine_kernel = s > 1 && !fused, info.cluster_merge = cluster > 1;
   return info;
 }
 

@@ -87,9 +87,10 @@ struct StrategyChoice {
 ///   streams such a head in about the time lean's schedule, flags and merge cost (B 4, 12 heads,
 ///   1k tokens, 8 tiles: plain 12.2 us, lean 19.6), and that bound holds for ragged lengths too.
 ///   At 16 tiles it no longer does (B 1, GQA 8/1, 1k tokens of D 128: plain 19.6 us, lean 15.3);
-/// - split into kClusterSplit pieces merged inside their cluster (sm_90) for one sequence whose
-///   heads' clusters are all resident at once and whose cache holds at most kClusterSplitTokens
-///   tokens (at most 1024 per piece), GQA included: B 1, D 128, GQA 8/1 at 1k tokens 11.8 us
+/// - split into kClusterSplit pieces merged inside their cluster (sm_90) for one sequence with
+///   several query rows per kv head (GQA, or several query tokens) whose heads' clusters are all
+///   resident at once and whose cache holds at most kClusterSplitTokens tokens (at most 1024 per
+///   piece); MHA keeps the rule above (not measured against it): B 1, D 128, GQA 8/1 at 1k tokens 11.8 us
 ///   against lean's 15.7, 32/8 at 4k 17.6 against 25.1, 64/8 at 8k 24.2 against 30.7 (session 12;
 ///   at 16k tokens lean is ahead again: 20.0 against 30.9 with only 8 CTAs);
 /// - lean otherwise (few heads, GQA groups, several sequences of unknown lengths).

@@ -4,7 +4,7 @@
 // Grid: B x Hv x s CTAs (CTA = ((b * Hv) + v) * s + piece), fixed at launch so that a captured
 // CUDA graph serves every length: each CTA reads its sequence's length from device memory and cuts
 // the head into pieces = min(s, tiles) near-equal tile ranges (lean_schedule.h's split arithmetic);
-// CTAs past the piece count exit. A head in one piece (always so for plain, s = 1) is stored
+// CTAs past the piece count exit (in a cluster they take its barriers first). A head in one piece (always so for plain, s = 1) is stored
 // directly; otherwise each piece writes its partial to slot CTA, and the pieces are merged in piece
 // order (deterministic, whichever CTA merges):
 // - fused (p.head_counters set): each piece takes a ticket from its head's counter once its partial

@@ -191,23 +191,25 @@ TEST(CudaDecodeSchedule, StrategyRule) {
   EXPECT_EQ(pick(40, 12, 1, 4096, 128, 264), DecodeStrategy::lean);  // 1.8 waves of 264
   EXPECT_EQ(pick(44, 12, 1, 4096, 128, 264), DecodeStrategy::plain); // 2 waves of 264
   EXPECT_EQ(pick(1, 1, 1, 4096, 0, 0), DecodeStrategy::lean);     // clamped: tile 1, one slot
-  // With clusters of 8 resident (sm_90): one sequence of at most 8192 tokens whose heads' clusters
-  // all fit at once splits in 8, GQA included; otherwise the rules above.
+  // With clusters of 8 resident (sm_90): one sequence of at most 8192 tokens with several query rows
+  // per kv head, whose heads' clusters all fit at once, splits in 8; otherwise the rules above.
   auto pick_clusters = [](std::int64_t batch, std::int64_t heads, std::int64_t rows, std::int64_t capacity,
                           int clusters) {
     return dec::choose_strategy({.batch = batch, .virtual_heads = heads, .rows = rows, .resident_ctas = 132,
                                  .capacity_tokens = capacity, .tile_tokens = 64, .resident_clusters = clusters});
   };
-  for (auto [heads, rows, capacity] : {std::tuple{1, 8, 1000}, {8, 4, 4097}, {8, 8, 8192}, {12, 1, 1024}}) {
+  for (auto [heads, rows, capacity] : {std::tuple{1, 8, 1000}, {8, 4, 4097}, {8, 8, 8192}, {16, 2, 1024}}) {
     const dec::StrategyChoice c = pick_clusters(1, heads, rows, capacity, 16);
     EXPECT_EQ(c.strategy, DecodeStrategy::split) << heads << " " << rows << " " << capacity;
     EXPECT_EQ(c.splits, dec::kClusterSplit);
   }
   EXPECT_EQ(pick_clusters(1, 1, 8, 8193, 16).strategy, DecodeStrategy::lean);   // pieces > 1024 tokens
-  EXPECT_EQ(pick_clusters(1, 17, 1, 8192, 16).splits, 0);                        // a second wave of clusters
+  EXPECT_EQ(pick_clusters(1, 16, 4, 8192, 16).splits, dec::kClusterSplit);      // every cluster resident
+  EXPECT_EQ(pick_clusters(1, 17, 4, 8192, 16).strategy, DecodeStrategy::lean);   // a second wave of clusters
+  EXPECT_EQ(pick_clusters(1, 12, 1, 1024, 16).splits, 0);                         // MHA: FlashDecoding's split
   EXPECT_EQ(pick_clusters(2, 4, 1, 4096, 16).strategy, DecodeStrategy::lean);    // may be ragged
   EXPECT_EQ(pick_clusters(1, 1, 8, 1000, 0).strategy, DecodeStrategy::lean);     // no clusters
-  EXPECT_EQ(pick_clusters(1, 12, 1, 64, 16).strategy, DecodeStrategy::plain);    // one tile
+  EXPECT_EQ(pick_clusters(1, 1, 8, 64, 16).strategy, DecodeStrategy::plain);     // one tile
   EXPECT_EQ(dec::clamp_length(-5, 100), 0);
   EXPECT_EQ(dec::clamp_length(500, 100), 100);
   EXPECT_EQ(dec::row_blocks(24, 16), 2);
@@ -577,7 +579,8 @@ TEST(CudaDecodeAttention, NaNScoresMakeTheirRowsNaN) {
 // cores), with lengths that leave some heads fewer pieces than CTAs (idle CTAs in a cluster).
 TEST(CudaDecodeAttention, SplitMergesInItsClusterLastPieceOrACombineKernel) {
   ENCORE_REQUIRE_GPU();
-  const bool clusters = runtime().sm() >= 90;
+  // sm_90 code on an sm_90 device, and room for every head's cluster (at most 6 of 7 CTAs here).
+  const bool clusters = runtime().sm() >= 90 && runtime().sm90_code() && runtime().multiprocessors() >= 64;
   struct Shape {
     Case c, other;  // other: a second shape whose heads reuse the counters and workspace
     DType dt;
@@ -626,6 +629,34 @@ TEST(CudaDecodeAttention, SplitMergesInItsClusterLastPieceOrACombineKernel) {
       EXPECT_EQ(std::memcmp(first.data(), again.data(), first.nbytes()), 0);  // deterministic
     }
   }
+}
+
+// automatic on one GQA sequence of a short cache: 8 pieces merged inside their cluster on sm_90,
+// and the same result as the other strategies.
+TEST(CudaDecodeAttention, AutomaticSplitsShortGqaCachesInClusters) {
+  ENCORE_REQUIRE_GPU();
+  const bool clusters = runtime().sm() >= 90 && runtime().sm90_code() && runtime().multiprocessors() >= 64;
+  const Case c{{1000}, 8, 1, 128, 16, 1};
+  std::mt19937 rng(57);
+  const Paged p = make_paged(c, rng);
+  const ref::RefTensor want = reference(c, p, c.lens);
+  const Dev d = upload_all(p, DType::BF16);
+  dec::LaunchInfo info;
+  const Tensor y = run_gpu(c, d, DType::BF16, RunCfg{DecodeStrategy::automatic}, &info);
+  EXPECT_LE(rel_error(y, want), tolerance(DType::BF16));
+  if (clusters) {
+    EXPECT_EQ(info.strategy, DecodeStrategy::split);
+    EXPECT_EQ(info.splits, dec::kClusterSplit);
+    EXPECT_TRUE(info.cluster_merge);
+    EXPECT_EQ(info.workspace_bytes, 0u);
+  } else {
+    EXPECT_FALSE(info.cluster_merge);
+  }
+  RunCfg no_cluster{DecodeStrategy::automatic};
+  no_cluster.cluster_merge = false;  // then the rule does not apply: lean, as before
+  EXPECT_LE(rel_error(run_gpu(c, d, DType::BF16, no_cluster, &info), want), tolerance(DType::BF16));
+  EXPECT_FALSE(info.cluster_merge);
+  EXPECT_EQ(info.strategy, DecodeStrategy::lean);
 }
 
 TEST(CudaDecodeAttention, StridedQueryAndHalfOutputs) {

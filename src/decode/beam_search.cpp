@@ -78,7 +78,7 @@ class BeamSearch {
  public:
   BeamSearch(DecoderSession& session, int batch, const GenerationOptions& o)
       : session_(session), o_(o), batch_(batch), beams_(o.num_beams), vocab_(session.vocab_size()),
-        k_(std::max(2, 1 + (o.eos_token_id >= 0 ? 1 : 0)) * o.num_beams) {}
+        k_(std::max(2, 1 + (eos_id(o) >= 0 ? 1 : 0)) * o.num_beams) {}
 
   std::vector<GenerationResult> run();
 
@@ -107,14 +107,14 @@ class BeamSearch {
 
 void BeamSearch::init() {
   const auto rows = static_cast<std::size_t>(batch_) * beams_;
-  running_.assign(rows, Hyp{{o_.start_token_id}, 0.0f, false});
-  pool_.assign(rows, Hyp{{o_.start_token_id}, kBig, false});
+  running_.assign(rows, Hyp{{start_id(o_)}, 0.0f, false});
+  pool_.assign(rows, Hyp{{start_id(o_)}, kBig, false});
   for (int b = 0; b < batch_; ++b)
     for (int j = 1; j < beams_; ++j) running_[row(b, j)].score = kBig;  // step 1 expands beam 0 only
   open_.assign(static_cast<std::size_t>(batch_), 1);
   reported_.assign(static_cast<std::size_t>(batch_), 0);
   parents_.assign(rows, 0);
-  tokens_.assign(rows, o_.start_token_id);
+  tokens_.assign(rows, start_id(o_));
 }
 
 // Steps c-f of one HF iteration for item b; `logits` holds the item's beams_ rows.
@@ -135,7 +135,7 @@ void BeamSearch::expand_item(int b, std::span<float> logits, std::vector<Hyp>& n
   for (std::size_t k = 0; k < top.size(); ++k) {
     const float acc = logits[top[k]];
     const auto token = static_cast<std::int32_t>(top[k] % static_cast<std::size_t>(vocab_));
-    const bool hits = at_max || token == o_.eos_token_id;
+    const bool hits = at_max || token == eos_id(o_);
     all_hit_ = all_hit_ && hits;
     run_vals[k] = hits ? acc + kBig : acc;
     float f = acc / divisor;

@@ -77,12 +77,15 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
   // Beam search keeps 2 * num_beams candidates out of num_beams * vocab (torch.topk needs k <= n).
   ENCORE_CHECK(o.num_beams == 1 || vocab >= 2, invalid_argument,
                "generate: beam search needs session.vocab_size() >= 2, got {}", vocab);
-  ENCORE_CHECK(o.start_token_id >= 0 && o.start_token_id < vocab, invalid_argument,
-               "{}.start_token_id = {} must be in [0, vocab_size = {})", w, o.start_token_id, vocab);
-  ENCORE_CHECK(o.eos_token_id >= -1 && o.eos_token_id < vocab, invalid_argument,
-               "{}.eos_token_id = {} must be -1 (none) or in [0, vocab_size = {})", w, o.eos_token_id, vocab);
-  ENCORE_CHECK(o.pad_token_id >= -1 && o.pad_token_id < vocab, invalid_argument,
-               "{}.pad_token_id = {} must be -1 (= eos) or in [0, vocab_size = {})", w, o.pad_token_id, vocab);
+  ENCORE_CHECK(o.start_token_id.has_value(), invalid_argument,
+               "{}.start_token_id is not set: give the token generation starts from", w);
+  ENCORE_CHECK(*o.start_token_id >= 0 && *o.start_token_id < vocab, invalid_argument,
+               "{}.start_token_id = {} must be in [0, vocab_size = {})", w, *o.start_token_id, vocab);
+  ENCORE_CHECK(eos_id(o) >= -1 && eos_id(o) < vocab, invalid_argument,
+               "{}.eos_token_id = {} must be -1 (none) or in [0, vocab_size = {})", w, eos_id(o), vocab);
+  ENCORE_CHECK(o.pad_token_id.value_or(-1) >= -1 && o.pad_token_id.value_or(-1) < vocab, invalid_argument,
+               "{}.pad_token_id = {} must be -1 (= eos) or in [0, vocab_size = {})", w, o.pad_token_id.value_or(-1),
+               vocab);
 }
 
 GenerationOptions resolve_lengths(GenerationOptions o) {
@@ -121,7 +124,7 @@ std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int
                         bool log_probs, float& logprob) {
   if (log_probs && !o.do_sample) {  // the choice a session makes with step_greedy, the same code
     const GreedyChoice c =
-        detail::greedy_choice(scores, detail::eos_masked_for_min_length(o, cur_len) ? o.eos_token_id : -1);
+        detail::greedy_choice(scores, detail::eos_masked_for_min_length(o, cur_len) ? detail::eos_id(o) : -1);
     logprob = c.log_prob_without_eos;
     return c.token_without_eos;
   }
@@ -141,7 +144,7 @@ std::int32_t pick_token(std::span<float> scores, const GenerationOptions& o, int
 std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batch, int per,
                                                const GenerationOptions& o) {
   const int vocab = session.vocab_size();
-  const std::int32_t pad = o.pad_token_id >= 0 ? o.pad_token_id : o.eos_token_id;
+  const std::int32_t pad = detail::pad_id(o);
   const bool log_probs = session.step_returns_log_probs();
   const bool session_chooses = !o.do_sample && session.chooses_greedy();
   detail::SplitMix64 rng(o.seed);
@@ -152,7 +155,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
       logits = take_logits(session.step(tokens), batch, vocab);
       return;
     }
-    choices = session.step_greedy(tokens, o.eos_token_id);
+    choices = session.step_greedy(tokens, detail::eos_id(o));
     ENCORE_CHECK(static_cast<int>(choices.size()) == batch, invalid_argument,
                  "generate: session.step_greedy returned {} choices for {} rows", choices.size(), batch);
     for (const GreedyChoice& c : choices)
@@ -175,8 +178,8 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
 
   std::vector<GenerationResult> out(static_cast<std::size_t>(batch));
   std::vector<bool> finished(static_cast<std::size_t>(batch), false);
-  std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), o.start_token_id);
-  for (auto& r : out) r.ids.push_back(o.start_token_id);
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), detail::start_id(o));
+  for (auto& r : out) r.ids.push_back(detail::start_id(o));
 
   int cur_len = 1;
   int unfinished = batch;
@@ -196,7 +199,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
     ++cur_len;
     for (int b = 0; b < batch; ++b) {
       if (finished[b]) continue;
-      const bool done = (o.eos_token_id >= 0 && tokens[b] == o.eos_token_id) || cur_len >= o.max_length;
+      const bool done = (detail::eos_id(o) >= 0 && tokens[b] == detail::eos_id(o)) || cur_len >= o.max_length;
       if (done) {
         finished[b] = true;
         --unfinished;

@@ -23,6 +23,14 @@ inline constexpr int kDefaultNewTokens = 20;
 /// The checks of generate() that need no session: every option against `batch` and `vocab`.
 /// Throws Error(invalid_argument) naming the field, Error(unsupported) for beam sampling.
 /// Models call it before encoding, so that a bad option fails before any work.
+/// The special ids of validated options: start (set), eos (-1 = none), pad (eos when unset or -1).
+inline std::int32_t start_id(const GenerationOptions& o) { return o.start_token_id.value_or(0); }
+inline std::int32_t eos_id(const GenerationOptions& o) { return o.eos_token_id.value_or(-1); }
+inline std::int32_t pad_id(const GenerationOptions& o) {
+  const std::int32_t pad = o.pad_token_id.value_or(-1);
+  return pad >= 0 ? pad : eos_id(o);
+}
+
 void validate_options(const GenerationOptions& options, int batch, int vocab);
 
 /// `options` (validated) with max_new_tokens / min_new_tokens applied to max_length / min_length

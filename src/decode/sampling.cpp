@@ -31,12 +31,12 @@ Tensor take_logits(Tensor logits, int rows, int vocab) {
 }
 
 bool eos_masked_for_min_length(const GenerationOptions& o, int cur_len) {
-  return o.eos_token_id >= 0 && o.min_length > 0 && cur_len < o.min_length;
+  return eos_id(o) >= 0 && o.min_length > 0 && cur_len < o.min_length;
 }
 
 bool mask_eos_for_min_length(std::span<float> scores, const GenerationOptions& o, int cur_len) {
   if (!eos_masked_for_min_length(o, cur_len)) return false;
-  scores[o.eos_token_id] = kNegInf;
+  scores[eos_id(o)] = kNegInf;
   return true;
 }
 

@@ -231,13 +231,13 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values_in, GenerationO
   };
   const auto t0 = Clock::now();
   const VitGpt2Config& c = impl_->config;
-  // Ids at their defaults take the model's, each on its own (as HF falls back per id).
-  if (options.start_token_id == 0) options.start_token_id = c.decoder_start_token_id;
-  ENCORE_CHECK(options.start_token_id >= 0, invalid_argument,
+  // Unset ids take the model's, each on its own (as HF falls back per id).
+  if (!options.start_token_id) options.start_token_id = c.decoder_start_token_id;
+  ENCORE_CHECK(*options.start_token_id >= 0, invalid_argument,
                "VitGpt2::caption: the model's files name no decoder_start_token_id or bos_token_id (Hugging Face "
                "refuses to generate then too); give GenerationOptions::start_token_id");
-  if (options.eos_token_id == -1) options.eos_token_id = c.eos_token_id;
-  if (options.pad_token_id == -1) options.pad_token_id = c.pad_token_id;
+  if (!options.eos_token_id) options.eos_token_id = c.eos_token_id;
+  if (!options.pad_token_id) options.pad_token_id = c.pad_token_id;
   // Every option is checked before any work: before the encoder runs and a session is planned for
   // batch x rows per image (beams, or samples when sampling several sequences per image).
   check_pixels(pixel_values_in, c);

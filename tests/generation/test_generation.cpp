@@ -133,6 +133,7 @@ TEST(GenerationGolden, MatchesHuggingFace) {
     SCOPED_TRACE(c["name"].get<std::string>());
     const auto& j = c["options"];
     GenerationOptions o;
+    o.start_token_id = 0;
     o.max_length = j["max_length"];
     o.min_length = j["min_length"];
     o.num_beams = j["num_beams"];
@@ -144,7 +145,7 @@ TEST(GenerationGolden, MatchesHuggingFace) {
     o.max_new_tokens = j.value("max_new_tokens", -1);
     o.min_new_tokens = j.value("min_new_tokens", -1);
     o.num_return_sequences = j.value("num_return_sequences", 1);
-    ToyLogits toy{c["seed"], c["vocab"], o.eos_token_id, c["eos_bias"], c["eos_bias_step"]};
+    ToyLogits toy{c["seed"], c["vocab"], o.eos_token_id.value_or(-1), c["eos_bias"], c["eos_bias_step"]};
     const int batch = c["batch"];
     for (bool log_probs : {false, true}) {  // sessions returning logits, or log-probabilities
       SCOPED_TRACE(log_probs ? "log-prob session" : "logits session");
@@ -167,9 +168,10 @@ TEST(GenerationGolden, MatchesHuggingFace) {
 TEST(Generation, LogProbSessionsEqualLogitSessions) {
   ToyLogits toy{.seed = 31, .eos_bias = 1.5, .eos_bias_step = 0.5};
   std::vector<GenerationOptions> cases(3);
-  cases[0] = {.max_length = 12, .min_length = 6};
-  cases[1] = {.max_length = 12, .min_length = 4, .do_sample = true, .temperature = 0.7f, .top_k = 5, .seed = 9};
-  cases[2] = {.max_length = 12, .do_sample = true, .top_p = 0.8f, .seed = 10};
+  cases[0] = {.max_length = 12, .min_length = 6, .start_token_id = 0};
+  cases[1] = {.max_length = 12, .min_length = 4, .do_sample = true, .temperature = 0.7f, .top_k = 5, .seed = 9,
+              .start_token_id = 0};
+  cases[2] = {.max_length = 12, .do_sample = true, .top_p = 0.8f, .seed = 10, .start_token_id = 0};
   for (GenerationOptions& o : cases) {
     o.eos_token_id = toy.eos;
     FakeSession a = toy_session(3, o, toy, false), b = toy_session(3, o, toy, true);
@@ -196,6 +198,7 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
   ToyLogits toy;
   auto check = [&](auto mutate, const std::string& needle, ErrorCode code = ErrorCode::invalid_argument) {
     GenerationOptions o;
+    o.start_token_id = 0;
     o.eos_token_id = 3;
     mutate(o);
     expect_error([&] { run_toy(1, o, toy); }, code, needle);
@@ -212,6 +215,7 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
   check([](auto& o) { o.num_beams = (1 << 20) + 1; }, "num_beams = 1048577");  // over the row limit
   check([](auto& o) { o.early_stopping = 3; }, "early_stopping = 3");
   check([](auto& o) { o.eos_token_id = 24; }, "eos_token_id = 24");
+  check([](auto& o) { o.start_token_id.reset(); }, "start_token_id is not set");
   check([](auto& o) { o.pad_token_id = -5; }, "pad_token_id = -5");
   check([](auto& o) { o.start_token_id = 99; }, "start_token_id = 99");
   check([](auto& o) { o.length_penalty = std::numeric_limits<float>::infinity(); }, "length_penalty");
@@ -223,13 +227,13 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
   check([](auto& o) { o.num_return_sequences = 2; }, "num_return_sequences = 2: greedy");  // HF refuses too
   check([](auto& o) { o.num_beams = 3, o.num_return_sequences = 4; }, "num_return_sequences = 4 must be at most");
   check([](auto& o) { o.do_sample = true, o.num_return_sequences = (1 << 20) + 1; }, "num_return_sequences = 1048577");
-  expect_error([&] { run_toy((1 << 20) + 1, GenerationOptions{}, toy); }, ErrorCode::invalid_argument,
+  expect_error([&] { run_toy((1 << 20) + 1, GenerationOptions{.start_token_id = 0}, toy); }, ErrorCode::invalid_argument,
                "batch = 1048577 is over");
   // max_new_tokens replaces max_length, which is then not looked at (HF ignores it too).
-  GenerationOptions o{.max_length = 1, .max_new_tokens = 3, .eos_token_id = 3};
+  GenerationOptions o{.max_length = 1, .max_new_tokens = 3, .start_token_id = 0, .eos_token_id = 3};
   EXPECT_EQ(run_toy(1, o, toy).at(0).ids.size(), 4u);
   // No length given at all: HF 5.x's 20 new tokens after the start token.
-  EXPECT_EQ(run_toy(1, GenerationOptions{}, ToyLogits{.eos = -1}).at(0).ids.size(), 21u);
+  EXPECT_EQ(run_toy(1, GenerationOptions{.start_token_id = 0}, ToyLogits{.eos = -1}).at(0).ids.size(), 21u);
 }
 
 
@@ -238,13 +242,14 @@ TEST(GenerationOptions, InvalidValuesNameTheField) {
 TEST(GenerationOptions, SamplingSettingsAreIgnoredWhenNotSampling) {
   ToyLogits toy;
   GenerationOptions o;
+  o.start_token_id = 0;
   o.eos_token_id = 3;
   const auto want = run_toy(1, o, toy);
   o.temperature = 0.0f, o.top_p = 0.0f, o.top_k = -1;
   const auto got = run_toy(1, o, toy);
   ASSERT_EQ(got.size(), want.size());
   EXPECT_EQ(got[0].ids, want[0].ids);
-  EXPECT_EQ(GenerationOptions{}.top_k, 50);  // Hugging Face's default
+  EXPECT_EQ(GenerationOptions{.start_token_id = 0}.top_k, 50);  // Hugging Face's default
 }
 
 TEST(Sampling, NonFiniteScoresAreAnError) {
@@ -262,6 +267,7 @@ TEST(Sampling, NonFiniteScoresAreAnError) {
 TEST(GenerationOptions, BatchAndRowsMustAgree) {
   ToyLogits toy;
   GenerationOptions o;
+  o.start_token_id = 0;
   o.num_beams = 3;
   FakeSession s(5, toy.vocab, 3, toy);
   expect_error([&] { generate(s, 2, o); }, ErrorCode::invalid_argument, "rows() = 5");
@@ -292,7 +298,7 @@ TEST(GenerationOptions, SessionTensorsAreNotModified) {
     for (int beams : {1, 2}) {
       Keeper k(borrowed);
       const std::vector<float> before = k.values();
-      GenerationOptions o{.max_length = 4, .min_length = 4, .num_beams = beams, .eos_token_id = 5};
+      GenerationOptions o{.max_length = 4, .min_length = 4, .num_beams = beams, .start_token_id = 0, .eos_token_id = 5};
       (void)generate(k, 2 / beams, o);
       EXPECT_EQ(k.values(), before) << (borrowed ? "borrowed" : "owned") << ", beams " << beams;
     }
@@ -307,6 +313,7 @@ TEST(GenerationOptions, WrongLogitsShapeIsReported) {
     void reorder(std::span<const int>) override {}
   } bad;
   GenerationOptions o;
+  o.start_token_id = 0;
   expect_error([&] { generate(bad, 2, o); }, ErrorCode::invalid_argument, "[2, 7]");
 }
 
@@ -315,6 +322,7 @@ TEST(Greedy, TiesPickTheLowestIndex) {
   auto flat = [](int, const Ids&) { return std::vector<float>{1.0f, 2.0f, 5.0f, 5.0f, 5.0f}; };
   FakeSession s(1, 5, 1, flat);
   GenerationOptions o;
+  o.start_token_id = 0;
   o.max_length = 4;
   const auto r = generate(s, 1, o);
   EXPECT_EQ(r[0].ids, (Ids{0, 2, 2, 2}));
@@ -328,6 +336,7 @@ TEST(Greedy, NaNCountsAsTheMaximumLikeTorch) {
     auto fixed = [row = row](int, const Ids&) { return row; };
     FakeSession s(1, static_cast<int>(row.size()), 1, fixed);
     GenerationOptions o;
+    o.start_token_id = 0;
     o.max_length = 2;
     EXPECT_EQ(generate(s, 1, o)[0].ids, (Ids{0, want}));
   }
@@ -342,6 +351,7 @@ TEST(Greedy, FinishedRowsAreFedPadAndResultsAreUnpadded) {
   };
   FakeSession s(2, 6, 1, fn);
   GenerationOptions o;
+  o.start_token_id = 0;
   o.max_length = 10;
   o.eos_token_id = 3;
   o.pad_token_id = 5;
@@ -355,6 +365,7 @@ TEST(Greedy, FinishedRowsAreFedPadAndResultsAreUnpadded) {
 TEST(Greedy, CallbackReportsEveryTokenAndTheFinishingOne) {
   ToyLogits toy{.seed = 11};
   GenerationOptions o;
+  o.start_token_id = 0;
   o.max_length = 12;
   o.eos_token_id = toy.eos;
   std::map<int, std::vector<TokenEvent>> events;
@@ -380,6 +391,7 @@ TEST(Greedy, CancellationStopsMidway) {
   ToyLogits toy{.seed = 5, .eos = -1};
   FakeSession s(2, toy.vocab, 1, toy);
   GenerationOptions o;
+  o.start_token_id = 0;
   o.max_length = 20;
   int calls = 0;
   o.on_token = [&](const TokenEvent&) { return ++calls < 5; };
@@ -391,6 +403,7 @@ TEST(Greedy, CancellationStopsMidway) {
 // ---- sampling ----------------------------------------------------------------------------------
 GenerationOptions sampling_options(std::uint64_t seed) {
   GenerationOptions o;
+  o.start_token_id = 0;
   o.max_length = 16;
   o.eos_token_id = 3;
   o.do_sample = true;
@@ -449,6 +462,7 @@ TEST(Sampling, SeveralSequencesPerItemAreRowsOfTheirOwn) {
 TEST(Sampling, TopKOneAndTinyTopPEqualGreedy) {
   ToyLogits toy{.seed = 42};
   GenerationOptions greedy;
+  greedy.start_token_id = 0;
   greedy.max_length = 16;
   greedy.eos_token_id = 3;
   const auto want = run_toy(3, greedy, toy);
@@ -479,6 +493,7 @@ std::vector<int> histogram(const std::vector<float>& logits, GenerationOptions o
 TEST(Sampling, FrequenciesFollowSoftmaxAndWarpers) {
   const std::vector<float> logits{std::log(0.5f), std::log(0.3f), std::log(0.2f)};
   GenerationOptions o;
+  o.start_token_id = 0;
   o.seed = 3;
   const auto plain = histogram(logits, o, 6000);
   EXPECT_NEAR(plain[0] / 6000.0, 0.5, 0.03);
@@ -499,6 +514,7 @@ TEST(Sampling, FrequenciesFollowSoftmaxAndWarpers) {
 TEST(Sampling, WarperEdgeCases) {
   std::vector<float> tied{1.0f, 3.0f, 3.0f, 0.0f};
   GenerationOptions o;
+  o.start_token_id = 0;
   o.top_k = 1;  // HF keeps every token tied with the k-th value
   detail::apply_sampling_warpers(tied, o);
   EXPECT_TRUE(std::isinf(tied[0]) && std::isinf(tied[3]));
@@ -520,6 +536,7 @@ TEST(Sampling, WarperEdgeCases) {
 // ---- beam search -------------------------------------------------------------------------------
 GenerationOptions beam_options(int beams, int max_length) {
   GenerationOptions o;
+  o.start_token_id = 0;
   o.num_beams = beams;
   o.max_length = max_length;
   o.eos_token_id = 3;

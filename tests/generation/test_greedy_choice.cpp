@@ -95,7 +95,7 @@ TEST(GreedyChoice, SameIdsAndScoresAsFromLogits) {
   for (int min_length : {0, 4, 7})
     for (std::int32_t eos : {kEos, -1}) {
       SCOPED_TRACE("min_length " + std::to_string(min_length) + " eos " + std::to_string(eos));
-      const GenerationOptions o{.max_length = 9, .min_length = min_length, .eos_token_id = eos};
+      const GenerationOptions o{.max_length = 9, .min_length = min_length, .start_token_id = 0, .eos_token_id = eos};
       LogitsSession plain(3);
       ChoosingSession choosing(3);
       const auto want = generate(plain, 3, o);
@@ -151,7 +151,8 @@ TEST(GreedyChoice, SessionsChoosingFromLogProbsMatchGenerateBitwise) {
   for (int min_length : {0, 4, 8})
     for (std::int32_t eos : {3, 0, -1}) {
       SCOPED_TRACE("min_length " + std::to_string(min_length) + " eos " + std::to_string(eos));
-      const GenerationOptions o{.max_length = 8, .min_length = min_length, .eos_token_id = eos, .pad_token_id = 5};
+      const GenerationOptions o{.max_length = 8, .min_length = min_length, .start_token_id = 0,
+                                .eos_token_id = eos, .pad_token_id = 5};
       CraftedSession rows(false), choosing(true);
       const auto want = generate(rows, 1, o);
       const auto got = generate(choosing, 1, o);
@@ -196,11 +197,11 @@ TEST(GreedyChoice, DirectChoicesOnCraftedRows) {
 
 TEST(GreedyChoice, SamplingAndBeamsUseLogits) {
   ChoosingSession sampled(2);
-  (void)generate(sampled, 2, {.max_length = 5, .do_sample = true, .seed = 7});
+  (void)generate(sampled, 2, {.max_length = 5, .do_sample = true, .seed = 7, .start_token_id = 0});
   EXPECT_EQ(sampled.greedy_steps, 0);
   EXPECT_GT(sampled.steps, 0);
   ChoosingSession beams(4);
-  (void)generate(beams, 2, {.max_length = 5, .num_beams = 2, .eos_token_id = kEos});
+  (void)generate(beams, 2, {.max_length = 5, .num_beams = 2, .start_token_id = 0, .eos_token_id = kEos});
   EXPECT_EQ(beams.greedy_steps, 0);
   EXPECT_GT(beams.steps, 0);
 }
@@ -209,7 +210,7 @@ TEST(GreedyChoice, ChoicesOutsideTheVocabularyAreReported) {
   ChoosingSession s(2);
   s.bad_choice = true;
   try {
-    (void)generate(s, 2, {.max_length = 5});
+    (void)generate(s, 2, {.max_length = 5, .start_token_id = 0});
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_argument);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -85,9 +86,13 @@ struct GenerationOptions {
   int top_k = 50;                 ///< 0 = off
   float top_p = 1.0f;             ///< [0, 1]; 1 = off, 0 = the most likely token only
   std::uint64_t seed = 0;         ///< sampling RNG seed (deterministic per seed)
-  std::int32_t start_token_id = 0;
-  std::int32_t eos_token_id = -1;  ///< -1 = none
-  std::int32_t pad_token_id = -1;  ///< -1 = eos_token_id
+  /// Special ids. generate(): start_token_id must be set; eos_token_id unset or -1 = none;
+  /// pad_token_id unset or -1 = eos_token_id. VitGpt2::caption(): an unset id takes the model's,
+  /// each on its own, as HF does for ids it is not given; a set one is used as given (start 0,
+  /// eos -1 = none, pad -1 = eos).
+  std::optional<std::int32_t> start_token_id;
+  std::optional<std::int32_t> eos_token_id;
+  std::optional<std::int32_t> pad_token_id;
   /// Called after each token; return false to cancel (generate() then throws Error(cancelled)).
   std::function<bool(const TokenEvent&)> on_token;
 };

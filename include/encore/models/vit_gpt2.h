@@ -113,8 +113,8 @@ class VitGpt2 {
   GenerationOptions generation_options() const;
   /// Captions for a batch of preprocessed images [B, 3, H, W] (HF `generate` semantics): B *
   /// num_return_sequences of them, image by image (beam search: best first).
-  /// Special ids left at their defaults (start_token_id 0, eos_token_id -1, pad_token_id -1) each
-  /// take the model's, field by field, as HF does for ids it is not given; other options are
+  /// Special ids left unset (std::nullopt) each take the model's, field by field, as HF does for
+  /// ids it is not given; a set one is used as given (start 0; eos -1: no eos); other options are
   /// used as given (see generation_options()). Options are checked before any work.
   /// The planned encoder and decode session (KV cache, cross K/V, and on CUDA the recorded
   /// graphs) are kept for the next call with the same batch, rows per image (beams or samples) and

@@ -1,8 +1,9 @@
 // The safetensors header parser: reads the tensor table and __metadata__ straight from nlohmann's
 // SAX events, without a DOM. DOM nodes cost 10-40x the bytes of the JSON they hold, so a hostile
 // header of ~100 MB could take gigabytes; here memory stays a small multiple of the header size
-// (the keys of each object are kept compactly to find duplicates, each entry only as the
-// TensorEntry it becomes, metadata only as the map returned).
+// (the keys of each object kept compactly to find duplicates, each valid entry as a 24-byte record
+// until the TensorEntry vector is made, metadata only as the map returned, the content of other
+// values not at all).
 //
 // Which defect a message names is kept as it was with the DOM: JSON defects (syntax, duplicate
 // keys, nesting) first, in file order, where the parse stops; then, as the DOM reader walked its
@@ -153,7 +154,7 @@ struct EntryState {
   bool has_dtype = false;
   const char* dtype_type = nullptr;  // the JSON type when it is not a string
   std::optional<DType> dtype;
-  std::string dtype_spelling;  // printable, when not a dtype encore reads
+  std::string dtype_spelling;  // as written, when not a dtype encore reads
   CountsField shape, offsets;
 
   void reset(std::string printable_name) {
@@ -244,7 +245,8 @@ class HeaderBuilder {
     }
     return path;
   }
-  bool worse_than_recorded(std::string_view key) const { return !defect_ || key < defect_->key; }
+  // Whether a defect of top-level `key` would be reported before the one recorded (if any).
+  bool precedes_recorded(std::string_view key) const { return !defect_ || key < defect_->key; }
   void record(std::string_view key, ErrorCode code, std::string message) {
     defect_ = Defect{std::string(key), code, std::move(message)};
     entries_ = {};  // the parse fails now: the entries are not needed
@@ -293,13 +295,13 @@ HeaderBuilder::Role HeaderBuilder::top_level_value(json::value_t type) {
   const bool object = type == json::value_t::object;
   if (name == "__metadata__") {
     if (object) return Role::metadata;
-    if (worse_than_recorded(name))
+    if (precedes_recorded(name))
       record(name, ErrorCode::bad_model_file,
              fmt::format("{}: __metadata__ is a JSON {}, expected an object of string values", source_,
                          type_name(type)));
     return Role::other;
   }
-  if (!worse_than_recorded(name)) return Role::other;  // a smaller key already failed: only parse it
+  if (!precedes_recorded(name)) return Role::other;  // a smaller key already failed: only parse it
   if (name.empty()) {
     record(name, ErrorCode::bad_model_file, fmt::format("{}: header has a tensor with an empty name", source_));
     return Role::other;
@@ -381,7 +383,7 @@ bool HeaderBuilder::open(bool object) {
 bool HeaderBuilder::close() {
   const Role role = levels_[--depth_].role;
   if (role == Role::entry) finish_entry();
-  if (role == Role::metadata && metadata_bad_type != nullptr && worse_than_recorded("__metadata__"))
+  if (role == Role::metadata && metadata_bad_type != nullptr && precedes_recorded("__metadata__"))
     record("__metadata__", ErrorCode::bad_model_file,
            fmt::format("{}: __metadata__ key '{}' has a JSON {} value, expected a string", source_,
                        printable(metadata_bad_key), metadata_bad_type));
@@ -436,7 +438,7 @@ void HeaderBuilder::count_element(CountsField& f, const char* field, std::uint64
 void HeaderBuilder::finish_entry() {
   const std::string& name = levels_[0].key;
   if (std::optional<Defect> defect = entry_defect(entry_)) {
-    if (worse_than_recorded(name)) record(name, defect->code, std::move(defect->message));
+    if (precedes_recorded(name)) record(name, defect->code, std::move(defect->message));
     return;
   }
   if (defect_) return;  // the header fails anyway

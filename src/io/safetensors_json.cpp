@@ -1,9 +1,7 @@
 #include "io/safetensors_json.h"
 
-#include <algorithm>
 #include <array>
 #include <cstdint>
-#include <limits>
 #include <set>
 
 #include "core/check.h"
@@ -21,6 +19,25 @@ std::string printable(std::string_view text, std::size_t max_chars) {
   }
   if (text.size() > max_chars) out += "...";
   return out;
+}
+
+std::string json_syntax_error(std::size_t position, const nlohmann::json::exception& ex) {
+  // ex.what() is "[json.exception.parse_error.101] parse error at line 1, column 2: ..."
+  std::string_view detail = ex.what();
+  if (const auto colon = detail.find(": "); colon != std::string_view::npos) detail.remove_prefix(colon + 2);
+  return fmt::format("is not valid JSON (at byte {}): {}", position, printable(detail, 300));
+}
+
+void check_no_nul(std::string_view text, const JsonOrigin& origin) {
+  // nlohmann stops at a NUL byte as if the input ended there, which would accept garbage after
+  // it; a NUL is never valid JSON (raw control bytes are not allowed in strings either).
+  if (const auto nul = text.find('\0'); nul != std::string_view::npos)
+    fail(ErrorCode::bad_model_file, "{}: {} is not valid JSON (at byte {}): it contains a NUL byte", origin.source,
+         origin.what, nul);
+}
+
+void fail_json(const JsonOrigin& origin, std::string_view defect) {
+  fail(ErrorCode::bad_model_file, "{}: {} {}", origin.source, origin.what, defect);
 }
 
 namespace {
@@ -60,10 +77,7 @@ class DomBuilder {
   }
 
   bool parse_error(std::size_t position, const std::string&, const nlohmann::json::exception& ex) {
-    // ex.what() is "[json.exception.parse_error.101] parse error at line 1, column 2: ..."
-    std::string_view detail = ex.what();
-    if (const auto colon = detail.find(": "); colon != std::string_view::npos) detail.remove_prefix(colon + 2);
-    return reject(fmt::format("is not valid JSON (at byte {}): {}", position, printable(detail, 300)));
+    return reject(json_syntax_error(position, ex));
   }
 
   Json& root() { return root_; }
@@ -143,24 +157,10 @@ class DomBuilder {
 
 template <typename Json>
 Json parse_json_as(std::string_view text, int max_depth, const JsonOrigin& origin) {
-  // nlohmann stops at a NUL byte as if the input ended there, which would accept garbage after
-  // it; a NUL is never valid JSON (raw control bytes are not allowed in strings either).
-  if (const auto nul = text.find('\0'); nul != std::string_view::npos)
-    fail(ErrorCode::bad_model_file, "{}: {} is not valid JSON (at byte {}): it contains a NUL byte", origin.source,
-         origin.what, nul);
   DomBuilder<Json> builder(max_depth);
-  bool ok = false;
-  try {
-    ok = Json::sax_parse(text.begin(), text.end(), &builder);
-  } catch (const nlohmann::json::exception& e) {  // not expected from the SAX driver; never leak one
-    fail(ErrorCode::bad_model_file, "{}: {} cannot be parsed: {}", origin.source, origin.what,
-         printable(e.what(), 300));
-  }
-  if (!ok) fail(ErrorCode::bad_model_file, "{}: {} {}", origin.source, origin.what, builder.error());
+  run_sax<Json>(text, origin, builder);
   return std::move(builder.root());
 }
-
-// ---- header entries ---------------------------------------------------------------------------
 
 constexpr std::array<std::pair<std::string_view, DType>, kNumDTypes> kDTypeNames{{
     {"F32", DType::F32},
@@ -173,153 +173,6 @@ constexpr std::array<std::pair<std::string_view, DType>, kNumDTypes> kDTypeNames
     {"BOOL", DType::Bool},
 }};
 
-using json = nlohmann::json;
-
-// Context for the messages about one tensor entry.
-struct EntryContext {
-  std::string_view source;
-  std::string name;  // printable
-};
-
-// Reads a non-negative integer that fits int64 (shape extents) or uint64 (offsets).
-std::uint64_t read_count(const json& v, std::uint64_t max, const EntryContext& ctx, const char* field,
-                         std::size_t index) {
-  if (v.is_number_unsigned()) {
-    const auto u = v.get<std::uint64_t>();
-    if (u > max)
-      fail(ErrorCode::bad_model_file, "{}: tensor '{}' has {}[{}] = {}, which exceeds the largest supported value {}",
-           ctx.source, ctx.name, field, index, u, max);
-    return u;
-  }
-  if (v.is_number_integer()) {
-    const auto s = v.get<std::int64_t>();
-    if (s >= 0) return static_cast<std::uint64_t>(s);  // "-0" parses as a signed zero
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' has negative {}[{}] = {}, expected a non-negative integer",
-         ctx.source, ctx.name, field, index, s);
-  }
-  fail(ErrorCode::bad_model_file, "{}: tensor '{}' has {}[{}] = {}, expected a non-negative integer", ctx.source,
-       ctx.name, field, index, printable(v.dump(-1, ' ', false, json::error_handler_t::replace), 40));
-}
-
-const json& require_field(const json& entry, const char* field, const EntryContext& ctx) {
-  const auto it = entry.find(field);
-  if (it == entry.end())
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' has no '{}' field (expected dtype, shape and data_offsets)",
-         ctx.source, ctx.name, field);
-  return *it;
-}
-
-const json& require_array(const json& entry, const char* field, const EntryContext& ctx) {
-  const json& v = require_field(entry, field, ctx);
-  if (!v.is_array())
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' field '{}' is a JSON {}, expected an array of integers",
-         ctx.source, ctx.name, field, v.type_name());
-  return v;
-}
-
-void check_fields(const json& entry, const EntryContext& ctx) {
-  for (const auto& [key, value] : entry.items()) {
-    if (key != "dtype" && key != "shape" && key != "data_offsets")
-      fail(ErrorCode::bad_model_file,
-           "{}: tensor '{}' has unknown field '{}': expected only dtype, shape and data_offsets", ctx.source,
-           ctx.name, printable(key));
-  }
-}
-
-DType read_dtype(const json& entry, const EntryContext& ctx) {
-  const json& v = require_field(entry, "dtype", ctx);
-  if (!v.is_string())
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' field 'dtype' is a JSON {}, expected a string such as \"F32\"",
-         ctx.source, ctx.name, v.type_name());
-  const auto& name = v.get_ref<const std::string&>();
-  if (const auto dtype = parse_safetensors_dtype(name)) return *dtype;
-  // dtypes of the safetensors format that encore does not read: a valid file it cannot use
-  // (unsupported), unlike a name the format does not have (a malformed file).
-  constexpr std::string_view kFormatOnly[] = {"F64", "I16", "U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0",
-                                              "F4", "F6_E2M3", "F6_E3M2", "C64"};
-  const bool format_dtype = std::find(std::begin(kFormatOnly), std::end(kFormatOnly), name) != std::end(kFormatOnly);
-  fail(format_dtype ? ErrorCode::unsupported : ErrorCode::bad_model_file,
-       "{}: unsupported dtype '{}' for tensor '{}': encore reads F32, F16, BF16, I8, U8, I32, I64, BOOL", ctx.source,
-       printable(name, 40), ctx.name);
-}
-
-Shape read_shape(const json& entry, const EntryContext& ctx) {
-  const json& v = require_array(entry, "shape", ctx);
-  if (v.size() > static_cast<std::size_t>(kMaxDims))  // valid in the format, beyond encore's tensors
-    fail(ErrorCode::unsupported, "{}: tensor '{}' has rank {}: encore supports at most {} dimensions",
-         ctx.source, ctx.name, v.size(), kMaxDims);
-  Shape shape;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    shape.push_back(static_cast<std::int64_t>(read_count(v[i], max, ctx, "shape", i)));
-  }
-  return shape;
-}
-
-// The byte size of shape × dtype, or a message when it does not fit 64 bits.
-std::uint64_t checked_nbytes(const Shape& shape, DType dtype, const EntryContext& ctx) {
-  std::uint64_t n = 1, span = 1;  // span: the product with zeros counted as 1, what strides multiply
-  for (const std::int64_t d : shape) {
-    const auto du = static_cast<std::uint64_t>(d);
-    const std::uint64_t limit = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    if (__builtin_mul_overflow(n, du, &n) || n > limit || __builtin_mul_overflow(span, du == 0 ? 1 : du, &span) ||
-        span > limit)
-      fail(ErrorCode::bad_model_file,
-           "{}: tensor '{}' has shape {} whose element count overflows 64 bits (with zero dimensions counted "
-           "as 1, as a view's strides count them)",
-           ctx.source, ctx.name, shape.str());
-  }
-  std::uint64_t bytes = 0;
-  if (__builtin_mul_overflow(n, dtype_size(dtype), &bytes))
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' has shape {} of {} whose byte size overflows 64 bits",
-         ctx.source, ctx.name, shape.str(), safetensors_dtype_name(dtype));
-  return bytes;
-}
-
-TensorEntry read_entry(const std::string& name, const json& value, std::string_view source) {
-  const EntryContext ctx{source, printable(name)};
-  if (name.empty()) fail(ErrorCode::bad_model_file, "{}: header has a tensor with an empty name", source);
-  if (!value.is_object())
-    fail(ErrorCode::bad_model_file,
-         "{}: tensor '{}' is a JSON {}, expected an object with dtype, shape and data_offsets", source, ctx.name,
-         value.type_name());
-  check_fields(value, ctx);
-  TensorEntry e;
-  e.name = name;
-  e.dtype = read_dtype(value, ctx);
-  e.shape = read_shape(value, ctx);
-  const json& offsets = require_array(value, "data_offsets", ctx);
-  if (offsets.size() != 2)
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' has {} data_offsets, expected 2 ([begin, end])", source,
-         ctx.name, offsets.size());
-  const auto max = std::numeric_limits<std::uint64_t>::max();
-  e.begin = read_count(offsets[0], max, ctx, "data_offsets", 0);
-  e.end = read_count(offsets[1], max, ctx, "data_offsets", 1);
-  if (e.begin > e.end)
-    fail(ErrorCode::bad_model_file, "{}: tensor '{}' has data_offsets [{}, {}]: begin is after end", source,
-         ctx.name, e.begin, e.end);
-  const std::uint64_t needed = checked_nbytes(e.shape, e.dtype, ctx);
-  if (e.end - e.begin != needed)
-    fail(ErrorCode::bad_model_file,
-         "{}: tensor '{}' has data_offsets [{}, {}] ({} bytes) but shape {} of {} needs {} bytes", source,
-         ctx.name, e.begin, e.end, e.end - e.begin, e.shape.str(), safetensors_dtype_name(e.dtype), needed);
-  return e;
-}
-
-std::map<std::string, std::string> read_metadata(const json& value, std::string_view source) {
-  if (!value.is_object())
-    fail(ErrorCode::bad_model_file, "{}: __metadata__ is a JSON {}, expected an object of string values", source,
-         value.type_name());
-  std::map<std::string, std::string> out;
-  for (const auto& [key, v] : value.items()) {
-    if (!v.is_string())
-      fail(ErrorCode::bad_model_file, "{}: __metadata__ key '{}' has a JSON {} value, expected a string", source,
-           printable(key), v.type_name());
-    out.emplace(key, v.get<std::string>());
-  }
-  return out;
-}
-
 }  // namespace
 
 nlohmann::json parse_json(std::string_view text, int max_depth, const JsonOrigin& origin) {
@@ -328,19 +181,6 @@ nlohmann::json parse_json(std::string_view text, int max_depth, const JsonOrigin
 
 nlohmann::ordered_json parse_ordered_json(std::string_view text, int max_depth, const JsonOrigin& origin) {
   return parse_json_as<nlohmann::ordered_json>(text, max_depth, origin);
-}
-
-ParsedHeader parse_header(std::string_view header, std::string_view source) {
-  const json root = parse_json(header, kHeaderMaxDepth, {source, "header"});
-  if (!root.is_object())
-    fail(ErrorCode::bad_model_file, "{}: header is a JSON {}, expected an object", source, root.type_name());
-  ParsedHeader out;
-  out.entries.reserve(root.size());
-  for (const auto& [name, value] : root.items()) {
-    if (name == "__metadata__") out.metadata = read_metadata(value, source);
-    else out.entries.push_back(read_entry(name, value, source));
-  }
-  return out;
 }
 
 const char* safetensors_dtype_name(DType dtype) noexcept {

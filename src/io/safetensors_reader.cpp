@@ -58,13 +58,16 @@ bool by_offset(const TensorEntry& a, const TensorEntry& b) {
   return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
 }
 
+// Of several tensors past the end, the one whose name sorts first is named, whatever the order of
+// `entries`.
 void check_in_bounds(const std::vector<TensorEntry>& entries, std::uint64_t data_bytes, std::string_view source) {
-  for (const TensorEntry& e : entries) {
-    if (e.end > data_bytes)
-      fail(ErrorCode::bad_model_file,
-           "{}: tensor '{}' has data_offsets [{}, {}] but the data section holds only {} bytes (file truncated?)",
-           source, printable(e.name), e.begin, e.end, data_bytes);
-  }
+  const TensorEntry* outside = nullptr;
+  for (const TensorEntry& e : entries)
+    if (e.end > data_bytes && (outside == nullptr || e.name < outside->name)) outside = &e;
+  if (outside != nullptr)
+    fail(ErrorCode::bad_model_file,
+         "{}: tensor '{}' has data_offsets [{}, {}] but the data section holds only {} bytes (file truncated?)",
+         source, printable(outside->name), outside->begin, outside->end, data_bytes);
 }
 
 // Tensors sorted by offset must tile the data section exactly: no hole, no overlap, no tail.

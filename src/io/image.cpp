@@ -162,6 +162,52 @@ std::vector<std::uint8_t> without_leading_empty_idat(std::span<const std::uint8_
   return out;
 }
 
+
+// The parts of an uncompressed BMP's header that stb does not check: the pixel array's size (stb
+// reads past the end of the data as zeros, where Pillow refuses a truncated file) and the layout of
+// 16-bit pixels (stb widens 5- and 6-bit channels by bit replication, Pillow by v * 255 / max).
+struct BmpLayout {
+  bool uncompressed = false;
+  std::uint64_t needed = 0;  // bytes up to the end of the last row
+  int bpp = 0;
+  int bits[3] = {0, 0, 0};   // 16 bpp: bits of red, green, blue (5/5/5 or 5/6/5), else 0
+};
+
+BmpLayout bmp_layout(std::span<const std::uint8_t> d) {
+  BmpLayout b;
+  auto u16 = [&](std::size_t k) { return static_cast<std::uint32_t>(d[k] | d[k + 1] << 8); };
+  auto u32 = [&](std::size_t k) { return u16(k) | u16(k + 2) << 16; };
+  if (d.size() < 26 || d[0] != 'B' || d[1] != 'M') return b;
+  const std::uint32_t offset = u32(10), header = u32(14);
+  std::int64_t w = 0, h = 0;
+  std::uint32_t compression = 0;
+  if (header == 12) {  // OS/2 core header
+    w = u16(18), h = u16(20), b.bpp = static_cast<int>(u16(24));
+  } else if (header >= 40 && d.size() >= 34) {
+    w = static_cast<std::int32_t>(u32(18)), h = static_cast<std::int32_t>(u32(22));
+    b.bpp = static_cast<int>(u16(28)), compression = u32(30);
+  } else {
+    return b;
+  }
+  constexpr std::uint32_t kRgb = 0, kBitfields = 3, kAlphaBitfields = 6;
+  if (compression != kRgb && compression != kBitfields && compression != kAlphaBitfields) return b;
+  if (w <= 0 || b.bpp <= 0 || b.bpp > 32) return b;  // stb refuses these itself
+  b.uncompressed = true;
+  const std::uint64_t row = (static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(b.bpp) + 31) / 32 * 4;
+  const std::uint64_t rows = static_cast<std::uint64_t>(h < 0 ? -h : h);
+  b.needed = offset + row * rows;  // w, h < 2^31 and bpp <= 32: no overflow
+  if (b.bpp == 16) {
+    std::uint32_t masks[3] = {0x7C00, 0x03E0, 0x001F};  // BI_RGB: 5/5/5
+    if (compression != kRgb) {
+      if (d.size() < 66) return b;
+      masks[0] = u32(54), masks[1] = u32(58), masks[2] = u32(62);
+    }
+    const bool m555 = masks[0] == 0x7C00 && masks[1] == 0x03E0 && masks[2] == 0x001F;
+    const bool m565 = masks[0] == 0xF800 && masks[1] == 0x07E0 && masks[2] == 0x001F;
+    if (m555 || m565) b.bits[0] = 5, b.bits[1] = m565 ? 6 : 5, b.bits[2] = 5;
+  }
+  return b;
+}
 }  // namespace
 
 Image Image::from_rgb(std::span<const std::uint8_t> rgb, std::int32_t width, std::int32_t height) {
@@ -237,12 +283,22 @@ Image decode_image(std::span<const std::byte> data, std::string_view source, con
       std::memset(&image.rgb[i * 3], grey.get()[i] > 255 ? 255 : grey.get()[i], 3);
     return image;
   }
+  const BmpLayout bmp = bmp_layout({bytes, static_cast<std::size_t>(len)});
+  if (bmp.uncompressed && static_cast<std::uint64_t>(len) < bmp.needed)
+    fail(ErrorCode::invalid_argument, "{}: truncated BMP: {} bytes, but its {}x{} pixels at {} bits end at byte {}",
+         source, len, w, h, bmp.bpp, bmp.needed);
   // Asking for 3 channels converts like Pillow's convert("RGB"): grey replicated, alpha dropped.
   std::unique_ptr<stbi_uc, Free> pixels(stbi_load_from_memory(bytes, len, &dw, &dh, &file_channels, 3));
   if (!pixels) decode_failed(source, w, h);
   if (dw != w || dh != h)
     fail(ErrorCode::invalid_argument, "{}: header says {}x{} but the decoder produced {}x{}", source, w, h, dw, dh);
   image.rgb.assign(pixels.get(), pixels.get() + n * 3);
+  if (bmp.bits[0] != 0) {  // 16-bit BMP: Pillow's widening of the 5- or 6-bit channel values
+    for (std::size_t i = 0; i < n * 3; ++i) {
+      const int bits = bmp.bits[i % 3], v = image.rgb[i] >> (8 - bits);  // stb's top bits are the value
+      image.rgb[i] = static_cast<std::uint8_t>(v * 255 / ((1 << bits) - 1));
+    }
+  }
   return image;
 }
 

@@ -99,6 +99,63 @@ TEST(ImageDecode, LosslessFormatsMatchPillowExactly) {
   EXPECT_GE(checked, 8);  // PNG (RGB, grey, RGBA, palette, 1x1, 16-bit grey and RGB) and BMP
 }
 
+// A 16-bit BMP of w x 1 pixels whose pixel i is `pixels[i]` (BI_RGB: 5/5/5; with masks:
+// BI_BITFIELDS), written the way Pillow and Windows lay it out.
+std::vector<std::byte> bmp16(const std::vector<std::uint16_t>& pixels, bool rgb565) {
+  const std::uint32_t w = static_cast<std::uint32_t>(pixels.size()), row = (w * 16 + 31) / 32 * 4;
+  const std::uint32_t offset = 14 + 40 + (rgb565 ? 12 : 0), size = offset + row;
+  std::vector<std::byte> b(size);
+  auto put = [&](std::size_t at, std::uint32_t v, int n) {
+    for (int k = 0; k < n; ++k) b[at + k] = static_cast<std::byte>(v >> (8 * k));
+  };
+  b[0] = std::byte{'B'}, b[1] = std::byte{'M'};
+  put(2, size, 4), put(10, offset, 4), put(14, 40, 4), put(18, w, 4), put(22, 1, 4), put(26, 1, 2), put(28, 16, 2);
+  put(30, rgb565 ? 3 : 0, 4), put(34, row, 4);
+  if (rgb565) put(54, 0xF800, 4), put(58, 0x07E0, 4), put(62, 0x001F, 4);
+  for (std::uint32_t i = 0; i < w; ++i) put(offset + 2 * i, pixels[i], 2);
+  return b;
+}
+
+// Pillow widens 16-bit BMP channels as v * 255 / max (BGR;15 and BGR;16 unpackers), stb by bit
+// replication, which is one level higher for about half the values: encore gives Pillow's.
+TEST(ImageDecode, SixteenBitBmpChannelsWidenAsInPillow) {
+  for (const bool rgb565 : {false, true}) {
+    SCOPED_TRACE(rgb565 ? "5/6/5" : "5/5/5");
+    const int gbits = rgb565 ? 6 : 5, gmax = (1 << gbits) - 1;
+    std::vector<std::uint16_t> pixels;
+    for (int v = 0; v <= gmax; ++v) {  // red and blue take v % 32, green v
+      const int r = v % 32, bl = (31 - v % 32);
+      pixels.push_back(static_cast<std::uint16_t>(r << (5 + gbits) | v << 5 | bl));
+    }
+    const Image im = io::decode_image(bmp16(pixels, rgb565));
+    ASSERT_EQ(im.width, gmax + 1);
+    for (int v = 0; v <= gmax; ++v) {
+      const int r = v % 32, bl = 31 - v % 32;
+      EXPECT_EQ(im.rgb[3 * v + 0], r * 255 / 31) << "red " << r;
+      EXPECT_EQ(im.rgb[3 * v + 1], v * 255 / gmax) << "green " << v;
+      EXPECT_EQ(im.rgb[3 * v + 2], bl * 255 / 31) << "blue " << bl;
+    }
+  }
+}
+
+// stb reads past the end of a BMP's pixel array as zeros; Pillow refuses the file ("image file is
+// truncated"), and so does encore: a header alone, and a file cut inside its rows.
+TEST(ImageDecode, TruncatedBmpIsAnError) {
+  std::ifstream in(kDir / "rgb_50x40.bmp", std::ios::binary);
+  std::vector<char> whole((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(whole.size(), 1000u);
+  for (const std::size_t keep : {std::size_t{54}, whole.size() / 2, whole.size() - 1}) {
+    SCOPED_TRACE(keep);
+    std::vector<std::byte> cut(keep);
+    std::memcpy(cut.data(), whole.data(), keep);
+    expect_error([&] { io::decode_image(cut, "cut.bmp"); }, ErrorCode::invalid_argument,
+                 {"cut.bmp", "truncated BMP", std::to_string(keep) + " bytes"});
+  }
+  std::vector<std::byte> all(whole.size());
+  std::memcpy(all.data(), whole.data(), whole.size());
+  EXPECT_EQ(io::decode_image(all).width, 50);  // the whole file still decodes
+}
+
 TEST(ImageDecode, JpegIsCloseToLibjpeg) {
   // stb_image and libjpeg-turbo differ in IDCT rounding and chroma upsampling; the two decodings
   // of the same file differ by a few levels at most, and by well under one level on average.

@@ -310,6 +310,27 @@ bool json_flag(const nlohmann::json& obj, const char* key, bool fallback, const 
   return it->get<bool>();
 }
 
+// A post-processor that adds no token: ByteLevel (offsets only), a template whose single-sequence
+// form is the sequence alone, or a Sequence of those. Anything else adds tokens: refused.
+void check_post_processor(const nlohmann::json& post, const std::string& src) {
+  const auto type = post.is_object() ? post.find("type") : post.end();
+  const std::string kind = type != post.end() && type->is_string() ? type->get<std::string>() : "";
+  bool adds_nothing = kind == "ByteLevel";
+  if (kind == "TemplateProcessing") {
+    const auto single = post.find("single");
+    adds_nothing = single != post.end() && single->is_array() && single->size() == 1 && (*single)[0].is_object() &&
+                   (*single)[0].contains("Sequence");
+  } else if (kind == "Sequence") {
+    const auto list = post.find("processors");
+    if (list == post.end() || !list->is_array()) fail(ErrorCode::bad_model_file, "{}: post_processor Sequence has no 'processors' array", src);
+    for (const auto& p : *list) check_post_processor(p, src);
+    adds_nothing = true;
+  }
+  if (!adds_nothing)
+    fail(ErrorCode::unsupported, "{}: post_processor {} adds tokens to the text's, which is not supported", src,
+         printable(post.dump(), 120));
+}
+
 // tokenizer.json: only what GPT-2-style byte-level BPE needs; anything that would change the
 // result and is not implemented (a normalizer, another pre-tokenizer) is refused.
 void load_tokenizer_json(auto& s, const nlohmann::json& root) {
@@ -333,6 +354,22 @@ void load_tokenizer_json(auto& s, const nlohmann::json& root) {
            "{}: pre_tokenizer {} is not supported (expected ByteLevel with add_prefix_space false)", src,
            printable(pre->dump(), 120));
   }
+  // Settings that change the ids encode() returns: tokens added around the text (a template or
+  // BERT/RoBERTa post-processor), truncation or padding to a length, BPE dropout, and word affixes
+  // of other BPE flavours. The ByteLevel post-processor only moves offsets, which encore does not
+  // return.
+  for (const char* key : {"truncation", "padding"})
+    if (const auto it = root.find(key); it != root.end() && !it->is_null())
+      fail(ErrorCode::unsupported, "{}: sets '{}' ({}), which is not supported", src, key, printable(it->dump(), 80));
+  if (const auto post = root.find("post_processor"); post != root.end() && !post->is_null())
+    check_post_processor(*post, src);
+  if (const auto drop = model->find("dropout");
+      drop != model->end() && !drop->is_null() && !(drop->is_number() && drop->get<double>() == 0.0))
+    fail(ErrorCode::unsupported, "{}: model.dropout is {}; BPE dropout is not supported", src, printable(drop->dump(), 40));
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (const auto it = model->find(key); it != model->end() && !it->is_null() && *it != "")
+      fail(ErrorCode::unsupported, "{}: model.{} is {}; only GPT-2 byte-level BPE (none) is supported", src, key,
+           printable(it->dump(), 40));
   const auto vocab = model->find("vocab");
   if (vocab == model->end()) fail(ErrorCode::bad_model_file, "{}: model has no 'vocab'", src);
   s.tokens = vocab_from_json(*vocab, src + ": model.vocab");

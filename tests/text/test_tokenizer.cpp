@@ -215,6 +215,14 @@ TEST(Gpt2Tokenizer, TokenizerJsonMatchesVocabAndMerges) {
                 {"normalizer", nullptr},
                 {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
                 {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+    // The rest of GPT-2's own tokenizer.json, none of which changes the ids (the post-processor
+    // only moves offsets): accepted. The second pass writes an identity template instead.
+    doc["truncation"] = nullptr, doc["padding"] = nullptr;
+    doc["model"]["dropout"] = nullptr, doc["model"]["continuing_subword_prefix"] = "";
+    doc["model"]["end_of_word_suffix"] = "";
+    doc["post_processor"] = pairs ? json{{"type", "TemplateProcessing"},
+                                         {"single", json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})}}
+                                  : json{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}};
     TempDir dir;
     write(dir / "tokenizer.json", doc.dump());
     const auto t = Gpt2Tokenizer::from_directory(dir.path());
@@ -339,6 +347,24 @@ TEST(Gpt2Tokenizer, MissingFilesAndUnsupportedTokenizerJson) {
   text_flag["added_tokens"] = json::array({{{"id", 256}, {"content", "<x>"}, {"special", "yes"}}});
   json text_prefix = base;
   text_prefix["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", 0}};
+  // A BOS before the text, as OPT-style tokenizers add it (HF: [50256, ...] where GPT-2 gives [...]).
+  json bos = base;
+  bos["post_processor"] = {{"type", "TemplateProcessing"},
+                           {"single", json::array({{{"SpecialToken", {{"id", "<|endoftext|>"}, {"type_id", 0}}}},
+                                                   {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})}};
+  json roberta = base;
+  roberta["post_processor"] = {{"type", "Sequence"},
+                               {"processors", json::array({{{"type", "ByteLevel"}}, {{"type", "RobertaProcessing"}}})}};
+  json truncation = base;
+  truncation["truncation"] = {{"max_length", 8}};
+  json padding = base;
+  padding["padding"] = {{"strategy", "BatchLongest"}};
+  json dropout = base;
+  dropout["model"]["dropout"] = 0.1;
+  json suffix = base;
+  suffix["model"]["end_of_word_suffix"] = "</w>";
+  json prefix_sub = base;
+  prefix_sub["model"]["continuing_subword_prefix"] = "##";
   const Case cases[] = {
       {"normalizer", normalizer, ErrorCode::unsupported, "normalizer"},
       {"prefix space", prefix, ErrorCode::unsupported, "pre_tokenizer"},
@@ -349,6 +375,13 @@ TEST(Gpt2Tokenizer, MissingFilesAndUnsupportedTokenizerJson) {
       {"bad merge", bad_merge, ErrorCode::bad_model_file, "model.merges[0]"},
       {"text flag", text_flag, ErrorCode::bad_model_file, "'special' is a JSON string"},
       {"number flag", text_prefix, ErrorCode::bad_model_file, "'add_prefix_space' is a JSON number"},
+      {"bos template", bos, ErrorCode::unsupported, "post_processor"},
+      {"roberta", roberta, ErrorCode::unsupported, "RobertaProcessing"},
+      {"truncation", truncation, ErrorCode::unsupported, "'truncation'"},
+      {"padding", padding, ErrorCode::unsupported, "'padding'"},
+      {"dropout", dropout, ErrorCode::unsupported, "dropout"},
+      {"suffix", suffix, ErrorCode::unsupported, "end_of_word_suffix"},
+      {"subword prefix", prefix_sub, ErrorCode::unsupported, "continuing_subword_prefix"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);

@@ -63,7 +63,7 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
   if (o.do_sample) {  // as in Hugging Face, the sampling settings are only looked at when sampling
     ENCORE_CHECK(std::isfinite(o.temperature) && o.temperature > 0.0f, invalid_argument,
                  "{}.temperature = {} must be > 0 when do_sample", w, o.temperature);
-    ENCORE_CHECK(o.top_p >= 0.0f && o.top_p <= 1.0f, invalid_argument, "{}.top_p = {} must be in [0, 1] when do_sample",
+    ENCORE_CHECK(o.top_p >= 0.0 && o.top_p <= 1.0, invalid_argument, "{}.top_p = {} must be in [0, 1] when do_sample",
                  w, o.top_p);  // 0 keeps only the most likely token, as HF's warper
     ENCORE_CHECK(o.top_k >= 0, invalid_argument, "{}.top_k = {} must be >= 0 (0 = off) when do_sample", w, o.top_k);
   }

@@ -114,8 +114,8 @@ void apply_top_k(std::span<float> scores, int top_k) {
 // HF TopPLogitsWarper: sort ascending, cumulative softmax; drop tokens whose cumulative probability
 // is <= 1 - top_p, but always keep the most likely one. torch.sort is not stable; we break ties by
 // index (lower index first in ascending order, so the highest index of a tie is kept longest).
-void apply_top_p(std::span<float> scores, float top_p) {
-  if (top_p >= 1.0f) return;
+void apply_top_p(std::span<float> scores, double top_p) {
+  if (top_p >= 1.0) return;
   const auto n = static_cast<int>(scores.size());
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
@@ -124,7 +124,7 @@ void apply_top_p(std::span<float> scores, float top_p) {
   double sum = 0.0;
   for (int i : order) sum += std::exp(static_cast<double>(scores[i] - m));
   // torch: softmax in float, cumsum accumulated in double (CPU acc type) and stored as float.
-  const auto threshold = static_cast<float>(1.0 - static_cast<double>(top_p));
+  const auto threshold = static_cast<float>(1.0 - top_p);  // HF: a float32 tensor against the Python float
   double cum = 0.0;
   std::vector<int> removed;
   for (int r = 0; r < n - 1; ++r) {  // r = n - 1 is the most likely token: always kept

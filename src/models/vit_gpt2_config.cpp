@@ -222,7 +222,8 @@ VitGpt2Config parse_config(std::string_view config_json, const std::optional<std
     c.do_sample = field<bool>(obj, "do_sample", c.do_sample, w);
     c.top_k = static_cast<int>(int_field(obj, "top_k", c.top_k, std::numeric_limits<int>::min(), kMaxInt, w));
     c.temperature = float_field(obj, "temperature", c.temperature, false, w);
-    c.top_p = float_field(obj, "top_p", c.top_p, false, w);
+    (void)float_field(obj, "top_p", 1.0f, false, w);  // checks it; kept as the double it is, as in HF
+    if (const auto it = obj.find("top_p"); it != obj.end() && it->is_number()) c.top_p = it->get<double>();
     // true / false / "never" (Python's 1 and 0 compare equal to True and False, so HF takes them too).
     const auto es = obj.find("early_stopping");
     if (es != obj.end() && !es->is_null()) {

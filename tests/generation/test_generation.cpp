@@ -526,6 +526,12 @@ TEST(Sampling, WarperEdgeCases) {
   detail::apply_sampling_warpers(peaked, o);
   EXPECT_EQ(peaked[1], 3.0f);
   EXPECT_EQ(std::isinf(peaked[0]) + std::isinf(peaked[2]), 1) << "ties sorted by index: token 0 goes first";
+  // p0 = 0.1000000164f, just above float32(1 - 0.9) = 0.1000000015: HF (transformers 5.17) keeps the
+  // token; a cut-off from a float top_p (1 - 0.9f = 0.1000000238) would drop it.
+  std::vector<float> edge{-2.1972243785858154f, 0.0f};
+  o.top_p = 0.9;
+  detail::apply_sampling_warpers(edge, o);
+  EXPECT_FALSE(std::isinf(edge[0]));
   std::vector<float> flat{0.5f, 0.0f, 1.0f, 0.25f};
   o.top_p = 0.0f;  // HF accepts 0: only the most likely token stays
   detail::apply_sampling_warpers(flat, o);

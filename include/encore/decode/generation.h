@@ -84,7 +84,9 @@ struct GenerationOptions {
   // are HF's (top_k 50).
   float temperature = 1.0f;       ///< > 0
   int top_k = 50;                 ///< 0 = off
-  float top_p = 1.0f;             ///< [0, 1]; 1 = off, 0 = the most likely token only
+  /// [0, 1]; 1 = off, 0 = the most likely token only. A double, as HF's: the cut-off is
+  /// float32(1 - top_p), which a float top_p (0.9f = 0.89999998) would move.
+  double top_p = 1.0;
   std::uint64_t seed = 0;         ///< sampling RNG seed (deterministic per seed)
   /// Special ids. generate(): start_token_id must be set; eos_token_id unset or -1 = none;
   /// pad_token_id unset or -1 = eos_token_id. VitGpt2::caption(): an unset id takes the model's,

@@ -44,7 +44,8 @@ struct VitGpt2Config {
   float length_penalty = 1.0f;
   int early_stopping = 0;
   bool do_sample = false;
-  float temperature = 1.0f, top_p = 1.0f;
+  float temperature = 1.0f;
+  double top_p = 1.0;  ///< a double, as GenerationOptions::top_p
   int top_k = 50;
 
   std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }

@@ -7,6 +7,9 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libdnnl-dev libeigen3-dev libfmt-dev nlohmann-json3-dev libstb-dev
   googletest libgtest-dev libbenchmark-dev
+  # Debian's oneDNN CMake package requires OpenCL's (it is built with the OpenCL GPU runtime);
+  # libdnnl-dev only recommends it, and recommends are not installed below.
+  ocl-icd-opencl-dev
 )
 
 missing=()
@@ -25,6 +28,6 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Through env: sudo resets the environment, so an exported variable would not reach apt-get.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -40,7 +40,8 @@ struct Args {
   int captions = -1;  // per image (num_return_sequences); -1: the model's
   bool sample = false, greedy = false;
   std::optional<std::uint64_t> seed;
-  float temperature = -1.0f, top_p = -1.0f;
+  float temperature = -1.0f;
+  double top_p = -1.0;  // a double, as GenerationOptions::top_p (HF's cut-off is float32(1 - top_p))
   int top_k = -1;
   int threads = 0;
   int batch = 8;  // images decoded and captioned together
@@ -92,9 +93,9 @@ std::uint64_t parse_seed(const char* text) {
   return static_cast<std::uint64_t>(v);
 }
 
-float parse_float(const char* flag, const char* text, float lo, float hi) {
+double parse_number(const char* flag, const char* text, double lo, double hi) {
   char* end = nullptr;
-  const float v = std::strtof(text, &end);
+  const double v = std::strtod(text, &end);
   if (end == text || *end != '\0' || !(v >= lo && v <= hi))
     usage_error(fmt::format("{} expects a number in [{}, {}], got '{}'", flag, lo, hi, text));
   return v;
@@ -125,9 +126,9 @@ Args parse(int argc, char** argv) {
     else if (arg == "--sample") a.sample = true;
     else if (arg == "--greedy") a.greedy = true;
     else if (arg == "--seed") a.seed = parse_seed(value());
-    else if (arg == "--temperature") a.temperature = parse_float("--temperature", value(), 1e-6f, 1e6f);
+    else if (arg == "--temperature") a.temperature = static_cast<float>(parse_number("--temperature", value(), 1e-6, 1e6));
     else if (arg == "--top-k") a.top_k = parse_int("--top-k", value(), 0);
-    else if (arg == "--top-p") a.top_p = parse_float("--top-p", value(), 0.0f, 1.0f);
+    else if (arg == "--top-p") a.top_p = parse_number("--top-p", value(), 0.0, 1.0);
     else if (arg == "--threads") a.threads = parse_int("--threads", value(), 1);
     else if (arg == "--batch") a.batch = parse_int("--batch", value(), 1);
     else if (arg == "--json") a.json = true;
@@ -148,7 +149,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// The first existing directory among encore's source tree and install prefix.
 // The first of encore's source tree and install prefix that holds `name`/`marker` (a directory this
 // user may not read, e.g. a source tree in another user's home, is skipped).
 fs::path builtin(const char* name, const char* marker) {

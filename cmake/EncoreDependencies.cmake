@@ -15,6 +15,11 @@ file(READ ${ENCORE_STB_INCLUDE_DIR}/stb_image.h _encore_stb)
 string(REPLACE "out[i*2+0] = stbi__div4(input[w-2]*3 + input[w-1] + 2);"
                "out[i*2+0] = stbi__div4(input[w-1]*3 + input[w-2] + 2);  /* encore: 3:1 toward the nearer sample */"
                _encore_stb "${_encore_stb}")
+string(FIND "${_encore_stb}" "encore: 3:1 toward the nearer sample" _encore_stb_fixed)
+if(_encore_stb_fixed EQUAL -1)
+  message(WARNING "stb_image.h (${ENCORE_STB_INCLUDE_DIR}) no longer has the line encore patches; "
+                  "check whether its 4:2:2 JPEG upsampler is fixed (test ImageDecode.JpegIsCloseToLibjpeg)")
+endif()
 set(ENCORE_STB_PATCHED_DIR ${PROJECT_BINARY_DIR}/stb-patched)
 set(_encore_stb_out ${ENCORE_STB_PATCHED_DIR}/stb/stb_image.h)
 set(_encore_stb_old "")

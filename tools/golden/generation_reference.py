@@ -24,7 +24,7 @@ over the generated tokens, taken from `output_scores`.
 Usage (the goldens were made with transformers 5.17.0 and torch 2.15.0 from PyPI, CPU only, which gave
 the cases made earlier with torch 2.10.0 unchanged; the
 Linux torch wheel pulls its CUDA runtime wheels, ~3 GB, even though nothing here uses a GPU):
-    python -m venv /tmp/hfenv && /tmp/hfenv/bin/pip install transformers==5.17.0 torch==2.10.0
+    python -m venv /tmp/hfenv && /tmp/hfenv/bin/pip install transformers==5.17.0 torch==2.15.0
     /tmp/hfenv/bin/python tools/golden/generation_reference.py --out tests/data/generation/golden.json
 """
 import argparse

@@ -64,6 +64,21 @@ TEST(VitGpt2Config, ReadsTheGoldenConfig) {
   EXPECT_EQ(c.eos_token_id, 49);
 }
 
+// The second golden model is what catches a loader ignoring the config's LayerNorm eps or the
+// decoder's activation (tools/golden/vit_gpt2.py checks that its goldens move far beyond the test
+// tolerance with the default eps or gelu_new): it must keep eps 0.5 and the exact GELU.
+TEST(VitGpt2Config, ReadsTheSecondGoldenConfig) {
+  const VitGpt2Config c = vitgpt2::read_config(kData / "vit_gpt2_tiny_b");
+  EXPECT_EQ(c.image_size, 48);
+  EXPECT_EQ(c.vocab_size, 67);
+  EXPECT_EQ(c.max_positions, 24);
+  EXPECT_FLOAT_EQ(c.enc_layer_norm_eps, 0.5f);
+  EXPECT_FLOAT_EQ(c.dec_layer_norm_eps, 0.5f);
+  EXPECT_EQ(c.enc_hidden_act, "gelu");
+  EXPECT_EQ(c.dec_activation, "gelu");
+  EXPECT_EQ(c.eos_token_id, 66);
+}
+
 TEST(VitGpt2Config, IntegerFieldsMustBeIntegersInRange) {
   // A float where an integer belongs: neither truncated (12.5 -> 12) nor cast out of range (1e300).
   expect_refused([](json& j) { j["decoder"]["n_layer"] = 2.5; }, ErrorCode::bad_model_file, "'n_layer' must be an integer");

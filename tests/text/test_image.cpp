@@ -359,6 +359,9 @@ TEST(PreprocessVit, MatchesVitGpt2Goldens) {
     o.height = o.width = size;
     const Image images[] = {pil_decoded("photo_640x480.jpg"), pil_decoded("noise_17x23.png")};
     expect_bitwise(io::preprocess_vit_batch(images, o), golden.tensor("pixel_values"), dir);
+    // The batch of the long beam-search goldens: the same two and a third.
+    const Image three[] = {images[0], images[1], pil_decoded("blocks_300x400.png")};
+    expect_bitwise(io::preprocess_vit_batch(three, o), golden.tensor("long_beam.pixel_values"), dir);
   }
 }
 

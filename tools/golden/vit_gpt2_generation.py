@@ -5,13 +5,13 @@ records: Hugging Face `generate()` on the tiny test models, from their golden pi
   - no generation argument at all: the models' files set no max_length, so transformers 5.x
     generates 20 new tokens (max_length 21 with the start token), the case
     `VitGpt2::generation_options()` must reproduce;
-  - max_new_tokens / min_new_tokens beside a max_length / min_length they override (vit_gpt2_tiny
-    never emits eos, so min_new_tokens shows only on vit_gpt2_tiny_b, whose second row's eos moves);
+  - max_new_tokens / min_new_tokens beside a max_length / min_length they override (min_new_tokens
+    shows where a row would end with eos within 5 new tokens);
   - 4 beams returning their best 3 hypotheses (num_return_sequences), with sequences_scores.
 
 Writes tests/data/<model>/generation_options.json for each model directory given; the C++ test
 (tests/models/test_vit_gpt2.cpp) compares ids exactly and scores to 1e-4 (relative). Runs on the
-CPU in float32 (transformers 5.17.0, torch from PyPI):
+CPU in float32 (transformers 5.17.0, torch 2.15.0 from PyPI), after tools/golden/vit_gpt2.py:
     python tools/golden/vit_gpt2_generation.py tests/data/vit_gpt2_tiny tests/data/vit_gpt2_tiny_b
 """
 import argparse

@@ -347,6 +347,30 @@ TEST_P(VitGpt2Golden, IdsNotGivenTakeTheModelsOneByOne) {
   EXPECT_EQ(g.top_k, c.top_k);
 }
 
+// Ids that are set are used as given, also the values a default could be mistaken for: start 0,
+// and eos -1 (none: every caption runs to max_length, past the tokens that would have ended it).
+TEST_P(VitGpt2Golden, IdsGivenAreUsedEvenStartZeroAndNoEos) {
+  const auto model = VitGpt2::load(dir_);
+  const VitGpt2Config& c = model.config();
+  ASSERT_NE(c.decoder_start_token_id, 0);
+  const Tensor pixels = golden("pixel_values");
+  const int length = static_cast<int>(c.max_positions);
+  GenerationOptions start0{.max_length = length, .start_token_id = 0};
+  for (const Caption& cap : model.caption(pixels, start0)) EXPECT_EQ(cap.ids.front(), 0);
+  GenerationOptions with_eos{.max_length = length}, no_eos{.max_length = length, .eos_token_id = -1};
+  const auto stopped = model.caption(pixels, with_eos), ran_on = model.caption(pixels, no_eos);
+  int early = 0;
+  for (std::size_t r = 0; r < ran_on.size(); ++r) {
+    EXPECT_EQ(ran_on[r].ids.size(), static_cast<std::size_t>(length)) << "row " << r;
+    if (stopped[r].ids.size() < static_cast<std::size_t>(length)) {  // it ended at eos: the same ids up to there
+      ++early;
+      EXPECT_EQ(stopped[r].ids.back(), c.eos_token_id);
+      EXPECT_TRUE(std::equal(stopped[r].ids.begin(), stopped[r].ids.end(), ran_on[r].ids.begin())) << "row " << r;
+    }
+  }
+  EXPECT_GT(early, 0) << "no caption ends at eos within " << length << " tokens: the check above cannot fail";
+}
+
 // Hugging Face generate() on the golden pixels (tools/golden/vit_gpt2_generation.py, CPU f32): with
 // no argument at all (the model's files set no length: 20 new tokens), max_new_tokens /
 // min_new_tokens over max_length / min_length, and 4 beams returning their best 3. Each case starts

@@ -223,6 +223,7 @@ void KvCache::sync_tables(bool table, bool lengths) {
 
 void KvCache::reserve(std::int64_t n) {
   ENCORE_CHECK(n >= 0, invalid_argument, "KvCache::reserve: n = {} must be >= 0", n);
+  if (n == 0) return;  // no block receives a token: a shared partial block stays shared
   const i64 bs = config_.block_size;
   // Check everything first so a failed call changes nothing: room, then free blocks (new ones
   // plus copies of shared blocks that will be written).

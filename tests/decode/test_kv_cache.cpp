@@ -240,6 +240,17 @@ TEST(KvCache, ReserveCopiesASharedPartialBlockAfterAReorder) {
   expect_matches(cache, hist);
 }
 
+// Reserving room for no token copies nothing: the shared partial block stays shared until a write.
+TEST(KvCache, ReserveOfNothingKeepsASharedPartialBlockShared) {
+  auto [cache, hist, rng] = partial_blocks(3);
+  cache.reorder(std::vector<int>{0, 0});
+  hist[1] = hist[0];
+  cache.reserve(0);
+  EXPECT_EQ(cache.block_table().at<std::int32_t>({0, 0}), cache.block_table().at<std::int32_t>({1, 0}));
+  append(cache, hist, 1, rng);
+  expect_matches(cache, hist);
+}
+
 // Reserved room inside a partial block survives a reorder; the write into it, now shared by two
 // sequences, copies the block first.
 TEST(KvCache, WriteCopiesASharedPartialBlockWhenReorderedAfterReserve) {

@@ -27,5 +27,21 @@ install(FILES ${PROJECT_BINARY_DIR}/encoreConfig.cmake ${PROJECT_BINARY_DIR}/enc
 # Build-tree export, so a project can point encore_DIR at a build directory too.
 export(EXPORT encoreTargets NAMESPACE encore:: FILE ${PROJECT_BINARY_DIR}/encoreTargets.cmake)
 
+# encore.pc finds the prefix from its own place (${pcfiledir}), so an installed tree can move and
+# `cmake --install --prefix` at install time still gives a right file; absolute dirs stay as given.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(ENCORE_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+  set(ENCORE_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
+else()
+  file(RELATIVE_PATH _encore_pc_up "/encore-root/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/encore-root")
+  string(REGEX REPLACE "/$" "" _encore_pc_up "${_encore_pc_up}")
+  set(ENCORE_PC_PREFIX "\${pcfiledir}/${_encore_pc_up}")
+  set(ENCORE_PC_LIBDIR "\${prefix}/${CMAKE_INSTALL_LIBDIR}")
+endif()
+if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
+  set(ENCORE_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
+else()
+  set(ENCORE_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/encore.pc.in ${PROJECT_BINARY_DIR}/encore.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/encore.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

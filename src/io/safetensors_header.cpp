@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -39,11 +40,16 @@ using json = nlohmann::json;
 // attacker could make collide (with a fixed, known hash) would turn it quadratic.
 std::uint64_t keyed_hash(std::string_view s) {
   static const std::array<std::uint64_t, 2> key = [] {
-    std::array<std::uint64_t, 2> k{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+    // Without an entropy source, per-process values not known in advance (the clock, an ASLR
+    // address): weaker, but not a constant an attacker can build collisions against offline.
+    static const int anchor = 0;
+    std::array<std::uint64_t, 2> k{
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^ 0x0706050403020100ULL,
+        reinterpret_cast<std::uintptr_t>(&anchor) ^ 0x0f0e0d0c0b0a0908ULL};
     try {
       std::random_device rd;
-      for (auto& w : k) w = (std::uint64_t{rd()} << 32) ^ rd();
-    } catch (const std::exception&) {  // no entropy source: still correct, only predictable
+      for (auto& w : k) w ^= (std::uint64_t{rd()} << 32) ^ rd();
+    } catch (const std::exception&) {
     }
     return k;
   }();

@@ -355,8 +355,10 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   const int split_occ = occupancy(l.rt.ordinal(), kern.fn, threads, split_smem);
   ENCORE_CU_CHECK(split_occ >= 1, backend, op, ": kernel does not fit on the device (", split_smem, " bytes)");
 
-  // Split's merge scratch in a region of its own when the pieces merge inside their cluster.
-  auto cluster_smem = [&](int s) { return split_smem + align16(sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb); };
+  // The merge scratch of s pieces (m and l of each, then 1 / l): the combine kernel's shared memory,
+  // and a region of its own after the warp areas when the pieces merge inside their cluster.
+  auto merge_scratch = [&](int s) { return sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb; };
+  auto cluster_smem = [&](int s) { return split_smem + align16(merge_scratch(s)); };
   DecodeStrategy strategy = attrs.strategy;
   int auto_splits = 0;
   if (strategy == DecodeStrategy::automatic) {
@@ -486,7 +488,7 @@ LaunchInfo decode_attention_impl(const Tensor& q, const Tensor& k_cache, const T
   if (cluster == 0) kc::check_cuda(launch_split(0), "decode_attention: split kernel launch");
   const std::size_t smem = cluster > 1 ? cluster_smem(cluster) : split_smem;
   if (s > 1 && !fused) {
-    const std::size_t csmem = sizeof(float) * (2 * static_cast<std::size_t>(s) + 1) * kern.rb;
+    const std::size_t csmem = merge_scratch(s);
     const void* comb = kern.rb == 16 ? reinterpret_cast<const void*>(&split_combine_kernel<16>)
                                      : reinterpret_cast<const void*>(&split_combine_kernel<8>);
     ENCORE_CU_CHECK(occupancy(l.rt.ordinal(), comb, kCombineThreads, csmem) >= 1, unsupported, op, ": ", s,

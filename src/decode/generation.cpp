@@ -81,11 +81,11 @@ void validate_options(const GenerationOptions& o, int batch, int vocab) {
                "{}.start_token_id is not set: give the token generation starts from", w);
   ENCORE_CHECK(*o.start_token_id >= 0 && *o.start_token_id < vocab, invalid_argument,
                "{}.start_token_id = {} must be in [0, vocab_size = {})", w, *o.start_token_id, vocab);
-  ENCORE_CHECK(eos_id(o) >= -1 && eos_id(o) < vocab, invalid_argument,
-               "{}.eos_token_id = {} must be -1 (none) or in [0, vocab_size = {})", w, eos_id(o), vocab);
-  ENCORE_CHECK(o.pad_token_id.value_or(-1) >= -1 && o.pad_token_id.value_or(-1) < vocab, invalid_argument,
-               "{}.pad_token_id = {} must be -1 (= eos) or in [0, vocab_size = {})", w, o.pad_token_id.value_or(-1),
-               vocab);
+  const std::int32_t eos = eos_id(o), pad = o.pad_token_id.value_or(-1);
+  ENCORE_CHECK(eos >= -1 && eos < vocab, invalid_argument,
+               "{}.eos_token_id = {} must be -1 (none) or in [0, vocab_size = {})", w, eos, vocab);
+  ENCORE_CHECK(pad >= -1 && pad < vocab, invalid_argument,
+               "{}.pad_token_id = {} must be -1 (= eos) or in [0, vocab_size = {})", w, pad, vocab);
 }
 
 GenerationOptions resolve_lengths(GenerationOptions o) {
@@ -199,7 +199,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
     ++cur_len;
     for (int b = 0; b < batch; ++b) {
       if (finished[b]) continue;
-      const bool done = (detail::eos_id(o) >= 0 && tokens[b] == detail::eos_id(o)) || cur_len >= o.max_length;
+      const bool done = tokens[b] == detail::eos_id(o) || cur_len >= o.max_length;  // tokens are >= 0
       if (done) {
         finished[b] = true;
         --unfinished;

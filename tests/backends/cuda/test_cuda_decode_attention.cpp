@@ -356,6 +356,12 @@ Tensor run_gpu(const Case& c, const Dev& d, DType dt, const RunCfg& r, dec::Laun
   return y;
 }
 
+// Whether split's pieces can merge inside clusters here: sm_90 code on an sm_90 device, and room
+// for every head's cluster in the tests' shapes (at most 6 clusters of at most 8 CTAs).
+bool clusters_expected() {
+  return runtime().sm() >= 90 && runtime().sm90_code() && runtime().multiprocessors() >= 64;
+}
+
 Tensor run_cpu(const Case& c, const Paged& p, DType dt) {
   Tensor y = Tensor::empty(p.q.shape(), DType::F32);
   const DecodeAttentionAttrs attrs{.num_heads = c.Hq, .num_kv_heads = c.Hkv};
@@ -579,8 +585,7 @@ TEST(CudaDecodeAttention, NaNScoresMakeTheirRowsNaN) {
 // cores), with lengths that leave some heads fewer pieces than CTAs (idle CTAs in a cluster).
 TEST(CudaDecodeAttention, SplitMergesInItsClusterLastPieceOrACombineKernel) {
   ENCORE_REQUIRE_GPU();
-  // sm_90 code on an sm_90 device, and room for every head's cluster (at most 6 of 7 CTAs here).
-  const bool clusters = runtime().sm() >= 90 && runtime().sm90_code() && runtime().multiprocessors() >= 64;
+  const bool clusters = clusters_expected();
   struct Shape {
     Case c, other;  // other: a second shape whose heads reuse the counters and workspace
     DType dt;
@@ -635,7 +640,7 @@ TEST(CudaDecodeAttention, SplitMergesInItsClusterLastPieceOrACombineKernel) {
 // and the same result as the other strategies.
 TEST(CudaDecodeAttention, AutomaticSplitsShortGqaCachesInClusters) {
   ENCORE_REQUIRE_GPU();
-  const bool clusters = runtime().sm() >= 90 && runtime().sm90_code() && runtime().multiprocessors() >= 64;
+  const bool clusters = clusters_expected();
   const Case c{{1000}, 8, 1, 128, 16, 1};
   std::mt19937 rng(57);
   const Paged p = make_paged(c, rng);

@@ -437,27 +437,30 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
     if (lane == 0) mbar_arrive(&sm.empty_v[vpos.slot]);
   }
 
-  // O / l; rows past Tq are not stored. l == 0 (every score -inf, or no tile) gives zeros.
+  // O / l; rows past Tq are not stored. l == 0 (every score -inf, or no tile) gives zeros. Both
+  // rows' sums are reduced before the first store: after it, a shuffle into a register a store
+  // still has to read waited for the store (Nsight: ~4 % of the samples at 197 tokens).
+  float inv[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) inv[h] = softmax_row_scale(l[h] + __shfl_xor_sync(0xffffffffu, l[h], 2));
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float lt = l[h];
-    lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-    lt += __shfl_xor_sync(0xffffffffu, lt, 2);
     const i64 qi = row0 + 8 * h;
     if (qi >= p.Tq) continue;
-    const float inv = softmax_row_scale(lt);
     const i64 off = ((b * p.Tq + qi) * p.Ho + oh) * DP;
     if (p.dt_out == p.dt_in) {
       T* y = static_cast<T*>(p.y) + off;
 #pragma unroll
       for (int i = 0; i < DP / 8; ++i)
         *reinterpret_cast<unsigned*>(y + 8 * i + 2 * t4) =
-            pack2<T>(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+            pack2<T>(o[4 * i + 2 * h] * inv[h], o[4 * i + 2 * h + 1] * inv[h]);
     } else {
 #pragma unroll
       for (int i = 0; i < DP / 8; ++i) {
-        kc::store_f(p.y, off + 8 * i + 2 * t4, p.dt_out, o[4 * i + 2 * h] * inv);
-        kc::store_f(p.y, off + 8 * i + 2 * t4 + 1, p.dt_out, o[4 * i + 2 * h + 1] * inv);
+        kc::store_f(p.y, off + 8 * i + 2 * t4, p.dt_out, o[4 * i + 2 * h] * inv[h]);
+        kc::store_f(p.y, off + 8 * i + 2 * t4 + 1, p.dt_out, o[4 * i + 2 * h + 1] * inv[h]);
       }
     }
   }

@@ -444,7 +444,12 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
 #pragma unroll
   for (int h = 0; h < 2; ++h) l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
 #pragma unroll
-  for (int h = 0; h < 2; ++h) inv[h] = softmax_row_scale(l[h] + __shfl_xor_sync(0xffffffffu, l[h], 2));
+  for (int h = 0; h < 2; ++h) {
+    // softmax_row_scale with the hardware reciprocal (a kept row's sum is >= 1: its max counts 1)
+    // instead of an IEEE division and its slow-path branches.
+    const float lt = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 2);
+    inv[h] = softmax_row_kept(lt) ? __fdividef(1.0f, lt) : 0.0f;
+  }
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const i64 qi = row0 + 8 * h;

@@ -357,7 +357,12 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
       mbar_arrive(&sm.empty_k[ring.slot]);
       if (ntiles == 1) mbar_arrive(sm.empty_q);
     }
-    softmax_tile(s, m, l, alpha, p, tile_mask(0), 0, row0, b, qh, oh, t4);
+    // An unmasked first tile gets the softmax with no mask paths (a constant mask): the one with
+    // them copies half the scores between registers to merge the paths.
+    if (const TileMask mask0 = tile_mask(0); mask0 == TileMask::none)
+      softmax_tile(s, m, l, alpha, p, TileMask::none, 0, row0, b, qh, oh, t4);
+    else
+      softmax_tile(s, m, l, alpha, p, mask0, 0, row0, b, qh, oh, t4);
     pack_p<T>(pf, s);
     RingPos vpos = ring;
     ring.advance<ST>();

@@ -241,8 +241,9 @@ int run(Args& a) {
       }
       const std::string text = tokenizer.decode(captions[i].ids, true);
       if (a.json) {
-        items.push_back(fmt::format(R"({{"image":{},"text":{},"ids":[{}],"score":{}}})", json_quote(image),
-                                    json_quote(text), fmt::join(captions[i].ids, ","), captions[i].score));
+        items.push_back(fmt::format(R"({{"image":{},"text":{},"ids":[{}],"score":{},"token_scores":[{}]}})",
+                                    json_quote(image), json_quote(text), fmt::join(captions[i].ids, ","),
+                                    captions[i].score, fmt::join(captions[i].token_scores, ",")));
       } else {  // one line per caption; several per image are numbered
         if (per_image > 1 && i % per_image == 0) fmt::print("{}:\n", image);
         fmt::print("{}{}\n", per_image > 1 ? fmt::format("  {}. ", i % per_image + 1) : std::string(), text);

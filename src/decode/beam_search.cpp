@@ -41,6 +41,7 @@ struct Hyp {
   std::vector<std::int32_t> ids;
   float score = 0.0f;
   bool finished = false;
+  std::vector<float> token_scores;  // each generated token's processed log-prob on this path
 };
 
 // Ordering of torch.topk (largest first; NaN counts as largest) with ties broken by lower index.
@@ -102,19 +103,21 @@ class BeamSearch {
   std::vector<char> open_, reported_;  // per item: heuristic still unsatisfied; final event sent
   std::vector<int> parents_;           // per row: the row its new running beam continues
   std::vector<std::int32_t> tokens_;   // per row: the token fed at the next step
+  std::vector<float> step_logp_;       // this step's processed log-probs of one item's beams
   bool all_hit_ = true;                // every candidate of this step hit a stopping criterion
 };
 
 void BeamSearch::init() {
   const auto rows = static_cast<std::size_t>(batch_) * beams_;
-  running_.assign(rows, Hyp{{start_id(o_)}, 0.0f, false});
-  pool_.assign(rows, Hyp{{start_id(o_)}, kBig, false});
+  running_.assign(rows, Hyp{{start_id(o_)}, 0.0f, false, {}});
+  pool_.assign(rows, Hyp{{start_id(o_)}, kBig, false, {}});
   for (int b = 0; b < batch_; ++b)
     for (int j = 1; j < beams_; ++j) running_[row(b, j)].score = kBig;  // step 1 expands beam 0 only
   open_.assign(static_cast<std::size_t>(batch_), 1);
   reported_.assign(static_cast<std::size_t>(batch_), 0);
   parents_.assign(rows, 0);
   tokens_.assign(rows, start_id(o_));
+  step_logp_.assign(static_cast<std::size_t>(beams_) * vocab_, 0.0f);
 }
 
 // Steps c-f of one HF iteration for item b; `logits` holds the item's beams_ rows.
@@ -123,6 +126,8 @@ void BeamSearch::expand_item(int b, std::span<float> logits, std::vector<Hyp>& n
     std::span<float> lp = logits.subspan(static_cast<std::size_t>(j) * vocab_, static_cast<std::size_t>(vocab_));
     if (!session_.step_returns_log_probs()) log_softmax_inplace(lp);
     mask_eos_for_min_length(lp, o_, cur_len_);
+    // (kept before the running score is added: the candidates' token scores come from it)
+    std::copy(lp.begin(), lp.end(), step_logp_.begin() + static_cast<std::ptrdiff_t>(j) * vocab_);
     const float running_score = running_[row(b, j)].score;
     for (float& v : lp) v = v + running_score;
   }
@@ -147,8 +152,9 @@ void BeamSearch::expand_item(int b, std::span<float> logits, std::vector<Hyp>& n
   }
   auto candidate = [&](std::size_t k, float score, bool finished) {
     const int parent = row(b, static_cast<int>(top[k] / static_cast<std::size_t>(vocab_)));
-    Hyp h{running_[parent].ids, score, finished};
+    Hyp h{running_[parent].ids, score, finished, running_[parent].token_scores};
     h.ids.push_back(static_cast<std::int32_t>(top[k] % static_cast<std::size_t>(vocab_)));
+    h.token_scores.push_back(step_logp_[top[k]]);
     return h;
   };
   // e. next running beams: best num_beams candidates once finished ones are pushed down by -1e9.
@@ -233,7 +239,10 @@ std::vector<GenerationResult> BeamSearch::run() {
   std::vector<GenerationResult> out;
   out.reserve(static_cast<std::size_t>(batch_) * o_.num_return_sequences);
   for (int b = 0; b < batch_; ++b)
-    for (int j = 0; j < o_.num_return_sequences; ++j) out.push_back(GenerationResult{pool(b)[j].ids, pool(b)[j].score});
+    for (int j = 0; j < o_.num_return_sequences; ++j) {
+      const Hyp& h = pool(b)[j];
+      out.push_back(GenerationResult{h.ids, h.score, h.token_scores});
+    }
   return out;
 }
 

@@ -195,6 +195,7 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
       tokens[b] = t;
       out[b].ids.push_back(t);
       out[b].score += logprob;
+      out[b].token_scores.push_back(logprob);
     }
     ++cur_len;
     for (int b = 0; b < batch; ++b) {

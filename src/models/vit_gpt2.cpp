@@ -278,7 +278,8 @@ std::vector<Caption> VitGpt2::caption(const Tensor& pixel_values_in, GenerationO
   const auto t1 = Clock::now();
   std::vector<Caption> out;
   // A failed or cancelled generation drops the session (its cache is mid-caption).
-  for (GenerationResult& r : generate(*session, batch, options)) out.push_back(Caption{std::move(r.ids), r.score});
+  for (GenerationResult& r : generate(*session, batch, options))
+    out.push_back(Caption{std::move(r.ids), r.score, std::move(r.token_scores)});
   m.sessions.give_back(std::move(session));
   if (timings != nullptr) *timings = CaptionTimings{ms(t0, t1), ms(t1, Clock::now())};
   return out;

@@ -158,6 +158,17 @@ TEST(GenerationGolden, MatchesHuggingFace) {
         const auto& e = c["expected"][i];
         EXPECT_EQ(got[i].ids, e["ids"].get<Ids>()) << "sequence " << i;
         EXPECT_NEAR(got[i].score, e["score"].get<double>(), 1e-5) << "sequence " << i;
+        // One score per generated token, adding up (in float, in order) to the sequence's score;
+        // beam search normalises that sum by gen_len^length_penalty.
+        ASSERT_EQ(got[i].token_scores.size(), got[i].ids.size() - 1) << "sequence " << i;
+        float sum = 0.0f;
+        for (float t : got[i].token_scores) sum += t;
+        if (o.num_beams == 1)
+          EXPECT_EQ(sum, got[i].score) << "sequence " << i;
+        else
+          EXPECT_NEAR(sum / std::pow(static_cast<double>(got[i].token_scores.size()), o.length_penalty), got[i].score,
+                      1e-6 * std::max(1.0, std::abs(double(got[i].score))))
+              << "sequence " << i;
       }
     }
   }
@@ -609,10 +620,13 @@ TEST(BeamSearch, ScoreIsNormalisedSumOfLogProbs) {
     o.length_penalty = lp;
     const auto r = run_toy(1, o, toy);
     const Ids& ids = r[0].ids;
+    ASSERT_EQ(r[0].token_scores.size(), ids.size() - 1);
     double sum = 0.0;
     for (std::size_t t = 1; t < ids.size(); ++t) {
       std::vector<float> l = toy(0, Ids(ids.begin(), ids.begin() + static_cast<long>(t)));
-      sum += detail::log_softmax_at(l, ids[t]);
+      const float token_score = detail::log_softmax_at(l, ids[t]);
+      EXPECT_NEAR(r[0].token_scores[t - 1], token_score, 1e-5) << "token " << t;  // on the hypothesis' own path
+      sum += token_score;
     }
     const double want = sum / std::pow(static_cast<double>(ids.size() - 1), lp);
     EXPECT_NEAR(r[0].score, want, 1e-4) << "length_penalty " << lp;

@@ -64,6 +64,19 @@ std::vector<std::int32_t> hf_row(const Tensor& sequences, std::int64_t row, std:
   return ids;
 }
 
+// Per-token scores against HF's compute_transition_scores row `row` (beam_indices,
+// normalize_logits=False), which is zero past the hypothesis' end.
+void expect_transition_scores(const std::vector<float>& got, const Tensor& want, std::int64_t row) {
+  ASSERT_LE(static_cast<std::int64_t>(got.size()), want.dim(1)) << "row " << row;
+  for (std::int64_t t = 0; t < want.dim(1); ++t) {
+    const double w = want.at<float>({row, t});
+    if (t < static_cast<std::int64_t>(got.size()))
+      EXPECT_NEAR(got[static_cast<std::size_t>(t)], w, 1e-4 * std::max(1.0, std::abs(w))) << "row " << row << " token " << t;
+    else
+      EXPECT_EQ(w, 0.0) << "row " << row << ": HF scored token " << t << " past the hypothesis' end";
+  }
+}
+
 class VitGpt2Golden : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -117,13 +130,19 @@ TEST_P(VitGpt2Golden, GreedyIdsMatch) {
   for (std::int64_t r = 0; r < 2; ++r) {
     const auto& ids = caps[static_cast<std::size_t>(r)].ids;
     EXPECT_EQ(ids, hf_row(want, r, model.config().eos_token_id)) << "row " << r;
+    // Each token's own score too (HF compute_transition_scores with normalize_logits=True).
+    const std::vector<float>& token_scores = caps[static_cast<std::size_t>(r)].token_scores;
+    ASSERT_EQ(token_scores.size(), ids.size() - 1) << "row " << r;
     double want_score = 0;
     for (std::size_t t = 1; t < ids.size(); ++t) {
       const auto step = static_cast<std::int64_t>(t - 1);
       double mx = -INFINITY, sum = 0;
       for (std::int64_t v = 0; v < scores.dim(2); ++v) mx = std::max(mx, double(scores.at<float>({step, r, v})));
       for (std::int64_t v = 0; v < scores.dim(2); ++v) sum += std::exp(double(scores.at<float>({step, r, v})) - mx);
-      want_score += double(scores.at<float>({step, r, ids[t]})) - mx - std::log(sum);
+      const double token_score = double(scores.at<float>({step, r, ids[t]})) - mx - std::log(sum);
+      EXPECT_NEAR(token_scores[t - 1], token_score, 1e-4 * std::max(1.0, std::abs(token_score)))
+          << "row " << r << " token " << t;
+      want_score += token_score;
     }
     EXPECT_NEAR(caps[static_cast<std::size_t>(r)].score, want_score, 1e-4 * std::max(1.0, std::abs(want_score)))
         << "row " << r;
@@ -138,6 +157,7 @@ TEST_P(VitGpt2Golden, BeamSearchIdsAndScoresMatch) {
   for (std::int64_t r = 0; r < 2; ++r) {
     EXPECT_EQ(caps[static_cast<std::size_t>(r)].ids, hf_row(want, r, model.config().eos_token_id)) << "row " << r;
     EXPECT_NEAR(caps[static_cast<std::size_t>(r)].score, scores.at<float>({r}), 1e-4) << "row " << r;
+    expect_transition_scores(caps[static_cast<std::size_t>(r)].token_scores, golden("beam.transition_scores"), r);
   }
 }
 
@@ -168,6 +188,7 @@ TEST_P(VitGpt2Golden, LongBeamSearchWithLengthPenaltiesMatches) {
     for (const auto& [name, penalty] : penalties) {
       SCOPED_TRACE(device + " " + name);
       const Tensor want = golden((name + ".sequences").c_str()), scores = golden((name + ".sequences_scores").c_str());
+      const Tensor transitions = golden((name + ".transition_scores").c_str());
       const auto caps = model.caption(
           pixels, {.max_length = max_length, .num_beams = 4, .length_penalty = penalty, .early_stopping = 1});
       ASSERT_EQ(caps.size(), 3u);
@@ -176,6 +197,7 @@ TEST_P(VitGpt2Golden, LongBeamSearchWithLengthPenaltiesMatches) {
         EXPECT_EQ(c.ids, hf_row(want, r, eos)) << "row " << r;
         const double s = scores.at<float>({r});
         EXPECT_NEAR(c.score, s, 1e-4 * std::max(1.0, std::abs(s))) << "row " << r;
+        expect_transition_scores(c.token_scores, transitions, r);
       }
     }
   }

@@ -77,6 +77,7 @@ struct CaptionTimings {
 struct Caption {
   std::vector<std::int32_t> ids;  ///< start token included (as HF returns them)
   float score = 0.0f;             ///< beam: HF sequences_scores; greedy and sampling: sum of log-probs
+  std::vector<float> token_scores;  ///< per generated token, as GenerationResult::token_scores
 };
 
 class VitGpt2 {

@@ -247,7 +247,26 @@ std::atomic<Bf16Mode> g_bf16_mode{Bf16Mode::automatic};
 void set_bf16_mode(Bf16Mode mode) noexcept { g_bf16_mode.store(mode); }
 Bf16Mode bf16_mode() noexcept { return g_bf16_mode.load(); }
 
+bool onednn_has_bf16_matmul() noexcept {
+  // Asked of oneDNN rather than read off the ISA: its bf16 support depends on its version and
+  // build as much as on the CPU.
+  static const bool has = [] {
+    try {
+      using md = dnnl::memory::desc;
+      const auto bf16 = dnnl::memory::data_type::bf16;
+      const auto ab = dnnl::memory::format_tag::ab;
+      const dnnl::matmul::desc d(md({1, 16}, bf16, ab), md({16, 16}, bf16, ab), md({1, 16}, bf16, ab));
+      const dnnl::matmul::primitive_desc pd(d, engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return has;
+}
+
 bool native_bf16(std::int64_t m) noexcept {
+  if (!onednn_has_bf16_matmul()) return false;
   switch (bf16_mode()) {
     case Bf16Mode::native:
       return true;

@@ -265,13 +265,16 @@ void to_dense(const Tensor& t, DType to, void* dst, int threads);
 /// because such GEMMs are bound by reading the weights, which are half the bytes (measured,
 /// docs/benchmarks.md). So `automatic` is native with AMX or for M < kNativeBf16MaxM, via f32
 /// otherwise; a weight used at both kinds of M is packed twice. Results agree up to f32
-/// rounding (native mode rounds an f32 x to bf16 first).
+/// rounding (native mode rounds an f32 x to bf16 first). On a CPU where oneDNN has no bf16
+/// matmul at all (before AVX-512, e.g. AVX2 only) every mode computes via f32.
 enum class Bf16Mode { automatic, native, via_f32 };
 inline constexpr std::int64_t kNativeBf16MaxM = 8;
 void set_bf16_mode(Bf16Mode mode) noexcept;
 Bf16Mode bf16_mode() noexcept;
 /// Whether a bf16 x bf16 GEMM with `m` rows runs natively now.
 bool native_bf16(std::int64_t m) noexcept;
+/// Whether oneDNN has a bf16 x bf16 matmul on this CPU (probed once).
+bool onednn_has_bf16_matmul() noexcept;
 
 /// Appends the oneDNN eltwise post-op for `act` (nothing for none).
 void append_activation(dnnl::post_ops& ops, Activation act);

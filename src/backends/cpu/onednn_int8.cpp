@@ -1,5 +1,7 @@
 #include "backends/cpu/onednn_int8.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <optional>
 #include <string_view>
@@ -9,6 +11,7 @@
 #include "backends/cpu/packed_weights.h"
 #include "core/check.h"
 #include "kernels/common/int8_checks.h"
+#include "kernels/cpu/simd_common.h"
 
 namespace encore::cpu {
 namespace {
@@ -38,13 +41,56 @@ void check_args(const Tensor& x, float x_scale, std::int32_t x_zp, const Tensor&
   int8_checks::check_linear_int8(x, x_scale, x_zp, w, w_scales, bias, y, y_scale, y_zp);
 }
 
+bool onednn_int8_exact();
+std::atomic<bool> g_force_loop{false};
+
+// The same product in exact int32 arithmetic, and oneDNN's epilogue in f32: y = scale_n * (acc +
+// bias_n / (x_scale * w_scale_n)), then for u8/s8 outputs + y_zp, rounded half to even and
+// saturated. For CPUs where oneDNN's u8 x s8 kernels saturate (onednn_int8_exact).
+void linear_int8_loop(const std::uint8_t* x, std::int32_t x_zp, const Tensor& w, std::span<const float> scales,
+                      const float* bias_scaled, const Tensor& y, std::int32_t y_zp, std::int64_t M, std::int64_t K,
+                      std::int64_t N, const CpuContext& ctx) {
+  std::vector<std::int16_t> w16(static_cast<std::size_t>(N * K));  // widened once per call
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t k = 0; k < K; ++k)
+      w16[static_cast<std::size_t>(n * K + k)] = static_cast<const std::int8_t*>(
+          w.data())[n * w.strides()[0] + k * w.strides()[1]];
+  const bool requant = y.dtype() != DType::F32;
+  const float lo = y.dtype() == DType::U8 ? 0.0f : -128.0f, hi = y.dtype() == DType::U8 ? 255.0f : 127.0f;
+  ewk::parallel_rows(M, N * K, ctx, [&](std::int64_t m0, std::int64_t m1) {
+    std::vector<std::int16_t> xs(static_cast<std::size_t>(K));
+    for (std::int64_t m = m0; m < m1; ++m) {
+      for (std::int64_t k = 0; k < K; ++k)
+        xs[static_cast<std::size_t>(k)] = static_cast<std::int16_t>(x[m * K + k] - x_zp);
+      for (std::int64_t n = 0; n < N; ++n) {
+        const std::int16_t* wr = w16.data() + n * K;
+        std::int32_t acc = 0;  // |x - zp| <= 255, |w| <= 128: int16 operands, exact int32 sums
+        for (std::int64_t k = 0; k < K; ++k) acc += std::int32_t{xs[static_cast<std::size_t>(k)]} * wr[k];
+        const float v = scales[scales.size() == 1 ? 0 : static_cast<std::size_t>(n)] *
+                        (static_cast<float>(acc) + (bias_scaled != nullptr ? bias_scaled[n] : 0.0f));
+        const std::int64_t i = m * N + n;
+        if (!requant) {
+          y.data_ptr<float>()[i] = v;
+        } else {
+          const float q = std::clamp(std::nearbyint(v + static_cast<float>(y_zp)), lo, hi);  // half to even
+          if (y.dtype() == DType::U8)
+            y.data_ptr<std::uint8_t>()[i] = static_cast<std::uint8_t>(q);
+          else
+            y.data_ptr<std::int8_t>()[i] = static_cast<std::int8_t>(q);
+        }
+      }
+    }
+  });
+}
+
 void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const Tensor& w,
                       std::span<const float> w_scales, const Tensor& bias, const Tensor& y, float y_scale,
-                      std::int32_t y_zp, const CpuContext& ctx) {
+                      std::int32_t y_zp, const CpuContext& ctx, bool probing = false) {
   check_args(x, x_scale, x_zp, w, w_scales, bias, y, y_scale, y_zp);
   const std::int64_t K = x.dim(-1), N = w.dim(0), M = K == 0 ? 0 : x.numel() / K;
   ENCORE_CHECK(K > 0 || y.numel() == 0, unsupported, "linear_int8: K = 0 (x {}) is not supported", x.shape().str());
   if (M == 0 || N == 0) return;
+  const bool exact_onednn = probing || (!g_force_loop.load() && onednn_int8_exact());
   const int threads = resolve_threads(ctx, call_work(double(M) * N * K, double(M) * K + double(N) * K + double(M) * N));
   ThreadScope scope(threads);
   const bool requant = y.dtype() != DType::F32;
@@ -69,6 +115,9 @@ void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const T
     to_dense(x, DType::U8, x_copy->data(), threads);
     src = x_copy->data();
   }
+  if (!exact_onednn)
+    return linear_int8_loop(static_cast<const std::uint8_t*>(src), x_zp, w, scales,
+                            b_scaled ? static_cast<const float*>(b_scaled->data()) : nullptr, y, y_zp, M, K, N, ctx);
 
   const std::size_t scale_bytes = scales.size() * sizeof(float);
   const std::string key = KeyBuilder("linear_int8")
@@ -120,7 +169,25 @@ void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const T
   execute(plan->primitive, args);
 }
 
+// Whether oneDNN's u8 x s8 products are exact here. Without VNNI (AVX2, or AVX-512 before
+// Cascade Lake) oneDNN multiplies with vpmaddubsw, whose pairwise s16 sums saturate: 255 * 127 * 2
+// exceeds 32767. Asked of the kernel itself, once, with such a pair.
+bool onednn_int8_exact() {
+  static const bool exact = [] {
+    const Tensor x = Tensor::from_vector(std::vector<std::uint8_t>{255, 255}, {1, 2});
+    const Tensor w = Tensor::from_vector(std::vector<std::int8_t>{127, 127, -128, -128}, {2, 2});
+    const Tensor y = Tensor::zeros({1, 2}, DType::F32);
+    const float one = 1.0f;
+    linear_int8_impl(x, 1.0f, 0, w, {&one, 1}, Tensor(), y, 1.0f, 0, CpuContext{1}, /*probing=*/true);
+    PackedWeights::instance().evict(w);
+    return y.data_ptr<float>()[0] == 64770.0f && y.data_ptr<float>()[1] == -65280.0f;
+  }();
+  return exact;
+}
+
 }  // namespace
+
+void force_int8_loop_for_testing(bool on) noexcept { g_force_loop.store(on); }
 
 void linear_int8(const Tensor& x_u8, float x_scale, std::int32_t x_zero_point, const Tensor& w_s8,
                  std::span<const float> w_scales, const Tensor& bias_f32, const Tensor& y, float y_scale,

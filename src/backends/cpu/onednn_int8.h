@@ -1,5 +1,7 @@
 // Quantised linear on oneDNN: u8 activations x s8 weights with exact s32 accumulation (VNNI),
-// dequantised to f32 or requantised to u8/s8 in the same primitive.
+// dequantised to f32 or requantised to u8/s8 in the same primitive. On CPUs where oneDNN's int8
+// products saturate (no VNNI: AVX2, or AVX-512 before Cascade Lake), an exact integer loop with the
+// same epilogue instead (slower, but right).
 #pragma once
 
 #include <cstdint>
@@ -27,5 +29,9 @@ namespace encore::cpu {
 void linear_int8(const Tensor& x_u8, float x_scale, std::int32_t x_zero_point, const Tensor& w_s8,
                  std::span<const float> w_scales, const Tensor& bias_f32, const Tensor& y, float y_scale,
                  std::int32_t y_zero_point, const CpuContext& ctx);
+
+/// Tests only: makes linear_int8 take the exact integer loop whatever oneDNN can do here, so that
+/// machines with VNNI test it too.
+void force_int8_loop_for_testing(bool on) noexcept;
 
 }  // namespace encore::cpu

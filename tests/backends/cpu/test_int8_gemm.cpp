@@ -60,7 +60,7 @@ Tensor poisoned(const Shape& s, DType dt) {
   return y;
 }
 
-TEST(CpuInt8Gemm, ExactAccumulationUnitScales) {
+void check_exact_accumulation() {
   for (std::int64_t M : {1, 3, 17, 197})
     for (std::int64_t K : {1, 7, 64, 67})
       for (std::int64_t N : {1, 5, 33, 130})
@@ -78,6 +78,8 @@ TEST(CpuInt8Gemm, ExactAccumulationUnitScales) {
                 << "at " << i;
         }
 }
+
+TEST(CpuInt8Gemm, ExactAccumulationUnitScales) { check_exact_accumulation(); }
 
 TEST(CpuInt8Gemm, PerChannelScalesAndBiasF32) {
   const std::int64_t M = 17, K = 67, N = 33;
@@ -157,6 +159,21 @@ TEST(CpuInt8Gemm, RequantisedRoundHalfEvenSaturate) {
             check_requant(DType::U8, x_zp, y_zp, per_channel, bias, exact, seed++);
         for (std::int32_t y_zp : {-128, 127, 0}) check_requant(DType::I8, 100, y_zp, per_channel, bias, exact, seed++);
       }
+}
+
+// The exact integer loop (what CPUs without VNNI run) against the same references, on any CPU.
+TEST(CpuInt8Gemm, IntegerLoopMatchesTheReferences) {
+  struct Forced {
+    Forced() { cpu::force_int8_loop_for_testing(true); }
+    ~Forced() { cpu::force_int8_loop_for_testing(false); }
+  } forced;
+  check_exact_accumulation();
+  std::uint32_t seed = 700;
+  for (bool exact : {true, false})
+    for (bool per_channel : {false, true}) {
+      check_requant(DType::U8, 255, 128, per_channel, true, exact, seed++);
+      check_requant(DType::I8, 100, 127, per_channel, false, exact, seed++);
+    }
 }
 
 TEST(CpuInt8Gemm, HigherRankInput) {

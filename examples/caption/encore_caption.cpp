@@ -65,9 +65,10 @@ struct Args {
              "  is random and printed on stderr, --seed N repeats a run. --greedy: no sampling even where\n"
              "  the model's generation config asks for it.\n"
              "  --batch N: images decoded and captioned together (8); results are printed per batch.\n"
-             "  --json prints {{\"captions\":[{{\"image\",\"text\",\"ids\",\"score\"}}...],\"timings_ms\":{{...}}}};\n"
-             "  score is the sum of the caption's log-probabilities (beams: divided by its length to the\n"
-             "  power length_penalty, as Hugging Face's sequences_scores).\n");
+             "  --json prints {{\"captions\":[{{\"image\",\"text\",\"ids\",\"score\",\"token_scores\"}}...],\n"
+             "  \"timings_ms\":{{...}}}}; token_scores are the log-probabilities of the generated tokens, score\n"
+             "  their sum (beams: divided by the length to the power length_penalty, as Hugging Face's\n"
+             "  sequences_scores).\n");
   std::exit(status);
 }
 

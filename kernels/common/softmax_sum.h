@@ -1,6 +1,7 @@
 // The normaliser of an attention row from its softmax sum l, shared by the CPU and CUDA attention
 // kernels so that they agree on the two special rows: l = 0 (every key masked) gives 0, so the row
-// comes out as zeros; l = NaN (a NaN score somewhere in the row) stays NaN, as in torch.
+// comes out as zeros; l = NaN (a NaN score somewhere in the row) stays NaN, as in torch. (The
+// Hopper kernel takes softmax_row_kept and its own hardware reciprocal, attention_hopper.cu.)
 #pragma once
 
 #if defined(__CUDACC__)

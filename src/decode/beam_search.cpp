@@ -126,10 +126,14 @@ void BeamSearch::expand_item(int b, std::span<float> logits, std::vector<Hyp>& n
     std::span<float> lp = logits.subspan(static_cast<std::size_t>(j) * vocab_, static_cast<std::size_t>(vocab_));
     if (!session_.step_returns_log_probs()) log_softmax_inplace(lp);
     mask_eos_for_min_length(lp, o_, cur_len_);
-    // (kept before the running score is added: the candidates' token scores come from it)
-    std::copy(lp.begin(), lp.end(), step_logp_.begin() + static_cast<std::ptrdiff_t>(j) * vocab_);
+    // The processed log-probs are kept (the candidates' token scores) in the pass that adds the
+    // running score.
+    float* const kept = step_logp_.data() + static_cast<std::size_t>(j) * vocab_;
     const float running_score = running_[row(b, j)].score;
-    for (float& v : lp) v = v + running_score;
+    for (std::size_t i = 0; i < lp.size(); ++i) {
+      kept[i] = lp[i];
+      lp[i] = lp[i] + running_score;
+    }
   }
   const std::vector<std::size_t> top = top_k_indices(logits, static_cast<std::size_t>(k_));
   const bool at_max = cur_len_ + 1 >= o_.max_length;
@@ -240,8 +244,8 @@ std::vector<GenerationResult> BeamSearch::run() {
   out.reserve(static_cast<std::size_t>(batch_) * o_.num_return_sequences);
   for (int b = 0; b < batch_; ++b)
     for (int j = 0; j < o_.num_return_sequences; ++j) {
-      const Hyp& h = pool(b)[j];
-      out.push_back(GenerationResult{h.ids, h.score, h.token_scores});
+      Hyp& h = pool_[row(b, j)];  // (the search is over: moved out)
+      out.push_back(GenerationResult{std::move(h.ids), h.score, std::move(h.token_scores)});
     }
   return out;
 }

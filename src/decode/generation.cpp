@@ -20,6 +20,7 @@
 // on_token (greedy/sampling): one event per unfinished sequence per step, in row order; the event
 // for the token that finishes a sequence (eos or max_length) has finished = true, and that
 // sequence gets no events afterwards.
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <string>
@@ -179,7 +180,10 @@ std::vector<GenerationResult> greedy_or_sample(DecoderSession& session, int batc
   std::vector<GenerationResult> out(static_cast<std::size_t>(batch));
   std::vector<bool> finished(static_cast<std::size_t>(batch), false);
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), detail::start_id(o));
-  for (auto& r : out) r.ids.push_back(detail::start_id(o));
+  for (auto& r : out) {
+    r.ids.push_back(detail::start_id(o));
+    r.token_scores.reserve(static_cast<std::size_t>(std::max(o.max_length - 1, 0)));
+  }
 
   int cur_len = 1;
   int unfinished = batch;

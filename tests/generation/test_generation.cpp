@@ -487,6 +487,11 @@ TEST(Sampling, TopKOneAndTinyTopPEqualGreedy) {
     for (int b = 0; b < 3; ++b) {
       EXPECT_EQ(got[b].ids, want[b].ids) << "item " << b;
       EXPECT_NEAR(got[b].score, 0.0f, 1e-6) << "a single surviving token has probability 1";
+      // So is each token's score (under the warped distribution it was drawn from).
+      ASSERT_EQ(got[b].token_scores.size(), got[b].ids.size() - 1) << "item " << b;
+      for (float t : got[b].token_scores) EXPECT_NEAR(t, 0.0f, 1e-6) << "item " << b;
+      EXPECT_LT(*std::min_element(want[b].token_scores.begin(), want[b].token_scores.end()), -1e-3f)
+          << "greedy's own token scores are log-probs of the unwarped logits";
     }
   }
 }

@@ -105,11 +105,13 @@ struct GenerationResult {
   std::vector<std::int32_t> ids;  ///< start token included, eos included if generated, no padding
   float score = 0.0f;             ///< beam search: normalised score (HF sequences_scores); greedy and
                                   ///< sampling: sum of the chosen tokens' log-probs
-  /// One per generated token (ids[1..]): its log-probability as the search scored it. Beam search:
-  /// the processed log-prob of the token on its beam's path (HF compute_transition_scores with
-  /// beam_indices, normalize_logits=False); their float sum, divided by gen_len^length_penalty, is
-  /// `score`. Greedy and sampling: log_softmax of the processed scores at the chosen token (HF
-  /// normalize_logits=True); they sum to `score`.
+  /// One per generated token (ids[1..]): its log-probability as the search scored it, so that they
+  /// add up to `score`. Beam search: log_softmax of the logits, then the min-length eos mask (not
+  /// renormalised, as HF), at the token on its beam's path (HF compute_transition_scores with
+  /// beam_indices, normalize_logits=False); their float sum over gen_len^length_penalty is `score`.
+  /// Greedy and sampling: log_softmax of the processed scores at the chosen token (HF
+  /// normalize_logits=True), i.e. under the distribution the token was taken from: renormalised
+  /// without eos while min_length masks it, and after temperature, top-k and top-p when sampling.
   std::vector<float> token_scores;
 };
 

@@ -60,7 +60,7 @@ if [ -n "$test_bin" ]; then
       >"$logs/test-$v.log" 2>&1
     rc=$?
     [ $rc -eq 0 ] || failed=1
-    verdicts+=("test $v ($test_bin): rc $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$logs/test-$v.log" | tr '\n' ' ')")
+    verdicts+=("test $v ($test_bin): rc $rc, $(grep -E '^\[  (PASSED|SKIPPED) *\] [0-9]+ test|^\[  FAILED  \] ' "$logs/test-$v.log" | tr '\n' ' ')")
     [ -n "${ENCORE_AB_SANITIZE:-}" ] || continue
     for tool in memcheck racecheck; do
       run_with "$v" timeout "$limit" "$san" --tool "$tool" --error-exitcode 9 "$ab/bin/$test_bin" \

@@ -242,14 +242,10 @@ void to_dense(const Tensor& t, DType to, void* dst, int threads) {
 
 namespace {
 std::atomic<Bf16Mode> g_bf16_mode{Bf16Mode::automatic};
-}
 
-void set_bf16_mode(Bf16Mode mode) noexcept { g_bf16_mode.store(mode); }
-Bf16Mode bf16_mode() noexcept { return g_bf16_mode.load(); }
-
+// Whether oneDNN has a bf16 x bf16 matmul on this CPU, asked of oneDNN once rather than read off
+// the ISA: its bf16 support depends on its version and build as much as on the CPU.
 bool onednn_has_bf16_matmul() noexcept {
-  // Asked of oneDNN rather than read off the ISA: its bf16 support depends on its version and
-  // build as much as on the CPU.
   static const bool has = [] {
     try {
       using md = dnnl::memory::desc;
@@ -264,6 +260,10 @@ bool onednn_has_bf16_matmul() noexcept {
   }();
   return has;
 }
+}  // namespace
+
+void set_bf16_mode(Bf16Mode mode) noexcept { g_bf16_mode.store(mode); }
+Bf16Mode bf16_mode() noexcept { return g_bf16_mode.load(); }
 
 bool native_bf16(std::int64_t m) noexcept {
   if (!onednn_has_bf16_matmul()) return false;

@@ -273,8 +273,6 @@ void set_bf16_mode(Bf16Mode mode) noexcept;
 Bf16Mode bf16_mode() noexcept;
 /// Whether a bf16 x bf16 GEMM with `m` rows runs natively now.
 bool native_bf16(std::int64_t m) noexcept;
-/// Whether oneDNN has a bf16 x bf16 matmul on this CPU (probed once).
-bool onednn_has_bf16_matmul() noexcept;
 
 /// Appends the oneDNN eltwise post-op for `act` (nothing for none).
 void append_activation(dnnl::post_ops& ops, Activation act);

@@ -3,7 +3,7 @@
 # neighbours change between runs). Builds a benchmark target with the tree's version of FILE (A),
 # then with OTHER in its place (B), and times them in the order A B A B ... A, one benchmark process
 # each, so that drift shows up as A against A. FILE is restored at the end (also on failure), and a
-# table of the median time per case of A and of B, and B / A, is printed last.
+# table of the median time per case of A and of B, and B / A, is printed last (tools/bench/ab_table.py).
 #
 # Usage: scripts/gpu-ab.sh FILE OTHER TARGET [FILTER] [PAIRS]
 #   FILE    a source file of the tree, e.g. kernels/cuda/attention_hopper.cu
@@ -68,27 +68,4 @@ for v in "${order[@]}"; do
     { echo "gpu-ab: $target failed on variant $v (see $logs/run-$n-$v.err)"; exit 1; }
 done
 
-python3 - "$logs" <<'EOF'
-import csv, glob, os, statistics, sys
-logs = sys.argv[1]
-times = {}  # name -> variant -> [real_time]
-unit = {}
-for path in sorted(glob.glob(os.path.join(logs, "run-*.csv"))):
-    variant = path.rsplit("-", 1)[1][0]
-    with open(path) as f:
-        lines = [l for l in f if l.startswith('"') or l.startswith("name,")]
-    for row in csv.DictReader(lines):
-        if row.get("error_occurred") == "true" or not row.get("real_time"):
-            continue
-        times.setdefault(row["name"], {}).setdefault(variant, []).append(float(row["real_time"]))
-        unit[row["name"]] = row.get("time_unit", "")
-width = max((len(n) for n in times), default=4)
-print(f"{'case':<{width}}  {'A (median)':>12}  {'B (median)':>12}  {'B / A':>6}  A runs")
-for name, v in times.items():
-    a, b = v.get("A", []), v.get("B", [])
-    if not a or not b:
-        continue
-    ma, mb = statistics.median(a), statistics.median(b)
-    runs = " ".join(f"{x:.4g}" for x in a)
-    print(f"{name:<{width}}  {ma:>10.4g}{unit[name]:>2}  {mb:>10.4g}{unit[name]:>2}  {mb / ma:>6.3f}  {runs}")
-EOF
+python3 tools/bench/ab_table.py "$logs"

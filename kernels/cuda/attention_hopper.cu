@@ -377,9 +377,16 @@ __device__ __forceinline__ void consume(const AttnParams& p, const Smem& sm, int
       // writes made ptxas serialise every wgmma of the kernel (C7511).
       float st[W / 2];
       const int sk = ring.slot, sv = vpos.slot;
+      // D = 64, unmasked tiles: S goes out before the wait for V (B 32 T 1024: 2.7 % faster); at
+      // D = 128 that order measured 5-9 % slower, on every tile kind of 197 tokens 0.7 % slower.
       mbar_wait(&sm.full_k[sk], ring.phase);
-      mbar_wait(&sm.full_v[sv], vpos.phase);
-      issue_s<DP, T, W>(st, q_desc, k_desc + sk * kSlotStep);
+      if constexpr (DP == 64 && decltype(plain)::value) {
+        issue_s<DP, T, W>(st, q_desc, k_desc + sk * kSlotStep);
+        mbar_wait(&sm.full_v[sv], vpos.phase);
+      } else {
+        mbar_wait(&sm.full_v[sv], vpos.phase);
+        issue_s<DP, T, W>(st, q_desc, k_desc + sk * kSlotStep);
+      }
       issue_pv<DP, T>(o, pf, v_desc + sv * kSlotStep);
       vpos = ring;
       ring.advance<ST>();

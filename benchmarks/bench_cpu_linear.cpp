@@ -14,6 +14,10 @@
 //                           distinct weights (~512 MiB, so they stream from memory as in a decode
 //                           step) on the few-rows kernel (rows = 1, kernels/cpu/linear_rows.h) or
 //                           oneDNN (0); GB/s = weight bytes read per second
+//   BM_LinearInt8/M/K/N/fallback: cpu::linear_int8 (u8 x s8, per-channel scales, bias, f32 out) on
+//                           oneDNN's int8 kernel where its products are exact (VNNI), else, and
+//                           always with fallback = 1, the exact fallback for CPUs without VNNI;
+//                           BM_LinearF32AtInt8Shapes: f32 linear at the same shapes, the yardstick
 // Threads: $ENCORE_BENCH_THREADS or 2. GFLOPS counts 2*M*K*N per iteration.
 // scripts/bench_linear_ratio.py runs this binary and prints encore / oneDNN per shape.
 #include <benchmark/benchmark.h>
@@ -27,6 +31,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/onednn_context.h"
+#include "backends/cpu/onednn_int8.h"
 
 using namespace encore;
 
@@ -161,6 +166,25 @@ void BM_DecodeLinear(benchmark::State& state) {
   cpu::onednn::tuning().linear_rows_max = saved;
 }
 
+void BM_LinearInt8(benchmark::State& state) {
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int> byte(0, 255);
+  Tensor x = Tensor::empty({M, K}, DType::U8), w = Tensor::empty({N, K}, DType::I8);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data_ptr<std::uint8_t>()[i] = static_cast<std::uint8_t>(byte(rng));
+  for (std::int64_t i = 0; i < w.numel(); ++i) w.data_ptr<std::int8_t>()[i] = static_cast<std::int8_t>(byte(rng) - 128);
+  std::vector<float> scales(static_cast<std::size_t>(N));
+  for (std::size_t n = 0; n < scales.size(); ++n) scales[n] = 0.001f * static_cast<float>(1 + n % 7);
+  const Tensor b = random({N}, DType::F32, 3), y = Tensor::empty({M, N}, DType::F32);
+  const cpu::CpuContext ctx{bench_threads()};
+  cpu::force_int8_fallback_for_testing(state.range(3) != 0);
+  cpu::linear_int8(x, 0.02f, 128, w, scales, b, y, 1.0f, 0, ctx);  // primitive and packed weights
+  for (auto _ : state) cpu::linear_int8(x, 0.02f, 128, w, scales, b, y, 1.0f, 0, ctx);
+  cpu::force_int8_fallback_for_testing(false);
+  set_flops(state, M, K, N);
+}
+void BM_LinearF32AtInt8Shapes(benchmark::State& state) { run_linear(state, DType::F32, Activation::none, true); }
+
 void BM_OneDnnMatmul(benchmark::State& state) { run_raw(state, dnnl::memory::data_type::f32); }
 void BM_OneDnnMatmulBf16(benchmark::State& state) { run_raw(state, dnnl::memory::data_type::bf16); }
 
@@ -183,6 +207,18 @@ void strided_shapes(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
+// Segmenter's linears (ViT-S: 384 wide, ViT-B: 768) over 1024 patches (512 px) and 197 tokens.
+void int8_shapes(benchmark::internal::Benchmark* b, bool with_path) {
+  for (std::int64_t M : {197, 1024})
+    for (auto [K, N] : {std::pair<std::int64_t, std::int64_t>{384, 1152}, {384, 1536}, {1536, 384}, {768, 3072},
+                        {3072, 768}}) {
+      if (!with_path) b->Args({M, K, N});
+      else
+        for (std::int64_t fallback : {0, 1}) b->Args({M, K, N, fallback});
+    }
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 }  // namespace
 
 BENCHMARK(BM_Linear)->Apply(shapes);
@@ -199,3 +235,5 @@ BENCHMARK(BM_DecodeLinear)->Apply([](benchmark::internal::Benchmark* b) {
 });
 BENCHMARK(BM_LinearNewM)->Args({16, 768, 768})->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_LinearBiasGelu)->Args({197, 768, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_LinearInt8)->Apply([](benchmark::internal::Benchmark* b) { int8_shapes(b, true); });
+BENCHMARK(BM_LinearF32AtInt8Shapes)->Apply([](benchmark::internal::Benchmark* b) { int8_shapes(b, false); });

@@ -16,6 +16,12 @@ void check_linear_int8(const Tensor& x, float x_scale, std::int32_t x_zp, const 
   const std::int64_t K = x.dim(-1), N = w.dim(0);
   ENCORE_CHECK(w.dim(1) == K, invalid_argument, "linear_int8: x {} has K = {} but weight {} ([N, K]) has K = {}",
                x.shape().str(), K, w.shape().str(), w.dim(1));
+  // A term (x - zp) * w is at most 255 * 128 = 32640 in magnitude; past this K, the int32 sum the
+  // backends accumulate in could overflow.
+  constexpr std::int64_t kMaxK = 2147483647 / 32640;
+  ENCORE_CHECK(K <= kMaxK, unsupported,
+               "linear_int8: K = {} (x {}) exceeds {}, past which the int32 sum of (x - zero point) * w can overflow",
+               K, x.shape().str(), kMaxK);
   ENCORE_CHECK(w_scales.size() == 1 || static_cast<std::int64_t>(w_scales.size()) == N, invalid_argument,
                "linear_int8: {} weight scales given for weight {}: expected 1 or {}", w_scales.size(), w.shape().str(),
                N);

@@ -42,42 +42,98 @@ void check_args(const Tensor& x, float x_scale, std::int32_t x_zp, const Tensor&
 }
 
 bool onednn_int8_exact();
-std::atomic<bool> g_force_loop{false};
+std::atomic<bool> g_force_loop{false};  // force_int8_fallback_for_testing
 
-// The same product in exact int32 arithmetic, and oneDNN's epilogue in f32: y = scale_n * (acc +
-// bias_n / (x_scale * w_scale_n)), then for u8/s8 outputs + y_zp, rounded half to even and
-// saturated. For CPUs where oneDNN's u8 x s8 kernels saturate (onednn_int8_exact).
-void linear_int8_loop(const std::uint8_t* x, std::int32_t x_zp, const Tensor& w, std::span<const float> scales,
-                      const float* bias_scaled, const Tensor& y, std::int32_t y_zp, std::int64_t M, std::int64_t K,
-                      std::int64_t N, const CpuContext& ctx) {
-  std::vector<std::int16_t> w16(static_cast<std::size_t>(N * K));  // widened once per call
-  for (std::int64_t n = 0; n < N; ++n)
-    for (std::int64_t k = 0; k < K; ++k)
-      w16[static_cast<std::size_t>(n * K + k)] = static_cast<const std::int8_t*>(
-          w.data())[n * w.strides()[0] + k * w.strides()[1]];
-  const bool requant = y.dtype() != DType::F32;
-  const float lo = y.dtype() == DType::U8 ? 0.0f : -128.0f, hi = y.dtype() == DType::U8 ? 255.0f : 127.0f;
-  ewk::parallel_rows(M, N * K, ctx, [&](std::int64_t m0, std::int64_t m1) {
-    std::vector<std::int16_t> xs(static_cast<std::size_t>(K));
+// CPUs where oneDNN's u8 x s8 kernels saturate (onednn_int8_exact): the same product on oneDNN's
+// f32 matmul, still exact. |x - zp| <= 255 and |w| <= 128 bound a term by 32640, so a sum of at
+// most kExactTerms = 512 terms is an integer of magnitude below 2^24, which f32 holds exactly
+// whatever order the kernel adds in. K is cut into that many chunks; each chunk's f32 result goes
+// into an int32 sum (no overflow: int8_checks bounds K). f32 runs at ~8x the int16 dot-product loop
+// this replaced, on AVX2 (docs/benchmarks.md). The epilogue is oneDNN's, in f32: y = scale_n *
+// (acc + bias_n / (x_scale * w_scale_n)), then for u8/s8 outputs + y_zp, rounded half to even and
+// saturated.
+constexpr std::int64_t kExactTerms = 512;
+
+struct F32ChunkPlan {
+  dnnl::matmul primitive;
+  dnnl::memory::desc src, weights, dst;
+};
+
+// x_f32 columns [k0, k0 + kc) of a row-major [M, K] times a packed [kc, N] f32 weight.
+std::shared_ptr<const F32ChunkPlan> f32_chunk_plan(std::int64_t M, std::int64_t kc, std::int64_t K, std::int64_t N,
+                                                   int threads) {
+  const std::string key = KeyBuilder("linear_int8_f32").add(M).add(kc).add(K).add(N).add(threads).str();
+  return PrimitiveCache::instance().get<F32ChunkPlan>(key, [&] {
+    F32ChunkPlan p;
+    p.src = dnnl::memory::desc({M, kc}, dt::f32, dnnl::memory::dims{K, 1});
+    p.dst = dnnl::memory::desc({M, N}, dt::f32, tag::ab);
+    const dnnl::memory::desc w_any({kc, N}, dt::f32, tag::any);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.src, w_any, p.dst), user_scratchpad_attr(), engine());
+    p.weights = pd.weights_desc();
+    p.primitive = dnnl::matmul(pd);
+    return p;
+  });
+}
+
+void linear_int8_via_f32(const std::uint8_t* x, std::int32_t x_zp, const Tensor& w, std::span<const float> scales,
+                         const float* bias_scaled, const Tensor& y, std::int32_t y_zp, std::int64_t M, std::int64_t K,
+                         std::int64_t N, int threads, const CpuContext& ctx) {
+  Scratch xf_buf(static_cast<std::size_t>(M * K) * sizeof(float));
+  auto* xf = static_cast<float*>(xf_buf.data());
+  ewk::parallel_rows(M, K, ctx, [&](std::int64_t m0, std::int64_t m1) {
+    for (std::int64_t i = m0 * K; i < m1 * K; ++i) xf[i] = static_cast<float>(std::int32_t{x[i]} - x_zp);
+  });
+  const std::int64_t chunks = (K + kExactTerms - 1) / kExactTerms, kc = (K + chunks - 1) / chunks;
+  Scratch part_buf(static_cast<std::size_t>(M * N) * sizeof(float));
+  auto* part = static_cast<float*>(part_buf.data());
+  std::optional<Scratch> acc_buf;  // only when there are several chunks; else `part` is the sum
+  if (chunks > 1) acc_buf.emplace(static_cast<std::size_t>(M * N) * sizeof(std::int32_t));
+  auto* acc = acc_buf ? static_cast<std::int32_t*>(acc_buf->data()) : nullptr;
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::int64_t k0 = c * kc, k1 = std::min(K, k0 + kc);
+    const auto plan = f32_chunk_plan(M, k1 - k0, K, N, threads);
+    const Tensor wc = w.slice(1, k0, k1);
+    const dnnl::memory::desc w_user({k1 - k0, N}, dt::s8, {wc.strides()[1], wc.strides()[0]});
+    const dnnl::memory packed = PackedWeights::instance().get(wc, w_user, plan->weights, threads, ctx.constant_weights);
+    execute(plan->primitive, Args{{DNNL_ARG_SRC, wrap_cached(plan, 0, plan->src, xf + k0)},
+                                  {DNNL_ARG_WEIGHTS, packed},
+                                  {DNNL_ARG_DST, wrap_cached(plan, 1, plan->dst, part)}});
+    if (acc != nullptr)
+      ewk::parallel_rows(M, N, ctx, [&](std::int64_t m0, std::int64_t m1) {
+        for (std::int64_t i = m0 * N; i < m1 * N; ++i)
+          acc[i] = (c == 0 ? 0 : acc[i]) + static_cast<std::int32_t>(part[i]);
+      });
+  }
+  // The epilogue per row, branch-free inside: per-channel scale and bias as two arrays, the output
+  // type outside the loop (so that it vectorises: it was a third of the time per element).
+  std::vector<float> scale_n(static_cast<std::size_t>(N)), bias_n(static_cast<std::size_t>(N), 0.0f);
+  for (std::int64_t n = 0; n < N; ++n) {
+    scale_n[static_cast<std::size_t>(n)] = scales[scales.size() == 1 ? 0 : static_cast<std::size_t>(n)];
+    if (bias_scaled != nullptr) bias_n[static_cast<std::size_t>(n)] = bias_scaled[n];
+  }
+  const float* sn = scale_n.data();
+  const float* bn = bias_n.data();
+  ewk::parallel_rows(M, N, ctx, [&](std::int64_t m0, std::int64_t m1) {
+    std::vector<float> v(static_cast<std::size_t>(N));
     for (std::int64_t m = m0; m < m1; ++m) {
-      for (std::int64_t k = 0; k < K; ++k)
-        xs[static_cast<std::size_t>(k)] = static_cast<std::int16_t>(x[m * K + k] - x_zp);
-      for (std::int64_t n = 0; n < N; ++n) {
-        const std::int16_t* wr = w16.data() + n * K;
-        std::int32_t acc = 0;  // |x - zp| <= 255, |w| <= 128: int16 operands, exact int32 sums
-        for (std::int64_t k = 0; k < K; ++k) acc += std::int32_t{xs[static_cast<std::size_t>(k)]} * wr[k];
-        const float v = scales[scales.size() == 1 ? 0 : static_cast<std::size_t>(n)] *
-                        (static_cast<float>(acc) + (bias_scaled != nullptr ? bias_scaled[n] : 0.0f));
-        const std::int64_t i = m * N + n;
-        if (!requant) {
-          y.data_ptr<float>()[i] = v;
-        } else {
-          const float q = std::clamp(std::nearbyint(v + static_cast<float>(y_zp)), lo, hi);  // half to even
-          if (y.dtype() == DType::U8)
-            y.data_ptr<std::uint8_t>()[i] = static_cast<std::uint8_t>(q);
-          else
-            y.data_ptr<std::int8_t>()[i] = static_cast<std::int8_t>(q);
-        }
+      float* out = y.dtype() == DType::F32 ? static_cast<float*>(y.data()) + m * N : v.data();
+      if (acc != nullptr) {
+        const std::int32_t* a = acc + m * N;
+        for (std::int64_t n = 0; n < N; ++n) out[n] = sn[n] * (static_cast<float>(a[n]) + bn[n]);
+      } else {
+        const float* a = part + m * N;
+        for (std::int64_t n = 0; n < N; ++n) out[n] = sn[n] * (a[n] + bn[n]);
+      }
+      if (y.dtype() == DType::F32) continue;
+      const float zp = static_cast<float>(y_zp);
+      if (y.dtype() == DType::U8) {
+        auto* q = static_cast<std::uint8_t*>(y.data()) + m * N;
+        for (std::int64_t n = 0; n < N; ++n)  // half to even, then saturated
+          q[n] = static_cast<std::uint8_t>(std::clamp(std::nearbyint(out[n] + zp), 0.0f, 255.0f));
+      } else {
+        auto* q = static_cast<std::int8_t*>(y.data()) + m * N;
+        for (std::int64_t n = 0; n < N; ++n)
+          q[n] = static_cast<std::int8_t>(std::clamp(std::nearbyint(out[n] + zp), -128.0f, 127.0f));
       }
     }
   });
@@ -116,8 +172,9 @@ void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const T
     src = x_copy->data();
   }
   if (!exact_onednn)
-    return linear_int8_loop(static_cast<const std::uint8_t*>(src), x_zp, w, scales,
-                            b_scaled ? static_cast<const float*>(b_scaled->data()) : nullptr, y, y_zp, M, K, N, ctx);
+    return linear_int8_via_f32(static_cast<const std::uint8_t*>(src), x_zp, w, scales,
+                               b_scaled ? static_cast<const float*>(b_scaled->data()) : nullptr, y, y_zp, M, K, N,
+                               threads, ctx);
 
   const std::size_t scale_bytes = scales.size() * sizeof(float);
   const std::string key = KeyBuilder("linear_int8")
@@ -187,7 +244,7 @@ bool onednn_int8_exact() {
 
 }  // namespace
 
-void force_int8_loop_for_testing(bool on) noexcept { g_force_loop.store(on); }
+void force_int8_fallback_for_testing(bool on) noexcept { g_force_loop.store(on); }
 
 void linear_int8(const Tensor& x_u8, float x_scale, std::int32_t x_zero_point, const Tensor& w_s8,
                  std::span<const float> w_scales, const Tensor& bias_f32, const Tensor& y, float y_scale,

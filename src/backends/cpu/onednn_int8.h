@@ -1,7 +1,7 @@
 // Quantised linear on oneDNN: u8 activations x s8 weights with exact s32 accumulation (VNNI),
 // dequantised to f32 or requantised to u8/s8 in the same primitive. On CPUs where oneDNN's int8
-// products saturate (no VNNI: AVX2, or AVX-512 before Cascade Lake), an exact integer loop with the
-// same epilogue instead (slower, but right).
+// products saturate (no VNNI: AVX2, or AVX-512 before Cascade Lake), the same integers from oneDNN's
+// f32 matmul over chunks of K short enough to stay exact, with the same epilogue.
 #pragma once
 
 #include <cstdint>
@@ -30,8 +30,8 @@ void linear_int8(const Tensor& x_u8, float x_scale, std::int32_t x_zero_point, c
                  std::span<const float> w_scales, const Tensor& bias_f32, const Tensor& y, float y_scale,
                  std::int32_t y_zero_point, const CpuContext& ctx);
 
-/// Tests only: makes linear_int8 take the exact integer loop whatever oneDNN can do here, so that
-/// machines with VNNI test it too.
-void force_int8_loop_for_testing(bool on) noexcept;
+/// Tests and benchmarks only: makes linear_int8 take the fallback for CPUs without VNNI (the exact
+/// f32 chunks) whatever oneDNN can do here, so that machines with VNNI test it too.
+void force_int8_fallback_for_testing(bool on) noexcept;
 
 }  // namespace encore::cpu

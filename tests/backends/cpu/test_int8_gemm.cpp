@@ -161,12 +161,15 @@ TEST(CpuInt8Gemm, RequantisedRoundHalfEvenSaturate) {
       }
 }
 
-// The exact integer loop (what CPUs without VNNI run) against the same references, on any CPU.
-TEST(CpuInt8Gemm, IntegerLoopMatchesTheReferences) {
-  struct Forced {
-    Forced() { cpu::force_int8_loop_for_testing(true); }
-    ~Forced() { cpu::force_int8_loop_for_testing(false); }
-  } forced;
+struct ForcedFallback {
+  ForcedFallback() { cpu::force_int8_fallback_for_testing(true); }
+  ~ForcedFallback() { cpu::force_int8_fallback_for_testing(false); }
+};
+
+// The fallback for CPUs without VNNI (f32 matmuls over chunks of K) against the same references,
+// on any CPU.
+TEST(CpuInt8Gemm, FallbackMatchesTheReferences) {
+  const ForcedFallback forced;
   check_exact_accumulation();
   std::uint32_t seed = 700;
   for (bool exact : {true, false})
@@ -174,6 +177,37 @@ TEST(CpuInt8Gemm, IntegerLoopMatchesTheReferences) {
       check_requant(DType::U8, 255, 128, per_channel, true, exact, seed++);
       check_requant(DType::I8, 100, 127, per_channel, false, exact, seed++);
     }
+}
+
+// Where one f32 sum over all of K would round: odd terms of ~32000 that sum to ~-50M over the first
+// half of K (past 2^24, where f32 steps by 2 or 4) and back to a small total over the second. The
+// total is exact in f32, so the output must equal it: only sums kept below 2^24 (the chunks) get
+// there. K = 513 is the first with two chunks; 1537 has chunks of unequal length.
+TEST(CpuInt8Gemm, FallbackStaysExactWhereOneF32SumWouldRound) {
+  const ForcedFallback forced;
+  const std::int64_t M = 3, N = 5;
+  for (std::int64_t K : {513, 1024, 1537, 3072}) {
+    SCOPED_TRACE("K " + std::to_string(K));
+    std::mt19937 rng(static_cast<std::uint32_t>(K));
+    std::vector<std::uint8_t> x(static_cast<std::size_t>(M * K));
+    std::vector<std::int8_t> w(static_cast<std::size_t>(N * K));
+    for (std::int64_t m = 0; m < M; ++m)
+      for (std::int64_t k = 0; k < K; ++k) x[static_cast<std::size_t>(m * K + k)] = static_cast<std::uint8_t>(255 - 2 * m);
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t k = 0; k < K; ++k)
+        w[static_cast<std::size_t>(n * K + k)] =
+            static_cast<std::int8_t>((k < K / 2 ? -1 : 1) * (127 - 2 * static_cast<int>(rng() % 4)));
+    const auto want = ref::int8_gemm(x, M, K, 0, w, N);
+    const Tensor y = poisoned({M, N}, DType::F32);
+    const float one = 1.0f;
+    cpu::linear_int8(Tensor::from_vector(x, {M, K}), 1.0f, 0, Tensor::from_vector(w, {N, K}), {&one, 1}, Tensor(), y,
+                     1.0f, 0, cpu::CpuContext{2});
+    for (std::int64_t i = 0; i < M * N; ++i) {
+      ASSERT_LT(std::abs(want[static_cast<std::size_t>(i)]), std::int64_t{1} << 24) << "the total must be exact in f32";
+      ASSERT_EQ(static_cast<double>(y.data_ptr<float>()[i]), static_cast<double>(want[static_cast<std::size_t>(i)]))
+          << "at " << i;
+    }
+  }
 }
 
 TEST(CpuInt8Gemm, HigherRankInput) {
@@ -197,6 +231,14 @@ TEST(CpuInt8Gemm, Errors) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
     EXPECT_NE(std::string(e.what()).find("[4, 7]"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("[5, 8]"), std::string::npos) << e.what();
+  }
+  try {  // past 65793 terms an int32 sum can overflow
+    cpu::linear_int8(Tensor::zeros({1, 65794}, DType::U8), 1.0f, 0, Tensor::zeros({2, 65794}, DType::I8), {&one, 1},
+                     Tensor(), Tensor::empty({1, 2}, DType::F32), 1.0f, 0, {});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unsupported);
+    EXPECT_NE(std::string(e.what()).find("65794"), std::string::npos) << e.what();
   }
   const Tensor w = Tensor::zeros({5, 7}, DType::I8);
   const std::vector<float> two(2, 1.0f);

@@ -47,11 +47,11 @@ std::atomic<bool> g_force_loop{false};  // force_int8_fallback_for_testing
 // CPUs where oneDNN's u8 x s8 kernels saturate (onednn_int8_exact): the same product on oneDNN's
 // f32 matmul, still exact. |x - zp| <= 255 and |w| <= 128 bound a term by 32640, so a sum of at
 // most kExactTerms = 512 terms is an integer of magnitude below 2^24, which f32 holds exactly
-// whatever order the kernel adds in. K is cut into that many chunks; each chunk's f32 result goes
-// into an int32 sum (no overflow: int8_checks bounds K). f32 runs at ~8x the int16 dot-product loop
-// this replaced, on AVX2 (docs/benchmarks.md). The epilogue is oneDNN's, in f32: y = scale_n *
-// (acc + bias_n / (x_scale * w_scale_n)), then for u8/s8 outputs + y_zp, rounded half to even and
-// saturated.
+// whatever order the kernel adds in (fpmath strict: no bf16 shortcuts). K is cut into that many
+// chunks; each chunk's f32 result goes into an int32 sum (no overflow: int8_checks bounds K). The
+// weights are cached as f32 chunks, 4x their int8 size. The epilogue is oneDNN's, in f32:
+// y = scale_n * (acc + bias_n / (x_scale * w_scale_n)), then for u8/s8 outputs + y_zp, rounded
+// half to even and saturated.
 constexpr std::int64_t kExactTerms = 512;
 
 struct F32ChunkPlan {
@@ -68,7 +68,9 @@ std::shared_ptr<const F32ChunkPlan> f32_chunk_plan(std::int64_t M, std::int64_t 
     p.src = dnnl::memory::desc({M, kc}, dt::f32, dnnl::memory::dims{K, 1});
     p.dst = dnnl::memory::desc({M, N}, dt::f32, tag::ab);
     const dnnl::memory::desc w_any({kc, N}, dt::f32, tag::any);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.src, w_any, p.dst), user_scratchpad_attr(), engine());
+    dnnl::primitive_attr attr = user_scratchpad_attr();
+    attr.set_fpmath_mode(dnnl::fpmath_mode::strict);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.src, w_any, p.dst), attr, engine());
     p.weights = pd.weights_desc();
     p.primitive = dnnl::matmul(pd);
     return p;
@@ -89,9 +91,13 @@ void linear_int8_via_f32(const std::uint8_t* x, std::int32_t x_zp, const Tensor&
   std::optional<Scratch> acc_buf;  // only when there are several chunks; else `part` is the sum
   if (chunks > 1) acc_buf.emplace(static_cast<std::size_t>(M * N) * sizeof(std::int32_t));
   auto* acc = acc_buf ? static_cast<std::int32_t*>(acc_buf->data()) : nullptr;
+  // (At most two chunk lengths: kc, and a shorter last one.)
+  const auto plan_kc = f32_chunk_plan(M, kc, K, N, threads);
+  const std::int64_t k_last = K - (chunks - 1) * kc;
+  const auto plan_last = k_last == kc ? plan_kc : f32_chunk_plan(M, k_last, K, N, threads);
   for (std::int64_t c = 0; c < chunks; ++c) {
     const std::int64_t k0 = c * kc, k1 = std::min(K, k0 + kc);
-    const auto plan = f32_chunk_plan(M, k1 - k0, K, N, threads);
+    const auto& plan = c == chunks - 1 ? plan_last : plan_kc;
     const Tensor wc = w.slice(1, k0, k1);
     const dnnl::memory::desc w_user({k1 - k0, N}, dt::s8, {wc.strides()[1], wc.strides()[0]});
     const dnnl::memory packed = PackedWeights::instance().get(wc, w_user, plan->weights, threads, ctx.constant_weights);
@@ -114,7 +120,7 @@ void linear_int8_via_f32(const std::uint8_t* x, std::int32_t x_zp, const Tensor&
   const float* sn = scale_n.data();
   const float* bn = bias_n.data();
   ewk::parallel_rows(M, N, ctx, [&](std::int64_t m0, std::int64_t m1) {
-    std::vector<float> v(static_cast<std::size_t>(N));
+    std::vector<float> v(y.dtype() == DType::F32 ? 0 : static_cast<std::size_t>(N));  // requantised rows
     for (std::int64_t m = m0; m < m1; ++m) {
       float* out = y.dtype() == DType::F32 ? static_cast<float*>(y.data()) + m * N : v.data();
       if (acc != nullptr) {

@@ -105,11 +105,11 @@ TEST(CpuInt8Gemm, PerChannelScalesAndBiasF32) {
 }
 
 void check_requant(DType out, std::int32_t x_zp, std::int32_t y_zp, bool per_channel, bool with_bias, bool exact,
-                   std::uint32_t seed) {
+                   std::uint32_t seed, std::int64_t K = 64) {
   SCOPED_TRACE(std::string(dtype_name(out)) + " x_zp " + std::to_string(x_zp) + " y_zp " + std::to_string(y_zp) +
                (per_channel ? " per-channel" : " per-tensor") + (with_bias ? " bias" : "") +
-               (exact ? " pow2" : " realistic"));
-  const std::int64_t M = 97, K = 64, N = 130;
+               (exact ? " pow2" : " realistic") + " K " + std::to_string(K));
+  const std::int64_t M = 97, N = 130;
   const Data d = make(M, K, N, seed);
   std::vector<float> ws(per_channel ? N : 1);
   for (std::size_t n = 0; n < ws.size(); ++n)
@@ -167,32 +167,64 @@ struct ForcedFallback {
 };
 
 // The fallback for CPUs without VNNI (f32 matmuls over chunks of K) against the same references,
-// on any CPU.
+// on any CPU: with one chunk (K <= 512), and with several (K = 1300: three chunks of 434, 434, 432).
 TEST(CpuInt8Gemm, FallbackMatchesTheReferences) {
   const ForcedFallback forced;
   check_exact_accumulation();
   std::uint32_t seed = 700;
-  for (bool exact : {true, false})
-    for (bool per_channel : {false, true}) {
-      check_requant(DType::U8, 255, 128, per_channel, true, exact, seed++);
-      check_requant(DType::I8, 100, 127, per_channel, false, exact, seed++);
+  for (std::int64_t K : {64, 1300})
+    for (bool exact : {true, false})
+      for (bool per_channel : {false, true}) {
+        check_requant(DType::U8, 255, 128, per_channel, true, exact, seed++, K);
+        check_requant(DType::I8, 100, 127, per_channel, false, exact, seed++, K);
+      }
+}
+
+// Several chunks with x a column slice, the weight a view at an offset into a wider buffer, the
+// largest terms (x 0 or 255 against zero point 255 or 0, w -128) and weights that are not
+// constants (packed per call): exact f32 output with unit scales.
+TEST(CpuInt8Gemm, FallbackOverViewsAndWorstTerms) {
+  const ForcedFallback forced;
+  const std::int64_t M = 19, N = 7;
+  for (std::int64_t K : {513, 1100})
+    for (std::int32_t zp : {0, 255}) {
+      SCOPED_TRACE("K " + std::to_string(K) + " zp " + std::to_string(zp));
+      Data d = make(M, K, N, static_cast<std::uint32_t>(K + zp), /*strided_x=*/true);
+      for (std::size_t i = 0; i < d.x.size(); i += 3) d.x[i] = zp == 0 ? 255 : 0;
+      for (std::size_t i = 0; i < d.w.size(); i += 2) d.w[i] = -128;
+      Tensor xs = Tensor::zeros({M, K + 3}, DType::U8);
+      for (std::int64_t m = 0; m < M; ++m)
+        for (std::int64_t k = 0; k < K; ++k) xs.at<std::uint8_t>({m, k + 1}) = d.x[static_cast<std::size_t>(m * K + k)];
+      Tensor wide = Tensor::zeros({N, K + 5}, DType::I8);
+      for (std::int64_t n = 0; n < N; ++n)
+        for (std::int64_t k = 0; k < K; ++k)
+          wide.at<std::int8_t>({n, k + 2}) = d.w[static_cast<std::size_t>(n * K + k)];
+      const auto want = ref::int8_gemm(d.x, M, K, zp, d.w, N);
+      const Tensor y = poisoned({M, N}, DType::F32);
+      const float one = 1.0f;
+      cpu::CpuContext ctx{2};
+      ctx.constant_weights = false;
+      cpu::linear_int8(xs.slice(1, 1, K + 1), 1.0f, zp, wide.slice(1, 2, K + 2), {&one, 1}, Tensor(), y, 1.0f, 0, ctx);
+      for (std::int64_t i = 0; i < M * N; ++i)  // (f32 rounds a total past 2^24 as it rounds the exact one)
+        ASSERT_EQ(y.data_ptr<float>()[i], static_cast<float>(want[static_cast<std::size_t>(i)])) << "at " << i;
     }
 }
 
-// Where one f32 sum over all of K would round: odd terms of ~32000 that sum to ~-50M over the first
-// half of K (past 2^24, where f32 steps by 2 or 4) and back to a small total over the second. The
-// total is exact in f32, so the output must equal it: only sums kept below 2^24 (the chunks) get
-// there. K = 513 is the first with two chunks; 1537 has chunks of unequal length.
+// Where one f32 sum over all of K would round: odd terms of ~31000 whose sum passes 2^24 (where f32
+// steps by 2 or more) over the first half of K (from K ~ 1090 on; -50M at 3072) and comes back to
+// a small total over the second half. The total is exact in f32, so the output must equal it:
+// only sums kept below 2^24 (the chunks) get there. Chunk lengths: 1537 = 385 * 3 + 382.
 TEST(CpuInt8Gemm, FallbackStaysExactWhereOneF32SumWouldRound) {
   const ForcedFallback forced;
   const std::int64_t M = 3, N = 5;
-  for (std::int64_t K : {513, 1024, 1537, 3072}) {
+  for (std::int64_t K : {1537, 2048, 3072, 5001}) {
     SCOPED_TRACE("K " + std::to_string(K));
     std::mt19937 rng(static_cast<std::uint32_t>(K));
     std::vector<std::uint8_t> x(static_cast<std::size_t>(M * K));
     std::vector<std::int8_t> w(static_cast<std::size_t>(N * K));
     for (std::int64_t m = 0; m < M; ++m)
-      for (std::int64_t k = 0; k < K; ++k) x[static_cast<std::size_t>(m * K + k)] = static_cast<std::uint8_t>(255 - 2 * m);
+      for (std::int64_t k = 0; k < K; ++k)
+        x[static_cast<std::size_t>(m * K + k)] = static_cast<std::uint8_t>(255 - 2 * m);
     for (std::int64_t n = 0; n < N; ++n)
       for (std::int64_t k = 0; k < K; ++k)
         w[static_cast<std::size_t>(n * K + k)] =

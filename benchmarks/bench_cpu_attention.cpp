@@ -3,9 +3,10 @@
 // same strided views of a fused QKV projection [B, T, 3*H*D] and writing [B, T, H*D].
 //
 // Shapes: ViT-B (197 tokens, 12 heads x 64), 1024 tokens x 12 x 64, decode (Tq = 1, Tk = 1024 /
-// 4096, 12 x 64). Arguments: {Tq, Tk, threads}. Counters: FLOP/s against the 4·B·H·Tq·Tk·D floor,
-// and on the fused runs `vs_unfused` = unfused time / fused time, each the fastest of several
-// runs made before the timed loop (robust on a shared machine).
+// 4096, 12 x 64). Arguments: {Tq, Tk, threads} and, for the fused kernel, its loops (path: 0 the
+// best this CPU has, 1 AVX2 even on AVX-512, 2 portable). Counters: FLOP/s against the
+// 4·B·H·Tq·Tk·D floor, and on the fused runs `vs_unfused` = unfused time / fused time, each the
+// fastest of several runs made before the timed loop (robust on a shared machine).
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -19,6 +20,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "encore/core/tensor.h"
+#include "kernels/cpu/attention_internal.h"
 
 using namespace encore;
 
@@ -110,13 +112,14 @@ double best_seconds(const std::function<void()>& fn, int reps) {
 
 void BM_FusedAttention(benchmark::State& state) {
   const std::int64_t Tq = state.range(0), Tk = state.range(1);
-  const int threads = static_cast<int>(state.range(2));
+  const int threads = static_cast<int>(state.range(2)), path = static_cast<int>(state.range(3));
   Qkv s = make_qkv(Tq, Tk);
   const AttentionAttrs attrs{.num_heads = kHeads};
   const cpu::CpuContext ctx{threads};
   omp_set_num_threads(threads);
   Unfused unfused(s, Tq, Tk);
-  auto fused = [&] { cpu::attention(s.q, s.k, s.v, Tensor(), attrs, s.y, ctx); };
+  const cpu::attn::Options opts{.force_portable = path == 2, .force_avx2 = path == 1};
+  auto fused = [&] { cpu::attn::attention_impl(s.q, s.k, s.v, Tensor(), attrs, s.y, ctx, opts); };
   const int reps = std::max(5, static_cast<int>(2e9 / (flops(Tq, Tk) * 20)));
   const double t_unfused = best_seconds([&] { unfused.run(); }, reps);
   const double t_fused = best_seconds(fused, reps);
@@ -138,15 +141,20 @@ void BM_UnfusedOneDnn(benchmark::State& state) {
   state.SetLabel(unfused.impl);
 }
 
-void shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"Tq", "Tk", "threads"});
+void shapes(benchmark::internal::Benchmark* b, bool paths) {
+  std::vector<std::string> names{"Tq", "Tk", "threads"};
+  if (paths) names.emplace_back("path");
+  b->ArgNames(names);
   for (int threads : {1, 2})
-    for (auto [tq, tk] : {std::pair{197, 197}, std::pair{1024, 1024}, std::pair{1, 1024}, std::pair{1, 4096}})
-      b->Args({tq, tk, threads});
+    for (auto [tq, tk] : {std::pair{197, 197}, std::pair{1024, 1024}, std::pair{1, 1024}, std::pair{1, 4096}}) {
+      if (!paths) b->Args({tq, tk, threads});
+      else
+        for (int path : {0, 1, 2}) b->Args({tq, tk, threads, path});
+    }
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
 }  // namespace
 
-BENCHMARK(BM_FusedAttention)->Apply(shapes);
-BENCHMARK(BM_UnfusedOneDnn)->Apply(shapes);
+BENCHMARK(BM_FusedAttention)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
+BENCHMARK(BM_UnfusedOneDnn)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, false); });

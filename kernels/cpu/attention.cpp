@@ -198,8 +198,10 @@ void attention_impl(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, 
   p.threads = std::max(1, ctx.num_threads);
   p.force_splits = opts.force_splits;
 
-  if (!opts.force_portable && D % 16 == 0 && has_avx512())
+  if (!opts.force_portable && !opts.force_avx2 && D % 16 == 0 && has_avx512())
     run_avx512(p);
+  else if (!opts.force_portable && D % 8 == 0 && has_avx2())
+    run_avx2(p);
   else
     run<PortableK>(p);
 }

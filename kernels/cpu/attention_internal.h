@@ -37,8 +37,9 @@ inline constexpr int kMaxRows = 96;
 
 /// Testing/benchmark knobs for attention_impl (the public entry uses the defaults).
 struct Options {
-  bool force_portable = false;  ///< skip the AVX-512 path even when it is usable.
+  bool force_portable = false;  ///< skip the AVX-512 and AVX2 paths even when they are usable.
   int force_splits = 0;         ///< > 0: split the keys of every block into this many parts.
+  bool force_avx2 = false;      ///< take the AVX2 path where AVX-512 is usable too (tests).
 };
 
 /// attention() with knobs; validates like attention().
@@ -73,6 +74,8 @@ struct Problem {
 
 /// The AVX-512 instantiation (attention_avx512.cpp); needs p.D % 16 == 0 and has_avx512().
 void run_avx512(const Problem& p);
+/// The AVX2 instantiation (attention_avx2.cpp); needs p.D % 8 == 0 and has_avx2().
+void run_avx2(const Problem& p);
 
 namespace {  // everything below is per translation unit (see the file comment)
 

@@ -131,6 +131,9 @@ AttentionAttrs attrs_of(const Case& c) {
   return a;
 }
 
+// The AVX2 loops even on CPUs with AVX-512 (where the default takes those); portable where neither.
+constexpr cpu::attn::Options kAvx2{false, 0, true};
+
 struct Run {
   DType dtype = DType::F32;
   int threads = 1;
@@ -162,7 +165,8 @@ void check_case(const Case& c, std::uint32_t seed, const std::vector<Run>& runs)
     const double err = ref::relative_error(run_kernel(in, a, c, run), want);
     EXPECT_LE(err, ref::tolerance_for(run.dtype))
         << c.name() << " dtype " << dtype_name(run.dtype) << " threads " << run.threads << " portable "
-        << run.opts.force_portable << " splits " << run.opts.force_splits;
+        << run.opts.force_portable << " avx2 " << run.opts.force_avx2 << " splits "
+        << run.opts.force_splits;
   }
 }
 
@@ -194,7 +198,8 @@ class AttentionSampled : public ::testing::TestWithParam<Case> {};
 TEST_P(AttentionSampled, MatchesReference) {
   const Case& c = GetParam();
   check_case(c, static_cast<std::uint32_t>(c.B * 7919 + c.Tq * 131 + c.Tk * 17 + c.D),
-             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::BF16, 2, {}}, {DType::F32, 2, {false, 3}}});
+             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::BF16, 2, {}}, {DType::F32, 2, {false, 3}},
+              {DType::F32, 2, kAvx2}, {DType::BF16, 1, kAvx2}, {DType::F32, 2, {false, 3, true}}});
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, AttentionSampled, ::testing::ValuesIn(sampled_cases()),
@@ -204,38 +209,40 @@ INSTANTIATE_TEST_SUITE_P(Cpu, AttentionSampled, ::testing::ValuesIn(sampled_case
 
 TEST(Attention, ViTShapeFusedQKV) {
   check_case({1, 197, 197, 64, 4, 4, false, Mask::none, MaskFill::lowest, Layout::fused}, 1,
-             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::BF16, 2, {}}});
+             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::BF16, 2, {}}, {DType::F32, 2, kAvx2}});
 }
 
 TEST(Attention, Gpt2CausalWithPaddingMask) {
   check_case({3, 67, 67, 64, 4, 4, true, Mask::additive_b11k, MaskFill::lowest, Layout::fused}, 2,
-             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::BF16, 1, {}}});
+             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::BF16, 1, {}}, {DType::BF16, 1, kAvx2}});
 }
 
 TEST(Attention, DecodeSplitKeys) {
   for (int splits : {0, 1, 2, 3, 5, 8})
     for (bool causal : {false, true})
       check_case({1, 1, 300, 64, 8, 2, causal, Mask::padding, MaskFill::lowest, Layout::fused}, 3,
-                 {{DType::F32, 2, {false, splits}}, {DType::F32, 1, {true, splits}}});
+                 {{DType::F32, 2, {false, splits}}, {DType::F32, 1, {true, splits}},
+                  {DType::F32, 2, {false, splits, true}}});
   check_case({2, 5, 1000, 128, 2, 2, true, Mask::none, MaskFill::neg_infinity, Layout::strided}, 4,
-             {{DType::F32, 2, {}}, {DType::F32, 2, {false, 4}}});
+             {{DType::F32, 2, {}}, {DType::F32, 2, {false, 4}}, {DType::F32, 2, {false, 4, true}}});
 }
 
 TEST(Attention, CausalMoreQueriesThanKeys) {  // rows with no visible key
   for (MaskFill fill : {MaskFill::lowest, MaskFill::neg_infinity})
     check_case({2, 67, 7, 16, 4, 4, true, Mask::none, fill, Layout::contiguous}, 5,
-               {{DType::F32, 1, {}}, {DType::F32, 1, {true, 0}}, {DType::F32, 2, {false, 2}}});
+               {{DType::F32, 1, {}}, {DType::F32, 1, {true, 0}}, {DType::F32, 2, {false, 2}},
+                {DType::F32, 1, kAvx2}});
 }
 
 TEST(Attention, ReverseSqaCausal) {  // RxT: 2 query heads tiled over 8 kv heads
   check_case({2, 197, 197, 64, 2, 8, true, Mask::none, MaskFill::lowest, Layout::fused}, 6,
-             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}});
+             {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::F32, 2, kAvx2}});
 }
 
 TEST(Attention, PerHeadAdditiveMask) {  // [B, Ho, Tq, Tk]: by output head for reverse SQA, else query head
   for (const auto& h : {std::pair{2, 8}, std::pair{8, 2}, std::pair{4, 4}})
     check_case({2, 67, 67, 16, h.first, h.second, true, Mask::additive_per_head, MaskFill::lowest, Layout::fused}, 10,
-               {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}});
+               {{DType::F32, 2, {}}, {DType::F32, 1, {true, 0}}, {DType::F32, 2, kAvx2}});
 }
 
 // Fully masked rows: lowest -> the uniform average of V; -inf -> zeros (never NaN).
@@ -245,12 +252,12 @@ TEST(Attention, FullyMaskedRows) {
   Tensor q = bf16_exact({2, 3, 4 * 32}, rng), k = bf16_exact({2, Tk, 4 * 32}, rng), v = bf16_exact({2, Tk, 4 * 32}, rng);
   Tensor m = Tensor::zeros({2, Tk}, DType::U8);
   for (std::int64_t j = 0; j < Tk; ++j) m.at<std::uint8_t>({0, j}) = 1;  // batch 1 fully masked
-  for (bool portable : {false, true})
+  for (const cpu::attn::Options& path : {cpu::attn::Options{}, kAvx2, cpu::attn::Options{true, 0}})
     for (MaskFill fill : {MaskFill::lowest, MaskFill::neg_infinity}) {
       AttentionAttrs a{.num_heads = 4, .mask = MaskKind::key_padding, .fill = fill};
       Tensor y = Tensor::empty({2, 3, 128}, DType::F32);
       y.fill(std::nan(""));
-      cpu::attn::attention_impl(q, k, v, m, a, y, cpu::CpuContext{2}, {portable, 0});
+      cpu::attn::attention_impl(q, k, v, m, a, y, cpu::CpuContext{2}, path);
       for (std::int64_t i = 0; i < 3; ++i)
         for (std::int64_t e = 0; e < 128; ++e) {
           double mean = 0;
@@ -271,10 +278,10 @@ TEST(Attention, AdditiveMaskOverflowingToNegInfGivesZeros) {
   Tensor m = Tensor::zeros({1, 1, 4, 2}, DType::F32);
   for (std::int64_t j = 0; j < 2; ++j) m.at<float>({0, 0, 1, j}) = kLowest;
   AttentionAttrs a{.num_heads = 2, .causal = true, .mask = MaskKind::additive, .fill = MaskFill::lowest};
-  for (bool portable : {false, true}) {
+  for (const cpu::attn::Options& path : {cpu::attn::Options{}, kAvx2, cpu::attn::Options{true, 0}}) {
     Tensor y = Tensor::empty({1, 4, 32}, DType::F32);
     y.fill(std::nan(""));
-    cpu::attn::attention_impl(q, k, v, m, a, y, cpu::CpuContext{1}, {portable, 0});
+    cpu::attn::attention_impl(q, k, v, m, a, y, cpu::CpuContext{1}, path);
     for (std::int64_t e = 0; e < 32; ++e) {
       EXPECT_EQ(y.at<float>({0, 1, e}), 0.0f);
       EXPECT_NEAR(y.at<float>({0, 0, e}), 0.5 * (v.at<float>({0, 0, e}) + v.at<float>({0, 1, e})), 1e-6);
@@ -286,17 +293,18 @@ TEST(Attention, AdditiveMaskOverflowingToNegInfGivesZeros) {
   }
 }
 
-// A NaN score makes its query row NaN on the AVX-512 and portable loops alike, with and without
-// split keys, as in torch; rows that never see the NaN key stay finite (causal rows before it).
+// A NaN score makes its query row NaN on the AVX-512, AVX2 and portable loops alike, with and
+// without split keys, as in torch; rows that never see the NaN key stay finite (causal rows
+// before it). path: 0 the default, 1 AVX2, 2 portable.
 TEST(Attention, NaNScoresMakeTheirRowsNaN) {
   std::mt19937 rng(23);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (const int D : {15, 16, 64})
-    for (const bool portable : {false, true})
+  for (const int D : {15, 16, 24, 64})
+    for (const int path : {0, 1, 2})
       for (const int splits : {0, 3})
         for (const bool causal : {false, true}) {
-          SCOPED_TRACE("D " + std::to_string(D) + (portable ? " portable" : "") + " splits " + std::to_string(splits) +
-                       (causal ? " causal" : ""));
+          SCOPED_TRACE("D " + std::to_string(D) + " path " + std::to_string(path) + " splits " +
+                       std::to_string(splits) + (causal ? " causal" : ""));
           const std::int64_t T = 800;  // long enough to split
           Tensor q = Tensor::empty({1, T, 2 * D}, DType::F32), k = Tensor::empty({1, T, 2 * D}, DType::F32);
           Tensor v = Tensor::empty({1, T, 2 * D}, DType::F32);
@@ -307,7 +315,7 @@ TEST(Attention, NaNScoresMakeTheirRowsNaN) {
           Tensor y = Tensor::empty({1, T, 2 * D}, DType::F32);
           y.fill(12345.0);
           const AttentionAttrs a{.num_heads = 2, .causal = causal};
-          cpu::attn::attention_impl(q, k, v, Tensor(), a, y, cpu::CpuContext{2}, {portable, splits});
+          cpu::attn::attention_impl(q, k, v, Tensor(), a, y, cpu::CpuContext{2}, {path == 2, splits, path == 1});
           for (std::int64_t t = 0; t < T; ++t)
             for (int h = 0; h < 2; ++h) {
               const bool nan_row = (h == 0 && t == 7) || (h == 1 && (!causal || t >= 500));

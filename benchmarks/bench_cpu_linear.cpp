@@ -228,7 +228,7 @@ BENCHMARK(BM_OneDnnMatmulBf16)->Apply(shapes);
 BENCHMARK(BM_LinearStrided)->Apply(strided_shapes);
 BENCHMARK(BM_LinearBf16Mode)->Apply(bf16_mode_shapes);
 BENCHMARK(BM_DecodeLinear)->Apply([](benchmark::internal::Benchmark* b) {
-  for (std::int64_t M : {1, 4, 8, 32})
+  for (std::int64_t M : {1, 4, 8, 16, 32})
     for (auto [K, N] : {std::pair<std::int64_t, std::int64_t>{768, 2304}, {3072, 768}})
       for (std::int64_t rows : {1, 0}) b->Args({M, K, N, rows});
   b->ArgNames({"M", "K", "N", "rows"})->UseRealTime()->Unit(benchmark::kMicrosecond);

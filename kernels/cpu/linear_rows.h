@@ -1,5 +1,5 @@
 // Decode-sized linear on the CPU: y = act(x W + bias) for a few rows of f32 x, streaming every
-// weight byte once for all rows. On the development machine (2 cores, 31 GB/s read) oneDNN's
+// weight byte once for all rows (an AVX-512 loop, and an AVX2 one for CPUs without AVX-512). On the development machine (2 cores, 31 GB/s read) oneDNN's
 // matmul streams its packed weights at ~29 GB/s for one row, 21-25 GB/s for 4-8 rows and 12 GB/s
 // for 32; this kernel at 30, 25-26 and 13 GB/s (bench_cpu_linear BM_DecodeLinear,
 // docs/benchmarks.md).
@@ -29,5 +29,8 @@ inline constexpr std::int64_t kRowsBlock = 32;
 /// (blocks split evenly). AVX-512 F/BW/VL/DQ only: call after has_avx512().
 void linear_rows_avx512(const float* x, std::int64_t ldx, std::int64_t M, std::int64_t K, std::int64_t N,
                         const float* packed, const float* bias, Activation act, float* y, int threads);
+/// The same for CPUs with AVX2 + FMA (linear_rows_avx2.cpp): call after has_avx2().
+void linear_rows_avx2(const float* x, std::int64_t ldx, std::int64_t M, std::int64_t K, std::int64_t N,
+                      const float* packed, const float* bias, Activation act, float* y, int threads);
 
 }  // namespace encore::cpu::rows

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace encore::cpu::onednn {
 
@@ -338,6 +339,14 @@ Tuning& tuning() noexcept {
     return d;
   }();
   return t;
+}
+
+RowsLoop linear_rows_loop(std::int64_t M) noexcept {
+  const Tuning& t = tuning();
+  if (M > t.linear_rows_max) return RowsLoop::none;
+  if (has_avx512() && !t.linear_rows_force_avx2) return RowsLoop::avx512;
+  if (has_avx2() && M <= t.linear_rows_max_avx2) return RowsLoop::avx2;
+  return RowsLoop::none;
 }
 
 }  // namespace encore::cpu::onednn

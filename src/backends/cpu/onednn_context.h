@@ -287,10 +287,16 @@ struct Tuning {
   /// first (false). Measured within noise of each other; no copy is the default.
   bool linear_strided_rows = true;
   /// linear: at most this many rows of f32 x (f32 weights and y) run on the weight-streaming kernel of
-  /// kernels/cpu/linear_rows.h (AVX-512 machines), more on oneDNN's matmul; 0 sends all to
+  /// kernels/cpu/linear_rows.h (AVX-512 or AVX2 machines), more on oneDNN's matmul; 0 sends all to
   /// oneDNN. The kernel keeps the batch-1 streaming rate up to 32 rows where oneDNN's drops.
   /// ENCORE_CPU_LINEAR_ROWS_MAX sets the initial value.
   std::int64_t linear_rows_max = 32;
+  /// The same limit where the kernel runs its AVX2 loop (no AVX-512), within linear_rows_max:
+  /// two rows per pass over the weights there, so oneDNN catches up sooner (AMD EPYC, AVX2, 2
+  /// threads: 1.1-1.7x oneDNN's rate up to 16 rows, 0.7-0.8x at 32; docs/benchmarks.md).
+  std::int64_t linear_rows_max_avx2 = 16;
+  /// Tests and benchmarks: the AVX2 loop even where AVX-512 is there.
+  bool linear_rows_force_avx2 = false;
   /// conv2d: run patch embeddings (kernel == stride, no padding, groups 1) as im2col + a linear
   /// on prepacked weights instead of oneDNN's convolution.
   bool conv_patch_as_linear = true;
@@ -300,5 +306,10 @@ struct Tuning {
   ConvLayout conv_layout = ConvLayout::automatic;
 };
 Tuning& tuning() noexcept;
+
+/// Which loop of the weight-streaming kernel (kernels/cpu/linear_rows.h) an f32 linear of M rows
+/// runs here under tuning(), or none (oneDNN's matmul).
+enum class RowsLoop { none, avx2, avx512 };
+RowsLoop linear_rows_loop(std::int64_t M) noexcept;
 
 }  // namespace encore::cpu::onednn

@@ -133,13 +133,13 @@ void linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Lin
 
   // A few rows of f32 x, f32 weights and y (cdt f32: x rows and bias are f32 by now): the
   // weight-streaming kernel on its own packed layout instead of oneDNN.
-  if (M <= tuning().linear_rows_max && x.dtype() == DType::F32 && w.dtype() == DType::F32 && y.dtype() == DType::F32 &&
-      has_avx512()) {
+  if (const RowsLoop loop = linear_rows_loop(M); loop != RowsLoop::none && x.dtype() == DType::F32 &&
+                                                  w.dtype() == DType::F32 && y.dtype() == DType::F32) {
     // Held until the kernel is done: another thread's insert may evict the cache entry meanwhile.
     const dnnl::memory packed = PackedWeights::instance().rows_layout(w, out_in, threads, ctx.constant_weights);
-    rows::linear_rows_avx512(static_cast<const float*>(src), ld, M, K, N,
-                             static_cast<const float*>(packed.get_data_handle()), static_cast<const float*>(bias_ptr),
-                             attrs.activation, y.data_ptr<float>(), threads);
+    (loop == RowsLoop::avx512 ? rows::linear_rows_avx512 : rows::linear_rows_avx2)(
+        static_cast<const float*>(src), ld, M, K, N, static_cast<const float*>(packed.get_data_handle()),
+        static_cast<const float*>(bias_ptr), attrs.activation, y.data_ptr<float>(), threads);
     return;
   }
 

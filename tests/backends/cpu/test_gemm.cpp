@@ -2,7 +2,8 @@
 // inputs, both weight layouts, bias, every fused activation, f32 and bf16, batch broadcasting and
 // transposes; plus the caches (one creation per shape, weights packed once) and error messages.
 // Up to Tuning::linear_rows_max rows of f32 x run on the weight-streaming kernel
-// (kernels/cpu/linear_rows.h) on AVX-512 machines, more on oneDNN: the cases cover both sides.
+// (kernels/cpu/linear_rows.h; 16 on its AVX2 loop) on AVX-512 or AVX2 machines, more on oneDNN:
+// the cases cover both sides, and the AVX2 loop runs on AVX-512 machines too.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -110,12 +111,13 @@ TEST(CpuLinear, F32OddSizesBothLayoutsBias) {
 }
 
 // The weight-streaming kernel for few rows (f32 weights; bf16 ones stay on oneDNN): row counts
-// around its 8-row register tiles and the 32-row limit, column counts around its 32-column blocks,
-// 1-3 threads, against the double reference and against oneDNN's matmul for the same problem.
-TEST(CpuLinear, FewRowsKernelAgreesWithOneDnn) {
+// around its register tiles (8 rows on AVX-512, 2 on AVX2) and limits (32; 16 on AVX2), column
+// counts around its 32-column blocks, 1-3 threads, against the double reference and against
+// oneDNN's matmul for the same problem; with the AVX2 loop forced as well where the CPU has AVX2.
+void check_few_rows_kernel() {
   std::uint32_t seed = 40;
   int act = 0;
-  for (std::int64_t M : {1, 2, 8, 9, 16, 31, 32, 33})
+  for (std::int64_t M : {1, 2, 3, 8, 9, 16, 17, 31, 32, 33})
     for (std::int64_t N : {31, 32, 33, 100})
       for (WeightLayout layout : {WeightLayout::out_in, WeightLayout::in_out}) {
         LinearCase c{M, 300, N, layout, N % 2 == 1, kActivations[act++ % 7]};
@@ -139,6 +141,18 @@ TEST(CpuLinear, FewRowsKernelAgreesWithOneDnn) {
       }
 }
 
+TEST(CpuLinear, FewRowsKernelAgreesWithOneDnn) { check_few_rows_kernel(); }
+
+TEST(CpuLinear, FewRowsKernelAvx2LoopAgreesWithOneDnn) {
+  if (!cpu::has_avx2()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+  struct Forced {  // restored also when an assertion returns early
+    Forced() { cpu::onednn::tuning().linear_rows_force_avx2 = true; }
+    ~Forced() { cpu::onednn::tuning().linear_rows_force_avx2 = false; }
+  } forced;
+  ASSERT_EQ(cpu::onednn::linear_rows_loop(1), cpu::onednn::RowsLoop::avx2);
+  check_few_rows_kernel();
+}
+
 // A weight is packed into the kernel's layout once, then reused by every call and row count.
 TEST(CpuLinear, FewRowsKernelPacksOnce) {
   std::mt19937 rng(41);
@@ -148,7 +162,7 @@ TEST(CpuLinear, FewRowsKernelPacksOnce) {
   cpu::linear(ref::random_tensor({1, 96}, DType::F32, rng), w, Tensor(), attrs, Tensor::empty({1, 70}, DType::F32),
               cpu::CpuContext{2});
   const std::size_t packs = packed.packs();
-  for (std::int64_t M : {1, 4, 32}) {
+  for (std::int64_t M : {1, 4, 16}) {  // (16: the AVX2 loop's limit; AVX-512's is 32)
     const Tensor x = ref::random_tensor({M, 96}, DType::F32, rng);
     const Tensor y = poisoned({M, 70}, DType::F32);
     cpu::linear(x, w, Tensor(), attrs, y, cpu::CpuContext{2});
@@ -269,8 +283,9 @@ TEST(CpuLinear, WeightsPackedOnceAndPrimitivesCreatedOnce) {
     const Tensor x = ref::random_tensor({M, 80}, DType::F32, rng);
     cpu::linear(x, w, b, LinearAttrs{}, poisoned({M, 96}, DType::F32), ctx);
   }
-  // One packing for the few-rows kernel (M <= 32, AVX-512) and one for oneDNN's matmul.
-  EXPECT_EQ(packs.packs() - packs0, cpu::has_avx512() ? 2u : 1u) << "one packing per kernel for every M";
+  // One packing for the few-rows kernel (M = 1 and 16, on AVX-512 or AVX2) and one for oneDNN's.
+  const bool rows_kernel = cpu::onednn::linear_rows_loop(1) != cpu::onednn::RowsLoop::none;
+  EXPECT_EQ(packs.packs() - packs0, rows_kernel ? 2u : 1u) << "one packing per kernel for every M";
   const Tensor x = ref::random_tensor({16, 80}, DType::F32, rng);
   const std::size_t prims0 = prims.creations(), packs1 = packs.packs();
   for (int i = 0; i < 5; ++i) cpu::linear(x, w, b, LinearAttrs{}, poisoned({16, 96}, DType::F32), ctx);
@@ -299,7 +314,7 @@ TEST(CpuLinear, ConcurrentFirstCallsCreateOnce) {
     for (auto& t : threads) t.join();
     for (const Tensor& y : ys) EXPECT_LE(ref::relative_error(ref::from_tensor(y), want), 1e-5);
     EXPECT_EQ(packs.packs() - packs0, 1u);
-    const bool rows_kernel = M <= cpu::onednn::tuning().linear_rows_max && cpu::has_avx512();
+    const bool rows_kernel = cpu::onednn::linear_rows_loop(M) != cpu::onednn::RowsLoop::none;
     EXPECT_EQ(prims.creations() - prims0, rows_kernel ? 0u : 2u) << "oneDNN: the matmul and the packing reorder, once each";
   }
 }

@@ -6,10 +6,12 @@
 // one tile of scores per block is ever materialised.
 //
 // The driver below is a template over a "tile kernel" K that supplies the three inner loops
-// (scores, softmax update, P·V). attention.cpp instantiates it with a portable K and
-// attention_avx512.cpp with an AVX-512 K. Everything but the plain declarations lives in an unnamed
-// namespace so each translation unit keeps its own copy: code compiled with -mavx512f must never be
-// picked by the linker for the portable path (ODR merging of inline functions would allow that).
+// (scores, softmax update, P·V). attention.cpp instantiates it with a portable K,
+// attention_avx512.cpp with an AVX-512 K and attention_avx2.cpp with an AVX2 one. Everything but
+// the plain declarations lives in an unnamed namespace so each translation unit keeps its own
+// copy: code compiled with -mavx512f or -mavx2 must never be picked by the linker for the portable
+// path (ODR merging of inline functions would allow that; the std templates used here still could
+// in an unoptimised build, where they are not inlined).
 #pragma once
 
 #include <algorithm>
@@ -111,7 +113,7 @@ struct Workspace {
   int D = 0;
   Scratch qp_, qt_, s_, o_, kp_, vp_, kb_;
   float* Qp;     // [kMaxRows][D]  queries pre-multiplied by the scale, f32
-  float* Qt;     // [D][kMaxRows]  the same transposed (AVX-512 path)
+  float* Qt;     // [D][kMaxRows]  the same transposed (AVX-512 and AVX2 paths)
   float* S;      // kMaxRows x kTile scores, then probabilities; score (r, c) at S[r*rs + c*cs]
   float* O;      // [kMaxRows][D]  unnormalised output accumulator
   float* Kp;     // [kTile][D]     key tile converted to f32 (bf16 inputs)

@@ -10,7 +10,8 @@ inline bool has_avx512() noexcept {
   return v;
 }
 
-/// AVX2 + FMA + F16C (the set *_avx2.cpp files are compiled for).
+/// AVX2 + FMA (*_avx2.cpp files are compiled with F16C too, which every AVX2 CPU has, but use no
+/// F16C instruction).
 inline bool has_avx2() noexcept {
   static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return v;

@@ -19,6 +19,7 @@
 #include "backends/cpu/onednn_context.h"
 #include "backends/cpu/packed_weights.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/simd_common.h"
 #include "reference/ref_gemm.h"
 #include "reference/ref_tensor.h"
 
@@ -143,11 +144,13 @@ void check_few_rows_kernel() {
 
 TEST(CpuLinear, FewRowsKernelAgreesWithOneDnn) { check_few_rows_kernel(); }
 
+// On AVX-512 machines too, with the portable activations the AVX2 loop gets on CPUs without AVX-512.
 TEST(CpuLinear, FewRowsKernelAvx2LoopAgreesWithOneDnn) {
   if (!cpu::has_avx2()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+  if (cpu::onednn::tuning().linear_rows_max < 1) GTEST_SKIP() << "ENCORE_CPU_LINEAR_ROWS_MAX=0: no rows kernel";
   struct Forced {  // restored also when an assertion returns early
-    Forced() { cpu::onednn::tuning().linear_rows_force_avx2 = true; }
-    ~Forced() { cpu::onednn::tuning().linear_rows_force_avx2 = false; }
+    Forced() { cpu::onednn::tuning().linear_rows_force_avx2 = true, cpu::ewk::set_force_portable(true); }
+    ~Forced() { cpu::onednn::tuning().linear_rows_force_avx2 = false, cpu::ewk::set_force_portable(false); }
   } forced;
   ASSERT_EQ(cpu::onednn::linear_rows_loop(1), cpu::onednn::RowsLoop::avx2);
   check_few_rows_kernel();

@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/linear_rows.h"
+#include "kernels/cpu/linear_rows_driver.h"
 
 namespace encore::cpu {
 namespace ewk {
@@ -77,25 +78,9 @@ void rows_of_block(const float* x, i64 ldx, i64 M, i64 K, const float* block, co
 
 void linear_rows_avx2(const float* x, std::int64_t ldx, std::int64_t M, std::int64_t K, std::int64_t N,
                       const float* packed, const float* bias, Activation act, float* y, int threads) {
-  const i64 blocks = (N + kRowsBlock - 1) / kRowsBlock;
-  const int nt = static_cast<int>(std::clamp<i64>(threads, 1, blocks));
-  auto run = [&](i64 b0, i64 b1) {
-    for (i64 b = b0; b < b1; ++b) {
-      const i64 n0 = b * kRowsBlock;
-      rows_of_block(x, ldx, M, K, packed + b * K * kRowsBlock, bias, act, y, N, n0,
-                    static_cast<int>(std::min<i64>(kRowsBlock, N - n0)));
-    }
-  };
-  if (nt <= 1) {
-    run(0, blocks);
-    return;
-  }
-  // One contiguous run of blocks per thread: each streams one contiguous part of the weight.
-#pragma omp parallel num_threads(nt)
-  {
-    const i64 t = omp_get_thread_num(), n = omp_get_num_threads();
-    run(blocks * t / n, blocks * (t + 1) / n);
-  }
+  for_each_block(N, threads, [&](i64 b, i64 n0, int valid) {
+    rows_of_block(x, ldx, M, K, packed + b * K * kRowsBlock, bias, act, y, N, n0, valid);
+  });
 }
 
 }  // namespace rows

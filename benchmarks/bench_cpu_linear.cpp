@@ -12,8 +12,9 @@
 //   BM_LinearBf16Mode/M/K/N/native: bf16 linear with Bf16Mode::native (1) or via_f32 (0)
 //   BM_DecodeLinear/M/K/N/rows: decode-sized f32 linear (GPT-2 Conv1D layout, bias) cycling over
 //                           distinct weights (~512 MiB, so they stream from memory as in a decode
-//                           step) on the few-rows kernel (rows = 1, kernels/cpu/linear_rows.h) or
-//                           oneDNN (0); GB/s = weight bytes read per second
+//                           step) on the few-rows kernel (rows = 1, kernels/cpu/linear_rows.h, its
+//                           AVX-512 or AVX2 loop at every M) or oneDNN (0); GB/s = weight bytes
+//                           read per second
 //   BM_LinearInt8/M/K/N/fallback: cpu::linear_int8 (u8 x s8, per-channel scales, bias, f32 out) on
 //                           oneDNN's int8 kernel where its products are exact (VNNI), else, and
 //                           always with fallback = 1, the exact fallback for CPUs without VNNI;
@@ -149,8 +150,10 @@ void run_raw(benchmark::State& state, dnnl::memory::data_type dt) {
 
 void BM_DecodeLinear(benchmark::State& state) {
   const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
-  const std::int64_t saved = cpu::onednn::tuning().linear_rows_max;
-  cpu::onednn::tuning().linear_rows_max = state.range(3) != 0 ? 32 : 0;
+  // rows = 1: the kernel at every M here, also past the AVX2 loop's default limit (16 rows).
+  cpu::onednn::Tuning& tuning = cpu::onednn::tuning();
+  const std::int64_t saved = tuning.linear_rows_max, saved_avx2 = tuning.linear_rows_max_avx2;
+  tuning.linear_rows_max = tuning.linear_rows_max_avx2 = state.range(3) != 0 ? 32 : 0;
   const std::int64_t bytes = K * N * 4, copies = std::max<std::int64_t>(2, (std::int64_t{512} << 20) / bytes);
   std::vector<Tensor> ws;
   for (std::int64_t i = 0; i < copies; ++i) ws.push_back(random({K, N}, DType::F32, static_cast<std::uint32_t>(10 + i)));
@@ -163,7 +166,7 @@ void BM_DecodeLinear(benchmark::State& state) {
   for (auto _ : state) cpu::linear(x, ws[i++ % ws.size()], b, attrs, y, ctx);
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) * 1e-9 * static_cast<double>(state.iterations()),
                                               benchmark::Counter::kIsRate);
-  cpu::onednn::tuning().linear_rows_max = saved;
+  tuning.linear_rows_max = saved, tuning.linear_rows_max_avx2 = saved_avx2;
 }
 
 void BM_LinearInt8(benchmark::State& state) {

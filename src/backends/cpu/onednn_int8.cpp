@@ -42,7 +42,7 @@ void check_args(const Tensor& x, float x_scale, std::int32_t x_zp, const Tensor&
 }
 
 bool onednn_int8_exact();
-std::atomic<bool> g_force_loop{false};  // force_int8_fallback_for_testing
+std::atomic<bool> g_force_fallback{false};  // set by force_int8_fallback_for_testing
 
 // CPUs where oneDNN's u8 x s8 kernels saturate (onednn_int8_exact): the same product on oneDNN's
 // f32 matmul, still exact. |x - zp| <= 255 and |w| <= 128 bound a term by 32640, so a sum of at
@@ -152,7 +152,7 @@ void linear_int8_impl(const Tensor& x, float x_scale, std::int32_t x_zp, const T
   const std::int64_t K = x.dim(-1), N = w.dim(0), M = K == 0 ? 0 : x.numel() / K;
   ENCORE_CHECK(K > 0 || y.numel() == 0, unsupported, "linear_int8: K = 0 (x {}) is not supported", x.shape().str());
   if (M == 0 || N == 0) return;
-  const bool exact_onednn = probing || (!g_force_loop.load() && onednn_int8_exact());
+  const bool exact_onednn = probing || (!g_force_fallback.load() && onednn_int8_exact());
   const int threads = resolve_threads(ctx, call_work(double(M) * N * K, double(M) * K + double(N) * K + double(M) * N));
   ThreadScope scope(threads);
   const bool requant = y.dtype() != DType::F32;
@@ -250,7 +250,7 @@ bool onednn_int8_exact() {
 
 }  // namespace
 
-void force_int8_fallback_for_testing(bool on) noexcept { g_force_loop.store(on); }
+void force_int8_fallback_for_testing(bool on) noexcept { g_force_fallback.store(on); }
 
 void linear_int8(const Tensor& x_u8, float x_scale, std::int32_t x_zero_point, const Tensor& w_s8,
                  std::span<const float> w_scales, const Tensor& bias_f32, const Tensor& y, float y_scale,
